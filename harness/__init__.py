@@ -1,0 +1,1 @@
+"""Chaos and conformance harness for PostgreSQL transactional outboxes."""

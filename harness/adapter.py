@@ -1,0 +1,211 @@
+"""The adapter contract: the only way the harness touches an outbox implementation.
+
+An adapter is a small object (see ``docs/adapters.md``) that can
+
+- create the implementation's schema in an empty database (``create_schema``);
+- publish payloads inside a transaction the harness owns (``publish``): the
+  harness writes a business row in the same transaction and may roll it back;
+- run one consumer until told to stop (``consume``), calling the harness's
+  handler for every delivery and, where the implementation can tell, reporting
+  what happened afterwards (``ctx.settled``) and its metrics (``ctx.metric``);
+- read the implementation's state (``read_state``): payloads still pending and
+  payloads dead-lettered.
+
+Capabilities say which guarantees an implementation can be held to; a scenario
+that needs a capability the adapter lacks reports "not applicable", never fail.
+The reference outbox is plugged in through this contract exactly like any
+third-party library (``harness/adapters/reference.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an implementation can express; each flag unlocks guarantee ids."""
+
+    dlq: bool = False  # terminal failures go to a dead-letter table (R3, R4)
+    max_deliveries: bool = False  # caps deliveries including reclaims (R2)
+    retry_schedule: bool = False  # honours RetryConfig delays (R1)
+    lease_ttl: bool = False  # honours lease_ttl_seconds for reclaim (D4, D5)
+    lease_times: bool = False  # DeliveryInfo.lease_at carries the DB-clock lease start
+    settle_outcomes: bool = False  # reports acked / lease_lost per delivery (D6)
+    notify: bool = False  # LISTEN/NOTIFY wake-up (D7, D8)
+    graceful_drain: bool = False  # stop() drains in-flight work within graceful_timeout (L1)
+    metrics: bool = False  # reports O1 counters through ctx.metric
+    connection_budget: bool = False  # declares a per-process connection budget (L2, L3)
+    notes: str = ""  # shown beside the implementation's verdicts
+
+    def missing(self, *names: str) -> list[str]:
+        return [n for n in names if not getattr(self, n)]
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retry policy the harness asks for; adapters map it to their library's own."""
+
+    kind: str = "exponential"  # exponential | constant | none
+    initial_delay_seconds: float = 1.0
+    multiplier: float = 2.0
+    max_delay_seconds: float = 300.0
+    max_attempts: int = 10
+    jitter_factor: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        """Nominal delay (no jitter) before the retry that follows failure number ``attempt`` (1-based)."""
+        if self.kind == "none":
+            return 0.0
+        if self.kind == "constant":
+            return self.initial_delay_seconds
+        return min(self.max_delay_seconds, self.initial_delay_seconds * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Knobs of one consumer process. Adapters map what their library can express."""
+
+    queue: str = "harness"
+    max_workers: int = 4
+    fetch_batch_size: int = 50
+    lease_ttl_seconds: float = 3.0
+    max_deliveries: int | None = None
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    dlq: bool = True
+    graceful_timeout: float = 5.0
+    min_fetch_interval: float = 0.05
+    max_fetch_interval: float = 1.0
+    pool_size: int | None = None  # None: exactly the adapter's pool budget
+    statement_timeout_seconds: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["retry"] = {f.name: getattr(self.retry, f.name) for f in fields(self.retry)}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ConsumerConfig:
+        raw = dict(raw)
+        raw["retry"] = RetryConfig(**raw.get("retry", {}))
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """What an adapter knows about one delivery, passed to the harness handler."""
+
+    lease_at: datetime | None = None  # lease start by the database clock
+    delivery: int | None = None  # how many times this row was claimed, this one included
+    key: str | None = None  # adapter's own row id, for logs
+
+
+Handler = Callable[[bytes, DeliveryInfo], Awaitable[None]]
+
+
+class ConsumerContext:
+    """Everything ``Adapter.consume`` needs, built by the worker process."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        config: ConsumerConfig,
+        application_name: str,
+        handler: Handler,
+        stopping: asyncio.Event,
+        settled: Callable[..., None],
+        metric: Callable[[str, float, dict[str, str]], None],
+    ) -> None:
+        self.dsn = dsn  # plain postgresql:// DSN through the harness's proxy
+        self.config = config
+        self.application_name = application_name  # set it on every connection (L2 sampling)
+        self.handler = handler
+        self.stopping = stopping
+        self.settled = settled  # settled(payload, outcome, **details)
+        self.metric = metric  # metric(name, value, labels)
+        self.log = logging.getLogger("harness.adapter")
+
+
+@dataclass(frozen=True)
+class OutboxState:
+    pending: list[bytes]  # payloads still in the outbox (leased or not)
+    dead: list[bytes]  # payloads in the dead-letter table, one entry per row
+
+
+@dataclass
+class PublishTx:
+    """One open transaction owned by the harness; both views share it."""
+
+    sa_connection: AsyncConnection
+    connection: asyncpg.Connection
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+    capabilities: Capabilities
+    dlq_table: str | None  # for the DLQ drift nemesis; None without a DLQ
+
+    def connection_budget(self, config: ConsumerConfig) -> int | None:
+        """Most backends one consumer process may hold (L2), or None if undeclared."""
+
+    async def create_schema(self, dsn: str, config: ConsumerConfig) -> None:
+        """Create (drop first if present) everything the implementation needs."""
+
+    async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
+        """Publish inside ``tx``; must not commit or roll back."""
+
+    async def consume(self, ctx: ConsumerContext) -> None:
+        """Deliver until ``ctx.stopping`` is set, then drain and return."""
+
+    async def read_state(self, dsn: str) -> OutboxState:
+        """Payloads pending in the outbox and payloads dead-lettered."""
+
+
+ALIASES = {
+    "reference": "harness.adapters.reference:adapter",
+    "faststream-outbox": "harness.adapters.faststream_outbox:adapter",
+    "pgqueuer": "harness.adapters.pgqueuer_adapter:adapter",
+    "soniq": "harness.adapters.soniq_adapter:adapter",
+    "eventsource-py": "harness.adapters.eventsource_adapter:adapter",
+}
+
+
+class AdapterLoadError(RuntimeError):
+    pass
+
+
+def load_adapter(spec: str) -> Adapter:
+    """Loads ``alias`` or ``package.module:attribute`` (an adapter, or a zero-argument factory)."""
+    target = ALIASES.get(spec, spec)
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise AdapterLoadError(
+            f"--impl {spec!r} is neither a known alias ({', '.join(ALIASES)}) nor 'package.module:attribute'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AdapterLoadError(
+            f"--impl {spec!r}: cannot import {module_name!r} ({exc}); for the peer adapters run pip install '.[peers]'"
+        ) from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError as exc:
+        raise AdapterLoadError(f"--impl {spec!r}: module {module_name!r} has no attribute {attr!r}") from exc
+    adapter = obj if isinstance(obj, Adapter) else obj()
+    if not isinstance(adapter, Adapter):
+        missing = [m for m in ("name", "capabilities", "dlq_table", "connection_budget", "create_schema",
+                               "publish", "consume", "read_state") if not hasattr(adapter, m)]
+        raise AdapterLoadError(f"--impl {spec!r}: {type(adapter).__name__} lacks adapter members {missing}")
+    return adapter

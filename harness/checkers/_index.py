@@ -1,0 +1,206 @@
+"""Views of a merged history shared by the checkers: deliveries, fault windows, clocks. One way to do each."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from harness.history import Event
+
+EPS = 0.001  # tolerance on database-clock gaps, seconds
+EXAMPLES = 10  # offending items quoted in a verdict's figures
+_MATCH_KEYS = ("lease_at", "delivery")  # echoed by completions to tell concurrent calls of one mid apart
+
+
+def parse_lease_at(raw: Any) -> float | None:
+    """Epoch seconds from an ISO datetime string (naive means UTC) or a number; None if absent or unreadable."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, datetime):
+        stamp = raw
+    else:
+        try:
+            stamp = datetime.fromisoformat(str(raw))
+        except ValueError:
+            return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def target(event: Event) -> str:
+    """The process an event is about: ``value["process"]`` for notes written by others, else the writer."""
+    return str(event.value.get("process") or event.process)
+
+
+@dataclass
+class Delivery:
+    """One handler call: its invoke, how it ended, and what the implementation did afterwards."""
+
+    invoke: Event
+    lease_at: float | None  # database clock, when the adapter reports it
+    end: Event | None = None  # deliver ok | fail
+    settle: Event | None = None  # settle ok | fail matched to this call
+    cut_at: float | None = None  # the process died (killed, exited, restarted) with the call unfinished
+
+    @property
+    def mid(self) -> str | None:
+        return self.invoke.mid
+
+    @property
+    def process(self) -> str:
+        return self.invoke.process
+
+    @property
+    def t(self) -> float:
+        return self.invoke.t
+
+    @property
+    def failed(self) -> bool:
+        return self.end is not None and self.end.type == "fail"
+
+    @property
+    def outcome(self) -> str | None:
+        return self.settle.value.get("outcome") if self.settle is not None else None
+
+    @property
+    def finished_at(self) -> float | None:
+        """Last thing known of the call on the monotonic clock; None while it may still run."""
+        for event in (self.settle, self.end):
+            if event is not None:
+                return event.t
+        return self.cut_at
+
+
+def _same_call(invoke: Event, other: Event) -> bool:
+    return all(invoke.value.get(k) == other.value.get(k) for k in _MATCH_KEYS if k in other.value)
+
+
+def _process_ended(event: Event) -> bool:
+    if event.f == "fault" and event.type == "ok":
+        return event.value.get("kind") == "sigkill"
+    return event.f == "worker" and event.value.get("event") in ("exited", "started")
+
+
+def index_deliveries(history: Iterable[Event]) -> list[Delivery]:
+    """Deliveries in invoke order. Completions and settles match calls of the same (process, mid): first the
+    call whose lease_at/delivery they echo, then the oldest; a settle prefers calls that already ended, in the
+    order they ended. A SIGKILL, exit or restart of a process cuts its unfinished calls."""
+    out: list[Delivery] = []
+    running: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # no end yet
+    unsettled: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # ended, no settle yet
+    for e in history:
+        key = (e.process, e.mid)
+        if e.f == "deliver" and e.type == "invoke":
+            d = Delivery(e, parse_lease_at(e.value.get("lease_at")))
+            out.append(d)
+            running[key].append(d)
+        elif e.f == "deliver" and e.type in ("ok", "fail"):
+            d = _take(running[key], e)
+            if d is not None:
+                d.end = e
+                if d.settle is None:
+                    unsettled[key].append(d)
+        elif e.f == "settle" and e.type in ("ok", "fail"):
+            d = _take(unsettled[key], e) or _take([c for c in running[key] if c.settle is None], e)
+            if d is not None:
+                d.settle = e
+        elif _process_ended(e):
+            name = target(e)
+            for k in [k for k in running if k[0] == name]:
+                for d in running.pop(k):
+                    d.cut_at = e.t
+            for k in [k for k in unsettled if k[0] == name]:
+                del unsettled[k]
+    return out
+
+
+def _take(calls: list[Delivery], event: Event) -> Delivery | None:
+    """Removes and returns the oldest call the event matches."""
+    for d in calls:
+        if _same_call(d.invoke, event):
+            calls.remove(d)
+            return d
+    return None
+
+
+def by_mid(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
+    """Deliveries of each mid, in lease order: by database clock when every one has lease_at, else by invoke."""
+    groups: dict[str, list[Delivery]] = defaultdict(list)
+    for d in deliveries:
+        if d.mid is not None:
+            groups[d.mid].append(d)
+    for ds in groups.values():
+        if all(d.lease_at is not None for d in ds):
+            ds.sort(key=lambda d: (d.lease_at, d.t))
+    return dict(groups)
+
+
+def gap(a: Delivery, b: Delivery, db_clock: bool) -> float:
+    """Seconds from lease A to lease B: database clock if asked and both carry lease_at, else monotonic invokes."""
+    if db_clock and a.lease_at is not None and b.lease_at is not None:
+        return b.lease_at - a.lease_at
+    return b.t - a.t
+
+
+def uses_db_clock(deliveries: Iterable[Delivery], lease_times: bool) -> bool:
+    """Lease gaps are judged by the database clock only when the adapter claims it and every delivery carries it."""
+    return lease_times and all(d.lease_at is not None for d in deliveries)
+
+
+def clock_note(db_clock: bool) -> str:
+    return "" if db_clock else " (no DB-clock lease times: judged on the monotonic clock with scheduling slack)"
+
+
+@dataclass
+class FaultWindow:
+    kind: str
+    invoked: float  # fault invoke
+    value: dict[str, Any]
+    applied: float | None = None  # fault ok; None if it never took effect
+    healed: float | None = None  # fault info; None if it never healed in the history
+    failed: bool = False  # fault fail: it could not be applied
+
+    def active(self, t: float, *, from_invoke: bool = False) -> bool:
+        start = self.invoked if from_invoke else self.applied
+        return start is not None and start <= t and (self.healed is None or t <= self.healed)
+
+
+def fault_windows(history: Iterable[Event], kind: str) -> list[FaultWindow]:
+    """Windows of one fault kind that did not fail; invoke, ok/fail and info pair up first in, first out."""
+    opened: list[FaultWindow] = []
+    for e in history:
+        if e.f != "fault" or e.value.get("kind") != kind:
+            continue
+        if e.type == "invoke":
+            opened.append(FaultWindow(kind, e.t, e.value))
+        elif e.type in ("ok", "fail"):
+            w = next((w for w in opened if w.applied is None and not w.failed), None)
+            if w is not None:
+                w.applied, w.failed = (e.t, False) if e.type == "ok" else (None, True)
+        else:
+            w = next((w for w in opened if w.applied is not None and w.healed is None), None)
+            if w is not None:
+                w.healed = e.t
+    return [w for w in opened if not w.failed]
+
+
+def fault_events(history: Iterable[Event], kind: str) -> list[Event]:
+    """Faults of one kind that took effect (``fault`` ok), e.g. sigkill or sigterm of one process."""
+    return [e for e in history if e.f == "fault" and e.type == "ok" and e.value.get("kind") == kind]
+
+
+def examples(items: Iterable[Any]) -> list[Any]:
+    return list(items)[:EXAMPLES]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]

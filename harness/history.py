@@ -1,0 +1,111 @@
+"""The history: every operation the harness observed, as Jepsen-style events.
+
+Each process (publisher, worker, nemesis, runner) appends JSON lines to its own
+file with line-buffered writes, so a SIGKILL loses at most the line being
+written. The runner merges the files into one list ordered by the monotonic
+clock, which Linux shares between processes and libfaketime leaves alone
+(``FAKETIME_DONT_FAKE_MONOTONIC=1``), so ordering survives clock-skew faults.
+
+Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
+
+- ``publish``  invoke {mids, rollback} -> ok (committed) | fail (rolled back or
+  refused before commit, definite) | info (commit outcome unknown)
+- ``deliver``  invoke {mid, lease_at?, delivery?} -> ok (handler returned) |
+  fail (handler raised on purpose, e.g. poison). A killed worker leaves the
+  invoke without completion.
+- ``settle``   ok {mid, outcome: acked|retry|dead_lettered|dropped} | fail
+  {mid, outcome: lease_lost|error}; what the implementation did after the handler.
+- ``fault``    invoke {kind, ...} when a nemesis starts, ok when it took
+  effect, info {kind} when it healed, fail when it could not be applied.
+- ``metric``   info {name, value, labels} from the implementation's recorder.
+- ``log``      info {level, logger, message} for WARNING and above in workers.
+- ``worker``   info {event: started|exited|refused, ...} lifecycle notes.
+- ``sample``   info {backends: {application_name: n}} connection samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EventType = Literal["invoke", "ok", "fail", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    t: float  # time.monotonic(), shared by all processes on the host
+    wall: float  # time.time() of the writing process (skewed under faketime)
+    process: str
+    type: EventType
+    f: str
+    value: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mid(self) -> str | None:
+        return self.value.get("mid")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        raw = json.loads(line)
+        return cls(raw["t"], raw["wall"], raw["process"], raw["type"], raw["f"], raw.get("value") or {})
+
+
+class HistoryWriter:
+    """Appends events for one process; safe to use from a process that may be SIGKILLed."""
+
+    def __init__(self, path: Path, process: str) -> None:
+        self.path = Path(path)
+        self.process = process
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives with the writer
+
+    def record(self, type_: EventType, f: str, **value: Any) -> Event:
+        event = Event(time.monotonic(), time.time(), self.process, type_, f, value)
+        self._file.write(event.to_json() + "\n")
+        return event
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> HistoryWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: Path) -> Iterator[Event]:
+    """Yields events of one file; a torn last line (SIGKILL mid-write) is skipped."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield Event.from_json(line)
+            except (json.JSONDecodeError, KeyError):
+                continue
+
+
+def merge(paths: Iterable[Path]) -> list[Event]:
+    """One history ordered by the shared monotonic clock."""
+    events = [e for p in paths if Path(p).exists() for e in read_events(Path(p))]
+    events.sort(key=lambda e: e.t)
+    return events
+
+
+def write_history(events: Iterable[Event], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(e.to_json() + "\n")

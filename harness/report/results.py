@@ -1,0 +1,154 @@
+"""The machine-readable side of a report: results.json and the copied histories.
+
+Everything a reader or a CI job needs to trace a verdict back to its evidence
+lives under the run directory, because the scenario work dirs the histories
+came from are temporary. The helpers here (guarantee order, worst status per
+guarantee, section anchors) are shared by the JUnit and HTML writers so the
+three files always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.verdict import SEVERITY, ScenarioResult, Verdict, worst
+
+#: Catalog sections in the order guarantees.md lists them.
+_SECTION_ORDER = "PDRLO"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One scenario result placed in the run directory."""
+
+    result: ScenarioResult
+    anchor: str  # id of the scenario's section in report.html, unique in the run
+    history: str | None  # copied history, relative to the run dir; None if the scenario left none
+
+    @property
+    def evidence(self) -> str:
+        return f"report.html#{self.anchor}"
+
+
+def new_run_id() -> str:
+    """UTC timestamp (sorts by time) plus a random suffix (two runs in one second do not collide)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def guarantee_key(gid: str) -> tuple[int, int, str]:
+    """Sorts ids as the catalog does (P1..P3, D1..D8, R.., L.., O..); unknown ids go last."""
+    m = re.fullmatch(r"([A-Z])(\d+)", gid)
+    if m and m.group(1) in _SECTION_ORDER:
+        return (_SECTION_ORDER.index(m.group(1)), int(m.group(2)), "")
+    return (len(_SECTION_ORDER), 0, gid)
+
+
+def guarantee_ids(results: list[ScenarioResult]) -> list[str]:
+    return sorted({v.guarantee for r in results for v in r.verdicts}, key=guarantee_key)
+
+
+def by_guarantee(result: ScenarioResult) -> dict[str, list[Verdict]]:
+    """Verdicts of one scenario grouped by guarantee id, in catalog order."""
+    groups: dict[str, list[Verdict]] = {}
+    for v in result.verdicts:
+        groups.setdefault(v.guarantee, []).append(v)
+    return dict(sorted(groups.items(), key=lambda kv: guarantee_key(kv[0])))
+
+
+def worst_verdicts(verdicts: list[Verdict]) -> tuple[str, list[Verdict]]:
+    """The worst status among verdicts and the verdicts that carry it (they explain the cell)."""
+    status = worst([v.status for v in verdicts])
+    return status, [v for v in verdicts if v.status == status]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
+
+
+def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
+    """Copies each history under histories/<impl>/<scenario>.jsonl and writes the merged history.jsonl.
+
+    The merged file tags every line with its scenario and impl so one grep finds
+    an event across the run; torn lines (SIGKILL mid-write) are skipped there
+    but kept verbatim in the per-scenario copies.
+    """
+    entries: list[Entry] = []
+    used: Counter[str] = Counter()
+    with open(run_dir / "history.jsonl", "w", encoding="utf-8") as merged:
+        for r in results:
+            base = f"{slug(r.impl)}/{slug(r.scenario)}"
+            used[base] += 1
+            name = base if used[base] == 1 else f"{base}-{used[base]}"
+            anchor = "s-" + name.replace("/", "--")
+            src = Path(r.history_path) if r.history_path else None
+            if src is None or not src.is_file():
+                entries.append(Entry(r, anchor, None))
+                continue
+            rel = f"histories/{name}.jsonl"
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, run_dir / rel)
+            with open(src, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        raw = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(raw, dict):
+                        raw.update(scenario=r.scenario, impl=r.impl)
+                        merged.write(json.dumps(raw, separators=(",", ":"), default=str) + "\n")
+            entries.append(Entry(r, anchor, rel))
+    return entries
+
+
+def matrix(entries: list[Entry]) -> dict[str, dict[str, dict[str, Any]]]:
+    """impl x guarantee: worst status over scenarios, linking to the scenario that decided it."""
+    cells: dict[str, dict[str, list[tuple[str, Entry]]]] = {}
+    for e in entries:
+        for gid, verdicts in by_guarantee(e.result).items():
+            status, _ = worst_verdicts(verdicts)
+            cells.setdefault(e.result.impl, {}).setdefault(gid, []).append((status, e))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for impl, row in cells.items():
+        out[impl] = {}
+        for gid in sorted(row, key=guarantee_key):
+            pairs = row[gid]
+            status = worst([s for s, _ in pairs])
+            decider = next(e for s, e in pairs if s == status)
+            out[impl][gid] = {
+                "status": status,
+                "scenarios": [e.result.scenario for _, e in pairs],
+                "evidence": decider.evidence,
+            }
+    return out
+
+
+def summary(entries: list[Entry]) -> dict[str, int]:
+    """Counts per status of (impl, scenario, guarantee) cells: the same unit as junit testcases."""
+    counts = dict.fromkeys(sorted(SEVERITY, key=SEVERITY.__getitem__), 0)
+    for e in entries:
+        for verdicts in by_guarantee(e.result).values():
+            counts[worst_verdicts(verdicts)[0]] += 1
+    return counts
+
+
+def document(run_id: str, meta: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:
+    scenarios = [{**e.result.to_dict(), "evidence": e.evidence, "history": e.history} for e in entries]
+    return {
+        "run_id": run_id,
+        "meta": meta,
+        "scenarios": scenarios,
+        "matrix": matrix(entries),
+        "summary": summary(entries),
+    }
+
+
+def write_results(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")

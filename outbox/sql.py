@@ -1,0 +1,110 @@
+"""Every SQL statement of the reference outbox, built once per table pair.
+
+One place to read what touches the database. Statements use asyncpg's ``$n``
+parameters and run on the driver connection under SQLAlchemy's pool. Every
+write after a claim is guarded by the lease token: a write that matches no row
+means the lease was lost (D6). Lease expiry is judged by the server's clock,
+``now() - make_interval(secs => ...)``, never by the worker's (D4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from outbox.schema import check_identifier, names_for
+
+
+@dataclass(frozen=True)
+class Statements:
+    table: str
+    dlq_table: str | None = None
+
+    def __post_init__(self) -> None:
+        names_for(self.table)
+        if self.dlq_table is not None:
+            check_identifier(self.dlq_table, "dead-letter table name")
+
+    @property
+    def channel(self) -> str:
+        return names_for(self.table).channel
+
+    @property
+    def insert(self) -> str:
+        """$1 queue, $2 payloads bytea[], $3 headers text[] (JSON), $4 delay seconds, $5 channel.
+
+        Insert and NOTIFY in one round trip; NOTIFY is transactional, so a
+        rollback drops the wake-up with the rows (P1).
+        """
+        return (
+            f"WITH ins AS (INSERT INTO {self.table} (queue, payload, headers, next_attempt_at) "
+            f"SELECT $1, p, h::jsonb, now() + make_interval(secs => $4) "
+            f"FROM unnest($2::bytea[], $3::text[]) AS x(p, h) RETURNING id), "
+            f"n AS (SELECT pg_notify($5, $1)) "
+            f"SELECT ins.id FROM ins, n ORDER BY ins.id"
+        )
+
+    @property
+    def fetch(self) -> str:
+        """$1 queue, $2 lease TTL seconds, $3 limit. Claims and leases in one statement (D3)."""
+        return (
+            f"WITH picked AS (SELECT id FROM {self.table} "
+            f"WHERE queue = $1 AND next_attempt_at <= now() "
+            f"AND (acquired_token IS NULL OR acquired_at < now() - make_interval(secs => $2)) "
+            f"ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {self.table} AS o SET acquired_token = gen_random_uuid(), acquired_at = now(), "
+            f"deliveries = o.deliveries + 1 "
+            f"FROM picked WHERE o.id = picked.id "
+            f"RETURNING o.id, o.payload, o.headers::text, o.acquired_token, o.acquired_at, "
+            f"o.deliveries, o.attempts, o.created_at"
+        )
+
+    @property
+    def ack(self) -> str:
+        """$1 ids bigint[], $2 tokens uuid[]. Deletes only rows still leased by these tokens."""
+        return (
+            f"DELETE FROM {self.table} AS o USING unnest($1::bigint[], $2::uuid[]) AS a(id, token) "
+            f"WHERE o.id = a.id AND o.acquired_token = a.token RETURNING o.id"
+        )
+
+    @property
+    def release(self) -> str:
+        """$1 ids, $2 tokens. Hands back rows fetched but never started (graceful stop)."""
+        return (
+            f"UPDATE {self.table} AS o SET acquired_token = NULL, acquired_at = NULL, "
+            f"deliveries = o.deliveries - 1 "
+            f"FROM unnest($1::bigint[], $2::uuid[]) AS r(id, token) "
+            f"WHERE o.id = r.id AND o.acquired_token = r.token"
+        )
+
+    @property
+    def retry(self) -> str:
+        """$1 id, $2 token, $3 delay seconds, $4 error. Schedules by the database clock (R1)."""
+        return (
+            f"UPDATE {self.table} SET acquired_token = NULL, acquired_at = NULL, attempts = attempts + 1, "
+            f"next_attempt_at = now() + make_interval(secs => $3), last_error = $4 "
+            f"WHERE id = $1 AND acquired_token = $2 RETURNING id"
+        )
+
+    @property
+    def drop(self) -> str:
+        """$1 id, $2 token. Terminal failure without a dead-letter table."""
+        return f"DELETE FROM {self.table} WHERE id = $1 AND acquired_token = $2 RETURNING id"
+
+    @property
+    def dead_letter(self) -> str:
+        """$1 id, $2 token, $3 reason, $4 error, $5 failed attempts to add.
+
+        DELETE ... RETURNING feeds the INSERT in one statement (R3): if the
+        insert fails (schema drift) the delete rolls back with it, and the row
+        waits for its lease to expire (R4).
+        """
+        if self.dlq_table is None:
+            raise ValueError("no dead-letter table configured")
+        return (
+            f"WITH moved AS (DELETE FROM {self.table} WHERE id = $1 AND acquired_token = $2 "
+            f"RETURNING id, queue, payload, headers, created_at, attempts, deliveries) "
+            f"INSERT INTO {self.dlq_table} (original_id, queue, payload, headers, created_at, "
+            f"attempts, deliveries, reason, last_error) "
+            f"SELECT id, queue, payload, headers, created_at, attempts + $5, deliveries, $3, $4 FROM moved "
+            f"RETURNING original_id"
+        )

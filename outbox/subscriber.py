@@ -1,0 +1,434 @@
+"""The subscriber: lease-only delivery with token-guarded acks (D1-D8, R1-R4, L1, L2, O1).
+
+Shape, per subscriber:
+
+- one fetch loop claims up to ``fetch_batch_size`` rows in one CTE (``FOR
+  UPDATE SKIP LOCKED``; available iff unleased or leased longer ago than
+  ``lease_ttl_seconds`` by the database clock) and queues them;
+- ``max_workers`` tasks run the handler;
+- successful messages are acked in groups by one acker: one DELETE for many
+  rows, each guarded by its own lease token; rows the DELETE did not match
+  were reclaimed by someone else and are reported ``lease_lost``;
+- failures are retried (``next_attempt_at`` by the database clock) or, when
+  terminal, dead-lettered in one statement.
+
+Connections: the fetch loop and the acker each hold one pool connection, and
+at most ``max_workers - 1`` retry/dead-letter writes run at once, so the
+subscriber never holds more than ``max_workers + 1`` pool connections, plus one
+raw LISTEN connection (L2).
+
+What a SIGKILL costs: handlers in flight and acks not yet flushed (at most one
+ack group, flushed as soon as the acker is free) are redelivered once their
+lease expires, within ``lease_ttl_seconds + max_fetch_interval``: duplicates,
+never loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from outbox.errors import OutboxConfigError
+from outbox.listener import Listener
+from outbox.metrics import Metrics, MetricsRecorder
+from outbox.publish import check_queue
+from outbox.retry import ExponentialRetry, RetryStrategy
+from outbox.sql import Statements
+
+log = logging.getLogger("outbox.subscriber")
+
+#: Errors that mean "the database is unreachable or the connection is gone": retry later.
+TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
+
+
+@dataclass(slots=True)
+class Message:
+    id: int
+    queue: str
+    payload: bytes
+    raw_headers: str
+    token: uuid.UUID
+    acquired_at: datetime  # lease start, database clock
+    deliveries: int  # claims so far, this one included
+    attempts: int  # failed handler runs so far
+    created_at: datetime
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return json.loads(self.raw_headers)
+
+
+Handler = Callable[[Message], Awaitable[None]]
+SettledCallback = Callable[[Message, str], None]
+"""``on_settled(message, outcome)``: acked | retry | dead_lettered | dropped | lease_lost | released."""
+
+
+class _OutageLog:
+    """Logs the first failure of an outage at ERROR and the recovery at INFO, not every retry."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            log.error("%s failed: %s: %s; retrying", self.what, type(exc).__name__, exc)
+            self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            log.info("%s recovered", self.what)
+            self.down = False
+
+
+class Subscriber:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        statements: Statements,
+        *,
+        queue: str,
+        handler: Handler,
+        max_workers: int = 8,
+        fetch_batch_size: int = 100,
+        lease_ttl_seconds: float = 60.0,
+        max_deliveries: int | None = None,
+        retry: RetryStrategy | None = None,
+        graceful_timeout: float = 15.0,
+        min_fetch_interval: float = 0.05,
+        max_fetch_interval: float = 10.0,
+        statement_timeout: float = 30.0,
+        listen: bool = True,
+        listen_connect_args: dict[str, Any] | None = None,
+        metrics_recorder: MetricsRecorder | None = None,
+        on_settled: SettledCallback | None = None,
+    ) -> None:
+        self.queue = check_queue(queue)
+        _positive(max_workers=max_workers, fetch_batch_size=fetch_batch_size)
+        _positive(lease_ttl_seconds=lease_ttl_seconds, graceful_timeout=graceful_timeout,
+                  min_fetch_interval=min_fetch_interval, max_fetch_interval=max_fetch_interval,
+                  statement_timeout=statement_timeout)
+        if min_fetch_interval > max_fetch_interval:
+            raise OutboxConfigError("min_fetch_interval must not exceed max_fetch_interval")
+        if max_deliveries is not None:
+            _positive(max_deliveries=max_deliveries)
+        if not callable(handler):
+            raise OutboxConfigError(f"handler must be an async callable, got {type(handler).__name__}")
+        if engine.dialect.driver != "asyncpg":
+            raise OutboxConfigError(f"the reference outbox needs a postgresql+asyncpg engine, got {engine.dialect.driver}")
+        self.engine = engine
+        self.sql = statements
+        self.handler = handler
+        self.max_workers = max_workers
+        self.fetch_batch_size = fetch_batch_size
+        self.lease_ttl_seconds = float(lease_ttl_seconds)
+        self.max_deliveries = max_deliveries
+        self.retry: RetryStrategy = retry if retry is not None else ExponentialRetry()
+        self.graceful_timeout = graceful_timeout
+        self.min_fetch_interval = min_fetch_interval
+        self.max_fetch_interval = max_fetch_interval
+        self.statement_timeout = statement_timeout
+        self.metrics = Metrics(self.queue, metrics_recorder)
+        self.on_settled = on_settled
+        self._listen = listen
+        self._listen_connect_args = listen_connect_args or {}
+        self.listener: Listener | None = None
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._acks: list[Message] = []
+        self._ack_ready = asyncio.Event()
+        self._writers = asyncio.Semaphore(max(1, max_workers - 1))
+        self._in_flight: set[asyncio.Future[None]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+        self._fetcher: asyncio.Task[None] | None = None
+        self._acker: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._fetch_outage = _OutageLog(f"fetch on queue {self.queue!r}")
+
+    # -- lifecycle -------------------------------------------------------------
+    @property
+    def connection_budget(self) -> int:
+        """Pool connections this subscriber may hold at once (the LISTEN connection is extra)."""
+        return self.max_workers + 1
+
+    def _check_pool(self) -> None:
+        pool = self.engine.pool
+        size = getattr(pool, "size", None)
+        if size is None:  # NullPool and friends: no limit to check
+            return
+        capacity = size() + max(0, getattr(pool, "_max_overflow", 0))
+        if capacity < self.connection_budget:
+            raise OutboxConfigError(
+                f"engine pool holds {capacity} connections but this subscriber needs max_workers + 1 = "
+                f"{self.connection_budget} (QueuePool limit would be exceeded); create the engine with "
+                f"pool_size >= {self.connection_budget} (sum over all subscribers sharing it), or lower max_workers"
+            )
+
+    async def start(self) -> None:
+        """Starts fetching; never validates the schema (L5: that is for a health check)."""
+        self._check_pool()
+        self._stopping.clear()
+        if self._listen:
+            self.listener = Listener(
+                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, queue=self.queue,
+                wake=self._wake.set, retry_interval=self.max_fetch_interval,
+            )
+            self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
+        self._acker = asyncio.create_task(self._ack_loop(), name="outbox-ack")
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name="outbox-fetch")
+        self._workers = [asyncio.create_task(self._work_loop(), name=f"outbox-worker-{i}") for i in range(self.max_workers)]
+
+    async def stop(self) -> None:
+        """Graceful drain (L1): stop fetching now, hand back unstarted rows, let handlers
+        finish for up to ``graceful_timeout``, flush acks, then cancel what is left."""
+        deadline = time.monotonic() + self.graceful_timeout
+        self._stopping.set()
+        self._wake.set()
+        for task in self._workers:  # idle workers stop; running handlers are shielded and go on
+            task.cancel()
+        if self._fetcher is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._fetcher, timeout=max(0.01, deadline - time.monotonic()))
+        unstarted: list[Message] = []
+        while not self._queue.empty():
+            unstarted.append(self._queue.get_nowait())
+        if unstarted:
+            await self._release(unstarted)
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=max(0.0, deadline - time.monotonic()))
+            if late:
+                self.metrics.add("drain_timeout", len(late))
+                log.warning("graceful_timeout=%ss passed with %d handlers in flight; cancelling them, "
+                            "their rows are reclaimed after lease_ttl_seconds", self.graceful_timeout, len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+        if self._acker is not None:
+            self._ack_ready.set()
+            try:
+                await asyncio.wait_for(self._acker, timeout=max(1.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                log.warning("final ack flush did not finish; %d rows will be redelivered", len(self._acks))
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+        await asyncio.gather(*self._workers, *filter(None, [self._listen_task]), return_exceptions=True)
+        self._workers, self._fetcher, self._acker, self._listen_task = [], None, None, None
+
+    async def __aenter__(self) -> Subscriber:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- connections -------------------------------------------------------------
+    def _listen_kwargs(self) -> dict[str, Any]:
+        url = self.engine.url
+        kwargs: dict[str, Any] = {"host": url.host, "port": url.port, "user": url.username,
+                                  "password": url.password, "database": url.database,
+                                  "timeout": self.statement_timeout}
+        return {**{k: v for k, v in kwargs.items() if v is not None}, **self._listen_connect_args}
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection's asyncpg driver; a broken one is invalidated, not returned."""
+        async with self.engine.connect() as conn:
+            try:
+                yield await _driver(conn)
+            except TRANSIENT:
+                await conn.invalidate()
+                raise
+
+    # -- fetching ----------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        idle = self.min_fetch_interval
+        while not self._stopping.is_set():
+            try:
+                async with self._connection() as conn:
+                    while not self._stopping.is_set():
+                        room = self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._in_flight)
+                        if self._queue.qsize() >= self.max_workers or room <= 0:
+                            self._wake.clear()
+                            await self._sleep(self.max_fetch_interval)  # woken by workers when they run low
+                            continue
+                        self._wake.clear()
+                        rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds,
+                                                min(room, self.fetch_batch_size), timeout=self.statement_timeout)
+                        self._fetch_outage.ok()
+                        if rows:
+                            idle = self.min_fetch_interval
+                            self.metrics.add("fetched", len(rows))
+                            for r in rows:
+                                self._queue.put_nowait(Message(r[0], self.queue, r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+                        else:
+                            listening = self.listener is not None and self.listener.connected
+                            await self._sleep(self.max_fetch_interval if listening else idle)
+                            idle = min(idle * 2, self.max_fetch_interval)
+            except TRANSIENT as exc:
+                self._fetch_outage.failed(exc)
+                await self._sleep(idle)
+                idle = min(idle * 2, self.max_fetch_interval)
+            except asyncpg.PostgresError as exc:  # e.g. the table is missing: loud, then keep trying
+                log.error("fetch on %r failed: %s: %s", self.queue, type(exc).__name__, exc)
+                await self._sleep(self.max_fetch_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    # -- handling ------------------------------------------------------------------
+    async def _work_loop(self) -> None:
+        while not self._stopping.is_set():
+            msg = await self._queue.get()
+            if self._queue.qsize() < self.max_workers:
+                self._wake.set()
+            # The handler runs as its own future so stop() can give it until graceful_timeout.
+            run = asyncio.ensure_future(self._handle(msg))
+            self._in_flight.add(run)
+            run.add_done_callback(self._in_flight.discard)
+            await asyncio.shield(run)
+
+    async def _handle(self, msg: Message) -> None:
+        if self.max_deliveries is not None and msg.deliveries > self.max_deliveries:
+            await self._terminal(msg, "max_deliveries", f"claimed {msg.deliveries} times, max_deliveries={self.max_deliveries}", 0)
+            return
+        try:
+            await self.handler(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
+            await self._failed(msg, exc)
+            return
+        self._acks.append(msg)
+        self._ack_ready.set()
+
+    async def _failed(self, msg: Message, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        delay = self.retry.delay(msg.attempts + 1)
+        if delay is None:
+            await self._terminal(msg, "retries_exhausted", error, 1)
+            return
+        matched = await self._write(msg, self.sql.retry, float(delay), error)
+        if matched:
+            self.metrics.add("nacked_retry")
+            self._settled(msg, "retry")
+        elif matched is False:
+            self._lease_lost(msg)
+
+    async def _terminal(self, msg: Message, reason: str, error: str, failed: int) -> None:
+        self.metrics.add("nacked_terminal")
+        if self.sql.dlq_table is None:
+            matched = await self._write(msg, self.sql.drop)
+            if matched:
+                self._settled(msg, "dropped")
+            elif matched is False:
+                self._lease_lost(msg)
+            return
+        try:
+            moved = await self._write(msg, self.sql.dead_letter, reason, error, failed)
+        except asyncpg.PostgresError as exc:
+            # The statement rolled back whole: the row stays, keeps its lease and comes back after
+            # the TTL (R4). nacked_terminal now runs ahead of dlq_written, which is the alert.
+            log.error("dead-letter write for row %s failed and rolled back (%s: %s); the row stays in %s "
+                      "and is retried after its lease expires", msg.id, type(exc).__name__, exc, self.sql.table)
+            self._settled(msg, "error")
+            return
+        if moved:
+            self.metrics.add("dlq_written")
+            self._settled(msg, "dead_lettered")
+        elif moved is False:
+            self._lease_lost(msg)
+
+    async def _write(self, msg: Message, sql: str, *args: Any) -> bool | None:
+        """Runs one token-guarded write: True if it matched the row, False if the lease was lost,
+        None if the database could not be reached (the lease then decides: redelivery after the TTL)."""
+        async with self._writers:
+            try:
+                async with self._connection() as conn:
+                    return await conn.fetchval(sql, msg.id, msg.token, *args, timeout=self.statement_timeout) is not None
+            except TRANSIENT as exc:
+                log.error("write for row %s failed (%s: %s); the row is redelivered after its lease expires",
+                          msg.id, type(exc).__name__, exc)
+                self._settled(msg, "error")
+                return None
+
+    def _lease_lost(self, msg: Message) -> None:
+        self.metrics.add("lease_lost")
+        log.warning("lease_lost: row %s of %r was reclaimed by another consumer before this write "
+                    "(handler slower than lease_ttl_seconds=%s?)", msg.id, self.queue, self.lease_ttl_seconds)
+        self._settled(msg, "lease_lost")
+
+    def _settled(self, msg: Message, outcome: str) -> None:
+        if self.on_settled is not None:
+            self.on_settled(msg, outcome)
+
+    # -- acking ----------------------------------------------------------------------
+    async def _ack_loop(self) -> None:
+        """Group commit: flush whatever has accumulated as soon as the previous flush is done."""
+        outage = _OutageLog(f"ack on queue {self.queue!r}")
+        while True:
+            if not self._acks:
+                if self._stopping.is_set() and not self._in_flight:
+                    return
+                self._ack_ready.clear()
+                await self._ack_ready.wait()
+                continue
+            batch, self._acks = self._acks, []
+            try:
+                async with self._connection() as conn:
+                    rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
+                                            timeout=self.statement_timeout)
+                outage.ok()
+            except TRANSIENT as exc:
+                outage.failed(exc)
+                self._settle_unknown(batch)
+                await asyncio.sleep(self.min_fetch_interval)
+                continue
+            done = {r[0] for r in rows}
+            self.metrics.add("acked", len(done))
+            for m in batch:
+                if m.id in done:
+                    self._settled(m, "acked")
+                else:
+                    self._lease_lost(m)
+
+    def _settle_unknown(self, batch: list[Message]) -> None:
+        log.warning("%d acks on %r could not be written; those rows are redelivered after their lease expires",
+                    len(batch), self.queue)
+        for m in batch:
+            self._settled(m, "error")
+
+    async def _release(self, msgs: list[Message]) -> None:
+        try:
+            async with self._connection() as conn:
+                await conn.execute(self.sql.release, [m.id for m in msgs], [m.token for m in msgs],
+                                   timeout=self.statement_timeout)
+            for m in msgs:
+                self._settled(m, "released")
+        except TRANSIENT as exc:
+            log.warning("could not hand back %d unstarted rows (%s); they are reclaimed after their lease",
+                        len(msgs), exc)
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise OutboxConfigError(f"{name} must be a positive number, got {value!r}")
