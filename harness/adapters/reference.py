@@ -1,0 +1,97 @@
+"""Adapter for the reference outbox: the same contract any third-party implementation uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from outbox import ConstantRetry, ExponentialRetry, Message, NoRetry, Outbox, make_dlq_table, make_outbox_table
+
+TABLE = "harness_outbox"
+DLQ_TABLE = "harness_outbox_dlq"
+
+
+def engine_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+class ReferenceAdapter:
+    name = "reference"
+    capabilities = Capabilities(
+        dlq=True, max_deliveries=True, retry_schedule=True, lease_ttl=True, lease_times=True,
+        settle_outcomes=True, notify=True, graceful_drain=True, metrics=True, connection_budget=True,
+    )
+    dlq_table: str | None = DLQ_TABLE
+
+    def __init__(self, outbox_factory: type[Outbox] = Outbox) -> None:
+        self._metadata = MetaData()
+        self._tables = (make_outbox_table(self._metadata, TABLE), make_dlq_table(self._metadata, DLQ_TABLE))
+        self.outbox = outbox_factory(self._tables[0], dlq_table=self._tables[1])
+
+    def connection_budget(self, config: ConsumerConfig) -> int:
+        return config.max_workers + 2  # max_workers + 1 pool connections and one LISTEN connection
+
+    async def create_schema(self, dsn: str, config: ConsumerConfig) -> None:
+        engine = create_async_engine(engine_url(dsn))
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(self._metadata.drop_all)
+                await conn.run_sync(self._metadata.create_all)
+        finally:
+            await engine.dispose()
+
+    async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
+        await self.outbox.publish_batch(tx.sa_connection, list(payloads), queue=queue)
+
+    async def consume(self, ctx: ConsumerContext) -> None:
+        cfg = ctx.config
+        settings = {"application_name": ctx.application_name}
+        connect_args = {"server_settings": settings, "timeout": cfg.statement_timeout_seconds}
+        pool_size = cfg.pool_size if cfg.pool_size is not None else cfg.max_workers + 1
+        engine = create_async_engine(engine_url(ctx.dsn), pool_size=pool_size, max_overflow=0,
+                                     pool_timeout=cfg.statement_timeout_seconds, connect_args=connect_args)
+
+        async def handle(msg: Message) -> None:
+            await ctx.handler(msg.payload, DeliveryInfo(lease_at=msg.acquired_at, delivery=msg.deliveries, key=str(msg.id)))
+
+        sub = self.outbox.subscriber(
+            engine, queue=cfg.queue, handler=handle, max_workers=cfg.max_workers,
+            fetch_batch_size=cfg.fetch_batch_size, lease_ttl_seconds=cfg.lease_ttl_seconds,
+            max_deliveries=cfg.max_deliveries, retry=_retry(cfg), graceful_timeout=cfg.graceful_timeout,
+            min_fetch_interval=cfg.min_fetch_interval, max_fetch_interval=cfg.max_fetch_interval,
+            statement_timeout=cfg.statement_timeout_seconds, listen_connect_args={"server_settings": settings},
+            metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome),
+        )
+        try:
+            await sub.start()
+            await ctx.stopping.wait()
+            await sub.stop()
+        finally:
+            await engine.dispose()
+
+    async def read_state(self, dsn: str) -> OutboxState:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            pending = [r[0] for r in await conn.fetch(f"SELECT payload FROM {TABLE}")]
+            dead = [r[0] for r in await conn.fetch(f"SELECT payload FROM {DLQ_TABLE}")]
+        finally:
+            await conn.close()
+        return OutboxState(pending=pending, dead=dead)
+
+
+def _retry(cfg: ConsumerConfig) -> ExponentialRetry | ConstantRetry | NoRetry:
+    r = cfg.retry
+    if r.kind == "none":
+        return NoRetry()
+    if r.kind == "constant":
+        return ConstantRetry(delay_seconds=r.initial_delay_seconds, max_attempts=r.max_attempts)
+    return ExponentialRetry(initial_delay_seconds=r.initial_delay_seconds, multiplier=r.multiplier,
+                            max_delay_seconds=r.max_delay_seconds, max_attempts=r.max_attempts,
+                            jitter_factor=r.jitter_factor)
+
+
+adapter = ReferenceAdapter()

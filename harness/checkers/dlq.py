@@ -1,0 +1,221 @@
+"""R1-R4: poison messages are retried on schedule, capped, dead-lettered once, and a failing DLQ shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from harness.checkers._index import (
+    Delivery,
+    by_mid,
+    clock_note,
+    examples,
+    fault_windows,
+    gap,
+    index_deliveries,
+    uses_db_clock,
+)
+from harness.checkers.context import CheckContext
+from harness.checkers.total_queue import tally
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "dlq"
+_RETRY_EPS = 0.05  # retry delays are judged with this much rounding on the database clock
+
+
+def check_dlq(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """R1 retry schedule, R2 bounded deliveries, R3 atomic dead-lettering, R4 divergence is visible.
+
+    Why: a message that always fails must not spin (too-early retries, deliveries past the cap), must end in
+    the DLQ exactly once (the move is one statement, so never in both tables, never in neither), and when the
+    DLQ write itself fails the metrics must let an operator see terminal nacks outrunning DLQ writes."""
+    poison = ctx.poison & tally(history, ctx).committed
+    groups = by_mid(index_deliveries(history))
+    return [_r1(groups, poison, ctx), _r2(groups, poison, ctx), _r3(poison, ctx), _r4(history, groups, poison, ctx)]
+
+
+def _no_poison(guarantee: str) -> Verdict:
+    return Verdict(guarantee, NAME, "unknown", "no committed poison message to test with")
+
+
+def _failure_number(ds: list[Delivery], a: Delivery) -> int:
+    """Failure number of A among the calls of its mid (1-based)."""
+    return sum(1 for d in ds[: ds.index(a) + 1] if d.failed)
+
+
+def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
+    retry = ctx.config.retry
+    if not ctx.capabilities.retry_schedule:
+        return Verdict("R1", NAME, "not_applicable", "the implementation does not take a retry schedule")
+    if not poison:
+        return _no_poison("R1")
+    if retry.kind == "none":
+        retried = sorted(m for m in poison if sum(d.failed for d in groups.get(m, [])) > 1)
+        failed = sum(1 for m in poison if any(d.failed for d in groups.get(m, [])))
+        figures = {"poison_failed": failed, "retried": len(retried), "examples": examples(retried)}
+        if retried:
+            return Verdict("R1", NAME, "fail", f"{len(retried)} poison messages were retried under NoRetry", figures)
+        if not failed:
+            return Verdict("R1", NAME, "unknown", "no poison message failed", figures)
+        return Verdict("R1", NAME, "pass", f"{failed} poison messages went terminal on their first failure", figures)
+    calls = [d for m in poison for d in groups.get(m, [])]
+    db_clock = uses_db_clock(calls, ctx.capabilities.lease_times)
+    rounding = _RETRY_EPS if db_clock else ctx.slack_seconds
+    cfg, j = ctx.config, retry.jitter_factor
+    gaps = early = late = 0
+    bad: list[dict[str, object]] = []
+    for m in poison:
+        ds = groups.get(m, [])
+        for a, b in zip(ds, ds[1:]):
+            retried = a.settle is None or a.settle.type == "fail" or a.outcome == "retry"
+            if not a.failed or a.end is None or not retried:
+                continue  # reclaims and terminal outcomes are not retries (D5, R4 judge those)
+            n = _failure_number(ds, a)
+            delay = retry.delay(n)
+            reclaim = a.settle is not None and a.settle.type == "fail"  # the retry write did not land
+            low = delay * (1 - j) - rounding
+            high = (a.end.t - a.t) + delay * (1 + j) + cfg.max_fetch_interval + ctx.slack_seconds
+            high += cfg.lease_ttl_seconds if reclaim else 0.0
+            g = gap(a, b, db_clock)
+            gaps += 1
+            row = {"mid": m, "failure": n, "gap_s": round(g, 3), "bounds_s": [round(low, 3), round(high, 3)]}
+            if g < low and not reclaim:
+                early += 1
+                bad.append(row)
+            elif g > high:
+                late += 1
+                bad.append(row)
+    figures = {"retry_gaps": gaps, "too_early": early, "too_late": late, "examples": examples(bad),
+               "retry": {"kind": retry.kind, "initial": retry.initial_delay_seconds, "multiplier": retry.multiplier,
+                         "jitter": j}}
+    note = clock_note(db_clock)
+    if early or late:
+        return Verdict("R1", NAME, "fail", f"of {gaps} retries, {early} came too early and {late} too late{note}",
+                       figures)
+    if not gaps:
+        return Verdict("R1", NAME, "unknown", "no poison message was retried", figures)
+    return Verdict("R1", NAME, "pass", f"{gaps} retries followed the schedule{note}", figures)
+
+
+def _r2(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
+    cap = ctx.config.max_deliveries
+    if not cap or not ctx.capabilities.max_deliveries:
+        return Verdict("R2", NAME, "not_applicable", "no max_deliveries cap in force")
+    if not poison:
+        return _no_poison("R2")
+    counts = {m: len(ds) for m, ds in groups.items()}
+    over = sorted(m for m, n in counts.items() if n > cap)
+    reached = sum(1 for n in counts.values() if n == cap)
+    figures = {"max_deliveries": cap, "most_deliveries": max(counts.values(), default=0), "over_cap": len(over),
+               "reached_cap": reached, "examples": examples({"mid": m, "deliveries": counts[m]} for m in over)}
+    if over:
+        return Verdict("R2", NAME, "fail", f"{len(over)} messages were delivered more than {cap} times", figures)
+    if not reached:
+        return Verdict("R2", NAME, "unknown", f"no message reached the cap of {cap} deliveries", figures)
+    return Verdict("R2", NAME, "pass", f"{reached} messages reached the cap of {cap} and went no further", figures)
+
+
+def _r3(poison: set[str], ctx: CheckContext) -> Verdict:
+    if not (ctx.capabilities.dlq and ctx.config.dlq):
+        return Verdict("R3", NAME, "not_applicable", "no dead-letter table in force")
+    if not poison:
+        return _no_poison("R3")
+    dead = Counter(ctx.final_dead)
+    pending = set(ctx.final_pending)
+    twice = sorted(m for m, n in dead.items() if n > 1)
+    both = sorted(poison & pending & set(dead))
+    neither = sorted(poison - pending - set(dead))
+    waiting = sorted((poison & pending) - set(dead))
+    figures = {"poison": len(poison), "dead_lettered": len(poison & set(dead)), "dead_lettered_twice": len(twice),
+               "in_both_tables": len(both), "in_neither_table": len(neither), "still_pending": len(waiting),
+               "examples": examples(twice + both + neither)}
+    if twice or both or neither:
+        return Verdict("R3", NAME, "fail", f"{len(twice)} rows dead-lettered twice, {len(both)} poison messages in"
+                       f" both tables, {len(neither)} in neither", figures)
+    if waiting:
+        return Verdict("R3", NAME, "unknown", f"{len(waiting)} poison messages had not gone terminal yet", figures)
+    return Verdict("R3", NAME, "pass", f"all {len(poison)} poison messages are in the DLQ exactly once", figures)
+
+
+def _counters(history: list[Event], until: float) -> Counter[str]:
+    """Cumulative counters at ``until``: the last value per (process, name, labels), summed per name."""
+    last: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    for e in history:
+        if e.t > until:
+            break
+        if e.f == "metric" and e.type == "info" and "name" in e.value:
+            labels = tuple(sorted((str(k), str(v)) for k, v in (e.value.get("labels") or {}).items()))
+            last[(e.process, str(e.value["name"]), labels)] = float(e.value.get("value") or 0)
+    total: Counter[str] = Counter()
+    for (_, name, _), value in last.items():
+        total[name] += value
+    return total
+
+
+@dataclass(frozen=True)
+class _Drift:
+    """What one DLQ drift window showed: counter increments while it lasted, and terminal failures in it."""
+
+    terminal_failures: int
+    nacked_terminal: float
+    dlq_written: float
+    lease_lost: float
+    healed: bool
+
+    @property
+    def visible(self) -> bool:
+        return self.nacked_terminal > self.dlq_written or self.lease_lost > 0
+
+
+def _terminal_failures(groups: dict[str, list[Delivery]], poison: set[str], start: float, end: float,
+                       ctx: CheckContext) -> int:
+    """Failures in [start, end] that the configured policy makes terminal (last attempt or at the cap)."""
+    retry, cap = ctx.config.retry, ctx.config.max_deliveries
+    terminal_from = 1 if retry.kind == "none" else retry.max_attempts
+    count = 0
+    for m in poison:
+        ds = groups.get(m, [])
+        for number, d in enumerate(ds, start=1):
+            if d.failed and start <= d.t <= end and (
+                _failure_number(ds, d) >= terminal_from or (cap is not None and number >= cap)
+            ):
+                count += 1
+    return count
+
+
+def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
+    if not ctx.extra.get("dlq_drift"):
+        return Verdict("R4", NAME, "not_applicable", "the DLQ write was not made to fail in this scenario")
+    if not (ctx.capabilities.metrics and ctx.capabilities.dlq and ctx.config.dlq):
+        return Verdict("R4", NAME, "not_applicable", "the implementation reports no metrics or has no DLQ")
+    if not poison:
+        return _no_poison("R4")
+    windows = [w for w in fault_windows(history, "dlq_drift") if w.applied is not None]
+    if not windows:
+        return Verdict("R4", NAME, "unknown", "the DLQ drift never took effect")
+    drifts: list[_Drift] = []
+    for w in windows:
+        end = w.healed if w.healed is not None else history[-1].t
+        before, after = _counters(history, w.invoked), _counters(history, end)
+        delta = {name: after[name] - before[name] for name in ("nacked_terminal", "dlq_written", "lease_lost")}
+        drifts.append(_Drift(_terminal_failures(groups, poison, w.invoked, end, ctx), **delta,
+                             healed=w.healed is not None))
+    dead = Counter(ctx.final_dead)
+    not_once = sorted(m for m in poison if dead[m] != 1)
+    figures = {"windows": [asdict(d) for d in drifts], "poison": len(poison), "poison_not_dead_once": len(not_once),
+               "examples": examples(not_once)}
+    tested = [d for d in drifts if d.terminal_failures]
+    if any(not d.visible for d in tested):
+        return Verdict("R4", NAME, "fail", "divergence not visible: terminal failures during the DLQ drift did not"
+                       " put nacked_terminal ahead of dlq_written", figures)
+    if any(dead[m] > 1 for m in not_once) or (not_once and ctx.drained):
+        return Verdict("R4", NAME, "fail", f"after the heal {len(not_once)} poison messages did not reach the DLQ"
+                       " exactly once", figures)
+    if not tested:
+        return Verdict("R4", NAME, "unknown", "no terminal failure happened during the DLQ drift", figures)
+    if not_once or not all(d.healed for d in drifts):
+        return Verdict("R4", NAME, "unknown", "the divergence showed, but the heal or the drain did not finish",
+                       figures)
+    return Verdict("R4", NAME, "pass", "terminal failures during the drift showed in the metrics and every poison"
+                   " message reached the DLQ once after the heal", figures)

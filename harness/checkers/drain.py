@@ -1,0 +1,89 @@
+"""L1: on SIGTERM a worker stops fetching at once, lets in-flight handlers finish, and exits in time."""
+
+from __future__ import annotations
+
+from harness.checkers._index import Delivery, examples, fault_events, index_deliveries, target
+from harness.checkers.context import CheckContext
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "drain"
+EXIT_GRACE = 2.0  # seconds beyond graceful_timeout + slack for the process to be gone
+
+
+def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """L1 graceful drain.
+
+    Why: deploys stop workers with SIGTERM. A worker that keeps fetching after it delays the stop and strands
+    new leases; one that kills its handlers mid-way or hangs forever breaks rolling deploys. What a stop cuts
+    off must keep its lease and come back (another delivery later, or the DLQ), or it is lost."""
+    if not ctx.capabilities.graceful_drain:
+        return [Verdict("L1", NAME, "not_applicable", "the implementation does not drain on stop")]
+    stops = fault_events(history, "sigterm")
+    if not stops:
+        return [Verdict("L1", NAME, "unknown", "no worker was sent SIGTERM")]
+    deliveries = index_deliveries(history)
+    cfg, slack = ctx.config, ctx.slack_seconds
+    late_fetch: list[dict[str, object]] = []
+    in_flight = finished = 0
+    cut_off: list[str] = []
+    cut_off_lost: list[str] = []
+    overran: list[str] = []
+    no_exit: list[str] = []
+    for stop in stops:
+        w, t0 = target(stop), stop.t
+        deadline = t0 + cfg.graceful_timeout + slack
+        exited = next((e.t for e in history if e.f == "worker" and e.t >= t0 and target(e) == w
+                       and e.value.get("event") == "exited"), None)
+        restarted = next((e.t for e in history if e.f == "worker" and e.t > t0 and target(e) == w
+                          and e.value.get("event") == "started"), None)
+        life_end = min(t for t in (exited, restarted, float("inf")) if t is not None)
+        mine = [d for d in deliveries if d.process == w]
+        late_fetch += [{"process": w, "mid": d.mid, "after_s": round(d.t - t0, 3)}
+                       for d in mine if t0 + slack < d.t <= life_end]
+        if exited is None or exited > deadline + EXIT_GRACE:
+            no_exit.append(w)
+        for d in mine:
+            if d.t > t0 or (d.finished_at is not None and d.finished_at <= t0):
+                continue
+            in_flight += 1
+            if _done_by(d, deadline, ctx.capabilities.settle_outcomes):
+                finished += 1
+            elif d.settle is not None and d.settle.type == "ok" and d.outcome == "acked":
+                overran.append(str(d.mid))
+            else:
+                cut_off.append(str(d.mid))
+                if not _comes_back(d, deliveries, ctx):
+                    cut_off_lost.append(str(d.mid))
+    figures = {"sigterms": len(stops), "in_flight": in_flight, "finished_in_time": finished,
+               "cut_off": len(cut_off), "cut_off_lost": len(cut_off_lost), "overran_and_acked": len(overran),
+               "fetched_after_sigterm": len(late_fetch), "did_not_exit_in_time": no_exit,
+               "examples": examples(late_fetch + [{"mid": m, "cut_off_lost": True} for m in cut_off_lost]
+                                    + [{"mid": m, "overran": True} for m in overran])}
+    problems = []
+    if late_fetch:
+        problems.append(f"{len(late_fetch)} deliveries started after SIGTERM")
+    if cut_off_lost:
+        problems.append(f"{len(cut_off_lost)} cut-off handlers never came back")
+    if overran:
+        problems.append(f"{len(overran)} handlers ran past graceful_timeout and were acked")
+    if no_exit:
+        problems.append(f"{len(no_exit)} workers did not exit in time")
+    if problems:
+        return [Verdict("L1", NAME, "fail", "; ".join(problems), figures)]
+    if not in_flight:
+        return [Verdict("L1", NAME, "pass", f"{len(stops)} stops: fetching stopped and the workers exited in time;"
+                        " no handler was in flight", figures)]
+    return [Verdict("L1", NAME, "pass", f"{len(stops)} stops: {finished} of {in_flight} in-flight handlers finished"
+                    f" in time, {len(cut_off)} cut off and came back", figures)]
+
+
+def _done_by(d: Delivery, deadline: float, settles: bool) -> bool:
+    ended = d.end is not None and d.end.t <= deadline
+    return ended and (not settles or (d.settle is not None and d.settle.t <= deadline))
+
+
+def _comes_back(d: Delivery, deliveries: list[Delivery], ctx: CheckContext) -> bool:
+    """A cut-off call's row is delivered again later, dead-lettered, or still in the outbox: not lost."""
+    again = any(o.mid == d.mid and o.t > d.t for o in deliveries)
+    return again or d.mid in ctx.final_dead or d.mid in ctx.final_pending

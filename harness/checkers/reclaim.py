@@ -1,0 +1,82 @@
+"""D5: a row whose worker was SIGKILLed mid-handler is delivered again, not early and not late."""
+
+from __future__ import annotations
+
+from harness.checkers._index import (
+    EPS,
+    by_mid,
+    clock_note,
+    examples,
+    fault_events,
+    gap,
+    index_deliveries,
+    target,
+    uses_db_clock,
+)
+from harness.checkers.context import CheckContext
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "reclaim"
+
+
+def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """D5 bounded reclaim.
+
+    Why: a lease that dies with its worker must be reclaimed, or the message waits forever (or is lost); it
+    must not be reclaimed before the TTL, or a slow live handler would be raced. Only calls the kill caught in
+    flight (invoke, no end nor settle, then a SIGKILL of that process) tell anything, so without one the
+    verdict is unknown. The gap is lease to lease by the database clock when the adapter reports lease times."""
+    if not ctx.capabilities.lease_ttl:
+        return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL to reclaim by")]
+    kills = {(e.t, target(e)) for e in fault_events(history, "sigkill")}
+    deliveries = index_deliveries(history)
+    killed = [d for d in deliveries if d.end is None and d.settle is None and (d.cut_at, d.process) in kills]
+    db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
+    ttl, cfg = ctx.config.lease_ttl_seconds, ctx.config
+    low = ttl - (EPS if db_clock else ctx.slack_seconds)
+    high = ttl + cfg.max_fetch_interval + ctx.slack_seconds
+    groups = by_mid(deliveries)
+    delays: list[float] = []
+    early: list[dict[str, object]] = []
+    late: list[dict[str, object]] = []
+    never: list[str] = []
+    undecided: list[str] = []
+    for d in killed:
+        assert d.mid is not None
+        ds = groups[d.mid]
+        later = ds[ds.index(d) + 1:]
+        if not later:
+            # still pending, undrained, or gone terminal without a handler call: nothing to time, nothing lost
+            accounted = d.mid in ctx.final_dead or d.mid in ctx.final_pending or not ctx.drained
+            (undecided if accounted else never).append(d.mid)
+            continue
+        delay = gap(d, later[0], db_clock)
+        delays.append(delay)
+        row = {"mid": d.mid, "killed": d.process, "next": later[0].process, "delay_s": round(delay, 3)}
+        if delay < low:
+            early.append(row)
+        elif delay > high:
+            late.append(row)
+    figures = {
+        "killed_in_flight": len(killed),
+        "measured": len(delays),
+        "delay_min_s": round(min(delays), 3) if delays else None,
+        "delay_max_s": round(max(delays), 3) if delays else None,
+        "bounds_s": [round(low, 3), round(high, 3)],
+        "too_early": len(early),
+        "too_late": len(late),
+        "never_redelivered": len(never),
+        "undecided": len(undecided),
+        "examples": examples(early + late + [{"mid": m, "never_redelivered": True} for m in never]),
+    }
+    note = clock_note(db_clock)
+    if early or late or never:
+        return [Verdict("D5", NAME, "fail", f"of {len(killed)} killed deliveries, {len(early)} were reclaimed too"
+                        f" early, {len(late)} too late and {len(never)} never{note}", figures)]
+    if not killed:
+        return [Verdict("D5", NAME, "unknown", "the kill never caught a delivery in flight", figures)]
+    if not delays:
+        return [Verdict("D5", NAME, "unknown", "no killed delivery was handed out again to time", figures)]
+    return [Verdict("D5", NAME, "pass", f"{len(delays)} killed deliveries were reclaimed within"
+                    f" [{low:.3f}, {high:.3f}] s{note}", figures)]

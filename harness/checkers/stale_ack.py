@@ -1,0 +1,59 @@
+"""D6: a handler that lost its lease cannot remove the row another worker now holds; a row is removed once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from harness.checkers._index import Delivery, by_mid, examples, index_deliveries
+from harness.checkers.context import CheckContext
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "stale_ack"
+_REMOVALS = ("acked", "dead_lettered")
+
+
+def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """D6 stale ack is harmless.
+
+    Why: when a slow handler's lease expires and another worker claims the row, the slow handler's ack must
+    match no row (lease token check) and come back as lease_lost; if it deletes the row instead, the new holder
+    works on a row that is gone and the message can be removed twice or lost. A removal by call A after a later
+    claim B of the same row has started is that stale write. Only overlapping calls can produce one, so without
+    them the verdict is unknown."""
+    if not ctx.capabilities.settle_outcomes:
+        return [Verdict("D6", NAME, "not_applicable", "the implementation does not report settle outcomes")]
+    removals: Counter[str] = Counter(
+        str(e.mid) for e in history if e.f == "settle" and e.type == "ok" and e.value.get("outcome") in _REMOVALS
+    )
+    twice = sorted(m for m, n in removals.items() if n > 1)
+    lease_lost = sum(1 for e in history
+                     if e.f == "settle" and e.type == "fail" and e.value.get("outcome") == "lease_lost")
+    overlapping = 0  # calls that settled after a later claim of their row had started
+    stale: list[dict[str, object]] = []
+    for ds in by_mid(index_deliveries(history)).values():
+        for a in ds:
+            rivals = [b for b in ds if a.settle is not None and _later(a, b) and b.t < a.settle.t]
+            if not rivals:
+                continue
+            overlapping += 1
+            if a.settle is not None and a.settle.type == "ok" and a.outcome in _REMOVALS:
+                stale.append({"mid": a.mid, "stale": a.process, "holder": rivals[0].process, "outcome": a.outcome})
+    figures = {"removed_twice": len(twice), "removed_twice_examples": examples(twice), "stale_removals": len(stale),
+               "stale_examples": examples(stale), "overlapping_calls": overlapping, "lease_lost": lease_lost}
+    if twice or stale:
+        return [Verdict("D6", NAME, "fail", f"{len(twice)} rows removed more than once and {len(stale)} removals"
+                        " by a call whose lease had been claimed by another", figures)]
+    if not overlapping:
+        return [Verdict("D6", NAME, "unknown", "no stale ack happened: no call settled after its row was claimed"
+                        " again", figures)]
+    return [Verdict("D6", NAME, "pass", f"{overlapping} calls settled after their row was claimed again; none"
+                    f" removed it ({lease_lost} lease_lost reported)", figures)]
+
+
+def _later(a: Delivery, b: Delivery) -> bool:
+    """B claimed the row after A did: by the database clock when both carry it, else by invoke."""
+    if a.lease_at is not None and b.lease_at is not None:
+        return b.lease_at > a.lease_at
+    return b.t > a.t
+

@@ -1,0 +1,108 @@
+"""D7, D8: idle wake-up is fast with LISTEN/NOTIFY, and bounded by polling when LISTEN is lost."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from harness.checkers._index import FaultWindow, examples, fault_windows, percentile
+from harness.checkers.context import CheckContext
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "wakeup"
+LISTEN_WORDS = re.compile(r"listen|notify", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Probe:
+    mid: str
+    published: float  # publish ok, monotonic
+    delivered: float | None  # first deliver invoke, monotonic
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.delivered is None else self.delivered - self.published
+
+
+def probes(history: list[Event]) -> list[Probe]:
+    """Single-mid idle publishes marked probe, each with its first delivery."""
+    first: dict[str, float] = {}
+    for e in history:
+        if e.f == "deliver" and e.type == "invoke" and e.mid is not None:
+            first.setdefault(e.mid, e.t)
+    return [Probe(str(e.value["mids"][0]), e.t, first.get(str(e.value["mids"][0])))
+            for e in history if e.f == "publish" and e.type == "ok" and e.value.get("probe") and e.value.get("mids")]
+
+
+def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """D7 wake-up latency, D8 polling fallback.
+
+    Why: LISTEN/NOTIFY is the reason an idle outbox feels instant; losing it must degrade to polling at
+    max_fetch_interval, not to silence, and must say so once rather than flood the log."""
+    if not ctx.capabilities.notify:
+        return [Verdict(g, NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")
+                for g in ("D7", "D8")]
+    found = probes(history)
+    windows = fault_windows(history, "listen_loss")
+    return [_d7(found, windows, ctx), _d8(history, found, windows, ctx)]
+
+
+def _d7(found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Verdict:
+    settle_back = ctx.config.max_fetch_interval + ctx.slack_seconds  # LISTEN comes back after a heal
+    calm = [p for p in found if not any(
+        w.invoked <= p.published and (w.healed is None or p.published <= w.healed + settle_back) for w in windows)]
+    ms = [1000 * p.latency for p in calm if p.latency is not None]
+    p50_max, p99_max = ctx.extra.get("d7_p50_ms", 100), ctx.extra.get("d7_p99_ms", 500)
+    figures = {"probes": len(calm), "delivered": len(ms), "undelivered": len(calm) - len(ms),
+               "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+               "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+               "max_ms": round(max(ms), 1) if ms else None, "limits_ms": [p50_max, p99_max]}
+    if len(ms) < 5:
+        return Verdict("D7", NAME, "unknown", f"only {len(ms)} idle probes were delivered outside LISTEN outages",
+                       figures)
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    if p50 > p50_max or p99 > p99_max:
+        return Verdict("D7", NAME, "fail", f"idle wake-up took p50 {p50:.0f} ms / p99 {p99:.0f} ms, over"
+                       f" {p50_max} / {p99_max} ms", figures)
+    return Verdict("D7", NAME, "pass", f"idle wake-up p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(ms)} probes",
+                   figures)
+
+
+def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Verdict:
+    bound = ctx.config.max_fetch_interval + ctx.slack_seconds
+    during = [p for p in found if any(w.active(p.published) for w in windows)]
+    slow = [p for p in during if p.latency is not None and p.latency > bound]
+    missing = [p for p in during if p.latency is None]
+    warnings: Counter[tuple[int, str]] = Counter()
+    for i, w in enumerate(windows):
+        if w.applied is None:
+            continue
+        end = float("inf") if w.healed is None else w.healed + ctx.slack_seconds
+        for e in history:
+            if e.f == "log" and w.applied <= e.t <= end and LISTEN_WORDS.search(str(e.value.get("message", ""))):
+                warnings[(i, e.process)] += 1
+    repeated = {f"outage {i + 1} / {proc}": n for (i, proc), n in warnings.items() if n > 1}
+    latencies = [p.latency for p in during if p.latency is not None]
+    figures = {"outages": len(windows), "probes": len(during), "max_latency_s": round(max(latencies), 3)
+               if latencies else None, "bound_s": round(bound, 3), "too_slow": len(slow), "undelivered": len(missing),
+               "listen_warnings": sum(warnings.values()), "repeated_warnings": repeated,
+               "examples": examples([{"mid": p.mid, "latency_s": round(p.latency or 0, 3)} for p in slow]
+                                    + [{"mid": p.mid, "undelivered": True} for p in missing])}
+    problems = []
+    if slow:
+        problems.append(f"{len(slow)} probes took longer than {bound:.2f} s")
+    if missing and ctx.drained:
+        problems.append(f"{len(missing)} probes were never delivered")
+    if repeated:
+        problems.append(f"WARNING repeated ({max(repeated.values())} times by one worker in one outage)")
+    if problems:
+        return Verdict("D8", NAME, "fail", "while LISTEN was lost: " + "; ".join(problems), figures)
+    if not during:
+        return Verdict("D8", NAME, "unknown", "no probe was published while LISTEN was lost", figures)
+    if missing:
+        return Verdict("D8", NAME, "unknown", f"{len(missing)} probes undelivered and the drain did not finish",
+                       figures)
+    return Verdict("D8", NAME, "pass", f"{len(during)} probes during LISTEN outages all arrived within {bound:.2f} s"
+                   f" by polling", figures)

@@ -1,0 +1,76 @@
+"""Process faults: SIGKILL a worker (a crash; the supervisor restarts it) or SIGTERM it (a drain)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from typing import Any
+
+from harness.nemesis.base import FaultNotApplied
+from harness.supervisor import Supervisor
+
+
+class Kill:
+    """SIGKILL one worker, preferably one with a handler in flight so the kill costs something."""
+
+    kind = "sigkill"
+
+    def __init__(self, supervisor: Supervisor, name: str | None = None, *, in_flight: Any = None) -> None:
+        self.supervisor = supervisor
+        self.name = name
+        self.in_flight = in_flight  # callable(process) -> int: deliveries in flight on that incarnation
+
+    def _pick(self) -> str:
+        alive = [n for n in self.supervisor.slots if self.supervisor.alive(n)]
+        if not alive:
+            raise FaultNotApplied("no worker alive to kill")
+        if self.name is not None:
+            return self.name
+        if self.in_flight is not None:
+            busy = [n for n in alive if self.in_flight(self.supervisor.slots[n].process) > 0]
+            if busy:
+                return random.choice(busy)
+        return random.choice(alive)
+
+    def start(self) -> dict[str, Any]:
+        name = self._pick()
+        busy = self.in_flight(self.supervisor.slots[name].process) if self.in_flight else None
+        figures = self.supervisor.signal(name, signal.SIGKILL)
+        if not figures["delivered"]:
+            raise FaultNotApplied(f"SIGKILL of {name} not delivered: {figures.get('reason')}")
+        code = self.supervisor.wait_exit(name, timeout=5)
+        if code != -signal.SIGKILL:
+            raise FaultNotApplied(f"{figures['process']} did not die of SIGKILL (exit {code})")
+        return {**figures, "in_flight": busy, "exit": code}
+
+    def stop(self) -> dict[str, Any]:
+        return {}  # the supervisor restarts the worker on its own
+
+
+class Term:
+    """SIGTERM one worker and keep it down until healed, to watch it drain (L1)."""
+
+    kind = "sigterm"
+
+    def __init__(self, supervisor: Supervisor, name: str, *, graceful_timeout: float) -> None:
+        self.supervisor = supervisor
+        self.name = name
+        self.graceful_timeout = graceful_timeout
+
+    def start(self) -> dict[str, Any]:
+        slot = self.supervisor.slots[self.name]
+        slot.held = True
+        t0 = time.monotonic()
+        figures = self.supervisor.signal(self.name, signal.SIGTERM)
+        if not figures["delivered"]:
+            raise FaultNotApplied(f"SIGTERM of {self.name} not delivered: {figures.get('reason')}")
+        code = self.supervisor.wait_exit(self.name, timeout=self.graceful_timeout + 10)
+        return {**figures, "exit": code, "exit_after_s": round(time.monotonic() - t0, 3)}
+
+    def stop(self) -> dict[str, Any]:
+        slot = self.supervisor.slots[self.name]
+        slot.held = False
+        if not self.supervisor.alive(self.name):
+            self.supervisor.restart(self.name)
+        return {"restarted": slot.process}

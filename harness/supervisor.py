@@ -1,0 +1,181 @@
+"""Runs consumer worker processes and restarts them when they die, as Kubernetes would.
+
+Every incarnation gets its own process name (``w1#1``, ``w1#2`` ...) and its
+own history file, so a delivery left in flight by a killed incarnation is never
+confused with the next one's. Processes are stopped by pid, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.history import HistoryWriter
+from harness.provision import guard
+from harness.worker import WorkerSpec
+
+
+class FaketimeMissing(RuntimeError):
+    pass
+
+
+@dataclass
+class Slot:
+    """One logical worker (``w1``) and its current incarnation."""
+
+    name: str
+    config: dict[str, Any]
+    clock_offset: str | None = None  # libfaketime offset such as "+10s" or "-10s"
+    incarnation: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    stopping: bool = False  # SIGTERM sent on purpose: do not count the exit as a crash
+    held: bool = False  # a nemesis keeps it down; do not restart
+    exits: list[int] = field(default_factory=list)
+
+    @property
+    def process(self) -> str:
+        return f"{self.name}#{self.incarnation}"
+
+
+class Supervisor:
+    def __init__(self, *, impl: str, dsn: str, workdir: Path, config: dict[str, Any], handler: dict[str, Any],
+                 history: HistoryWriter, restart_delay: float = 0.5) -> None:
+        self.impl = impl
+        self.dsn = dsn
+        self.workdir = workdir
+        self.base_config = config
+        self.handler = handler
+        self.history = history  # the runner's own history, for lifecycle notes
+        self.restart_delay = restart_delay
+        self.slots: dict[str, Slot] = {}
+        self._monitor: asyncio.Task[None] | None = None
+
+    # -- processes -----------------------------------------------------------------
+    def add(self, name: str, *, clock_offset: str | None = None, **config_overrides: Any) -> Slot:
+        slot = Slot(name, {**self.base_config, **config_overrides}, clock_offset)
+        self.slots[name] = slot
+        self._spawn(slot)
+        return slot
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.incarnation += 1
+        slot.stopping = False
+        spec = WorkerSpec(impl=self.impl, dsn=self.dsn, process=slot.process,
+                          history=str(self.history_path(slot.process)), config=slot.config, handler=self.handler)
+        spec_path = self.workdir / f"{slot.process}.spec.json"
+        spec.dump(spec_path)
+        cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]
+        env = dict(os.environ)
+        if slot.clock_offset:
+            faketime = shutil.which("faketime")
+            if faketime is None:
+                raise FaketimeMissing("clock skew needs libfaketime: apt-get install faketime")
+            cmd = [faketime, "-f", slot.clock_offset, *cmd]
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        log = open(self.workdir / f"{slot.process}.log", "wb")  # noqa: SIM115 - owned by the child
+        slot.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        log.close()
+        guard.protect(slot.proc.pid)
+        self.history.record("info", "worker", event="spawned", process=slot.process, pid=slot.proc.pid,
+                            clock_offset=slot.clock_offset)
+
+    def history_path(self, process: str) -> Path:
+        return self.workdir / f"history-{process.replace('#', '-')}.jsonl"
+
+    def history_paths(self) -> list[Path]:
+        return sorted(self.workdir.glob("history-*.jsonl"))
+
+    def alive(self, name: str) -> bool:
+        proc = self.slots[name].proc
+        return proc is not None and proc.poll() is None
+
+    def signal(self, name: str, sig: int) -> dict[str, Any]:
+        """Sends ``sig`` to the current incarnation; the returned figures prove it landed."""
+        slot = self.slots[name]
+        proc = slot.proc
+        if proc is None or proc.poll() is not None:
+            return {"process": slot.process, "delivered": False, "reason": "not running"}
+        if sig == signal.SIGTERM:
+            slot.stopping = True
+        os.kill(proc.pid, sig)
+        return {"process": slot.process, "pid": proc.pid, "delivered": True}
+
+    def wait_exit(self, name: str, timeout: float) -> int | None:
+        proc = self.slots[name].proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def replace_config(self, name: str, **overrides: Any) -> None:
+        slot = self.slots[name]
+        slot.config = {**slot.config, **overrides}
+
+    def restart(self, name: str) -> None:
+        """Stops the current incarnation by pid (if alive) and starts the next one."""
+        slot = self.slots[name]
+        if slot.proc is not None and slot.proc.poll() is None:
+            slot.stopping = True
+            guard.kill_and_forget(slot.proc.pid)
+        self._spawn(slot)
+
+    # -- monitoring ------------------------------------------------------------------
+    def start_monitor(self) -> None:
+        self._monitor = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Restarts crashed or refused workers after ``restart_delay`` (a crash loop backs off)."""
+        while True:
+            await asyncio.sleep(0.05)
+            for slot in self.slots.values():
+                proc = slot.proc
+                if proc is None or proc.poll() is None:
+                    continue
+                code = proc.returncode
+                guard.forget(proc.pid)
+                slot.exits.append(code)
+                self.history.record("info", "worker", event="died" if not slot.stopping else "stopped",
+                                    process=slot.process, code=code)
+                slot.proc = None
+                if slot.held or slot.stopping:
+                    continue
+                crash_loop = len(slot.exits) >= 2 and slot.exits[-1] != 0 and slot.exits[-2] != 0
+                await asyncio.sleep(self.restart_delay * (4 if crash_loop else 1))
+                if not slot.held:
+                    self._spawn(slot)
+
+    def stopped_slots(self) -> list[str]:
+        return [s.name for s in self.slots.values() if s.proc is None]
+
+    async def stop_all(self, timeout: float) -> dict[str, int | None]:
+        """SIGTERM everyone, wait up to ``timeout``, then SIGKILL by pid whatever is left."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+        codes: dict[str, int | None] = {}
+        for slot in self.slots.values():
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.stopping = True
+                os.kill(slot.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for slot in self.slots.values():
+            if slot.proc is None:
+                continue
+            try:
+                codes[slot.process] = await asyncio.to_thread(slot.proc.wait, max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                codes[slot.process] = None
+            guard.kill_and_forget(slot.proc.pid)
+        return codes
+
