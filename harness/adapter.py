@@ -131,7 +131,10 @@ class ConsumerContext:
         self.application_name = application_name  # set it on every connection (L2 sampling)
         self.handler = handler
         self.stopping = stopping
-        self.settled = settled  # settled(payload, outcome, **details)
+        # settled(payload, outcome, info=None): what the implementation did after the handler:
+        # acked | retry | dead_lettered | dropped | released, or lease_lost | error. Pass the
+        # DeliveryInfo of the call when known, so two calls of one message can be told apart.
+        self.settled = settled
         self.metric = metric  # metric(name, value, labels)
         self.log = logging.getLogger("harness.adapter")
 

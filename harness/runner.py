@@ -311,10 +311,14 @@ async def _probe_loop(publisher: _Publisher, n: int, interval: float) -> None:
 # -- faults --------------------------------------------------------------------------
 
 async def _run_faults(steps: list[FaultStep], env: Env, outcome: Outcome) -> None:
+    """Each step on its own clock, so faults overlap as scheduled."""
     t0 = time.monotonic()
-    for step in sorted(steps, key=lambda s: s.at):
+
+    async def one(step: FaultStep) -> None:
         await asyncio.sleep(max(0.0, t0 + step.at - time.monotonic()))
         await _apply(step, env, outcome)
+
+    await asyncio.gather(*(one(s) for s in steps))
 
 
 async def _apply(step: FaultStep, env: Env, outcome: Outcome, during: Callable[[], Any] | None = None) -> None:
@@ -387,7 +391,7 @@ async def _sample_connections(dsn: str, history: HistoryWriter, every: float = 0
             rows = await conn.fetch(
                 "SELECT application_name, count(*) FROM pg_stat_activity "
                 "WHERE application_name LIKE 'harness-w%' GROUP BY 1", timeout=2)
-            history.record("info", "sample", backends={r[0].removeprefix("harness-"): r[1] for r in rows})
+            history.record("info", "sample", backends={r[0]: r[1] for r in rows})
         except asyncio.CancelledError:
             if conn is not None:
                 conn.terminate()

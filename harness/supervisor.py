@@ -89,10 +89,10 @@ class Supervisor:
                             clock_offset=slot.clock_offset)
 
     def history_path(self, process: str) -> Path:
-        return self.workdir / f"history-{process.replace('#', '-')}.jsonl"
+        return self.workdir / f"worker-{process.replace('#', '-')}.jsonl"
 
     def history_paths(self) -> list[Path]:
-        return sorted(self.workdir.glob("history-*.jsonl"))
+        return sorted(self.workdir.glob("worker-*.jsonl"))
 
     def alive(self, name: str) -> bool:
         proc = self.slots[name].proc
@@ -152,7 +152,7 @@ class Supervisor:
                     continue
                 crash_loop = len(slot.exits) >= 2 and slot.exits[-1] != 0 and slot.exits[-2] != 0
                 await asyncio.sleep(self.restart_delay * (4 if crash_loop else 1))
-                if not slot.held:
+                if not slot.held and slot.proc is None:  # a nemesis may have restarted it meanwhile
                     self._spawn(slot)
 
     def stopped_slots(self) -> list[str]:

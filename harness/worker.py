@@ -74,8 +74,8 @@ class HistoryLogHandler(logging.Handler):
         self.history.record("info", "log", level=record.levelname, logger=record.name, message=record.getMessage())
 
 
-def _lease_at(info: DeliveryInfo) -> float | None:
-    return info.lease_at.timestamp() if info.lease_at is not None else None
+def _call(info: DeliveryInfo) -> dict[str, Any]:
+    return {"lease_at": info.lease_at.timestamp() if info.lease_at is not None else None, "delivery": info.delivery}
 
 
 async def run(spec: WorkerSpec) -> int:
@@ -91,17 +91,17 @@ async def run(spec: WorkerSpec) -> int:
 
     async def handler(payload: bytes, info: DeliveryInfo) -> None:
         mid, intact, poison = decode(payload)
-        history.record("invoke", "deliver", mid=mid, intact=intact, lease_at=_lease_at(info),
-                       delivery=info.delivery, key=info.key)
+        call = _call(info)  # echoed by completions: tells apart two calls of one mid in one process
+        history.record("invoke", "deliver", mid=mid, intact=intact, key=info.key, **call)
         await asyncio.sleep(handler_spec.duration())
         if poison:
-            history.record("fail", "deliver", mid=mid, error="poison")
+            history.record("fail", "deliver", mid=mid, error="poison", **call)
             raise PoisonMessage(f"poison message {mid}")
-        history.record("ok", "deliver", mid=mid)
+        history.record("ok", "deliver", mid=mid, **call)
 
-    def settled(payload: bytes, outcome: str, **details: Any) -> None:
+    def settled(payload: bytes, outcome: str, info: DeliveryInfo | None = None) -> None:
         kind = "fail" if outcome in ("lease_lost", "error") else "ok"
-        history.record(kind, "settle", mid=decode(payload)[0], outcome=outcome, **details)
+        history.record(kind, "settle", mid=decode(payload)[0], outcome=outcome, **(_call(info) if info else {}))
 
     def metric(name: str, value: float, labels: dict[str, str]) -> None:
         totals[name] = totals.get(name, 0.0) + value

@@ -22,11 +22,16 @@ Payload = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], list]
 
 MAX_QUEUE_NAME = 128
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
+#: About 31 years. Far larger values overflow PostgreSQL's interval/timestamp range, and that
+#: server-side error would abort the caller's transaction instead of refusing the call up front.
+MAX_DELAY_SECONDS = 1e9
 
 
 def check_queue(queue: object) -> str:
     if not isinstance(queue, str) or not queue.strip():
         raise OutboxConfigError(f"queue must be a non-empty string, got {queue!r}")
+    if not _is_text(queue):  # PostgreSQL text refuses NUL; the error would abort the caller's transaction
+        raise OutboxConfigError(f"queue {queue!r} must be valid UTF-8 text without NUL characters")
     if len(queue) > MAX_QUEUE_NAME:
         raise OutboxConfigError(f"queue name of {len(queue)} characters is over the {MAX_QUEUE_NAME}-character limit")
     return queue
@@ -37,7 +42,10 @@ def encode_payload(payload: object, max_bytes: int) -> bytes:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
     elif isinstance(payload, str):
-        data = payload.encode()
+        try:
+            data = payload.encode()
+        except UnicodeEncodeError as exc:
+            raise PayloadError(f"payload str is not encodable as UTF-8: {exc}") from exc
     elif isinstance(payload, (Mapping, list)):
         try:
             data = json.dumps(payload, separators=(",", ":")).encode()
@@ -59,9 +67,35 @@ def encode_headers(headers: object) -> str:
     if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
         raise PayloadError(f"headers must be a dict with string keys, got {type(headers).__name__}")
     try:
-        return json.dumps(dict(headers), separators=(",", ":"))
+        # allow_nan=False: NaN/Infinity are not JSON and the server's ::jsonb cast would refuse them,
+        # aborting the caller's transaction; so would a NUL character (\u0000) in any string.
+        text = json.dumps(dict(headers), separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"headers are not JSON-serialisable: {exc}") from exc
+    if not _json_text_ok(headers):
+        raise PayloadError("headers contain a NUL character or invalid UTF-8, which PostgreSQL jsonb cannot store")
+    return text
+
+
+def _is_text(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_text_ok(value: object) -> bool:
+    """Every string (keys included) in a JSON-able value is text PostgreSQL can store."""
+    if isinstance(value, str):
+        return _is_text(value)
+    if isinstance(value, Mapping):
+        return all(_json_text_ok(k) and _json_text_ok(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_json_text_ok(v) for v in value)
+    return True
 
 
 async def insert(
@@ -77,8 +111,9 @@ async def insert(
     check_queue(queue)
     if isinstance(payloads, (str, bytes, bytearray, memoryview, Mapping)):
         raise PayloadError("publish_batch takes a sequence of payloads; use publish() for one")
-    if not isinstance(delay_seconds, (int, float)) or delay_seconds < 0:
-        raise OutboxConfigError(f"delay_seconds must be a number >= 0, got {delay_seconds!r}")
+    if (isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float))
+            or not 0 <= delay_seconds <= MAX_DELAY_SECONDS):  # also refuses NaN and infinities
+        raise OutboxConfigError(f"delay_seconds must be a number from 0 to {MAX_DELAY_SECONDS:g}, got {delay_seconds!r}")
     data = [encode_payload(p, max_payload_bytes) for p in payloads]
     if not data:
         return []

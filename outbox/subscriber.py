@@ -169,7 +169,10 @@ class Subscriber:
         size = getattr(pool, "size", None)
         if size is None:  # NullPool and friends: no limit to check
             return
-        capacity = size() + max(0, getattr(pool, "_max_overflow", 0))
+        overflow = getattr(pool, "_max_overflow", 0)
+        if overflow < 0:  # max_overflow=-1: SQLAlchemy's "no overflow limit"
+            return
+        capacity = size() + overflow
         if capacity < self.connection_budget:
             raise OutboxConfigError(
                 f"engine pool holds {capacity} connections but this subscriber needs max_workers + 1 = "

@@ -15,8 +15,8 @@ CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_worke
 def test_sigkill_storm(run_scenario):
     run_scenario(Scenario(
         name="sigkill_storm",
-        guarantees=["D1", "D2", "P1", "D3", "D5"],
-        checkers=["total_queue", "lease", "reclaim"],
+        guarantees=["D1", "D2", "P1", "D3", "D5", "P2"],
+        checkers=["total_queue", "lease", "reclaim", "recovery"],
         config=CONFIG,
         workers=3,
         handler={"base_ms": 40, "jitter_ms": 30},

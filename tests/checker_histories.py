@@ -21,6 +21,10 @@ CONFIG = ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=1.0, graceful_
                                           max_attempts=3, jitter_factor=0.2))
 
 
+def retry(**changes: Any) -> RetryConfig:
+    return replace(CONFIG.retry, **changes)
+
+
 def ctx(**overrides: Any) -> CheckContext:
     """A context where every capability is on and the drain finished, unless told otherwise."""
     caps = overrides.pop("caps", {})
@@ -43,8 +47,8 @@ class H:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def add(self, t: float, process: str, type_: EventType, f: str, **value: Any) -> H:
-        self.events.append(Event(t, DB_EPOCH + t, process, type_, f, value))
+    def add(self, t: float, writer: str, type_: EventType, f: str, /, **value: Any) -> H:
+        self.events.append(Event(t, DB_EPOCH + t, writer, type_, f, value))
         return self
 
     def build(self) -> list[Event]:
@@ -83,10 +87,12 @@ class H:
         return self if end is None else self.fault(end, kind, "info")
 
     def kill(self, t: float, process: str) -> H:
-        return self.fault(t - 0.001, "sigkill", "invoke", process=process).fault(t, "sigkill", "ok", process=process)
+        """As the runner records it: invoke names only the kind; the ok, once the process is dead, names it."""
+        return self.fault(t - 0.001, "sigkill", "invoke").fault(t, "sigkill", "ok", process=process)
 
-    def sigterm(self, t: float, process: str) -> H:
-        return self.fault(t - 0.001, "sigterm", "invoke", process=process).fault(t, "sigterm", "ok", process=process)
+    def sigterm(self, t: float, process: str, ok_at: float | None = None) -> H:
+        """SIGTERM sent at ``t``; the runner writes the ok (with the process) when the nemesis returns."""
+        return self.fault(t, "sigterm", "invoke").fault(ok_at or t + 0.001, "sigterm", "ok", process=process)
 
     def worker(self, t: float, process: str, event: str, **value: Any) -> H:
         return self.add(t, "runner", "info", "worker", event=event, process=process, **value)

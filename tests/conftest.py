@@ -5,6 +5,7 @@
   for every subscriber a test starts (``pool_size=24``);
 - ``tables``: fresh, uniquely named outbox + dead-letter tables per test, with an
   :class:`outbox.Outbox` over them and small query helpers;
+- ``engine_factory``: extra engines (own pool settings / application_name), disposed at teardown;
 - ``db``: a raw asyncpg connection to the module's database;
 - ``subscribers``: starts subscribers and always stops them at teardown;
 - ``wait_until``: polls an (async) predicate with a deadline, for timing asserts
@@ -48,8 +49,9 @@ def closed_port() -> int:
 
 
 def make_engine(dsn: str, **kwargs: Any) -> AsyncEngine:
-    kwargs.setdefault("pool_size", POOL_SIZE)
-    kwargs.setdefault("max_overflow", 0)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", 0)
     return create_async_engine(engine_url(dsn), **kwargs)
 
 
@@ -67,6 +69,23 @@ async def engine(dsn: str) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine_factory(dsn: str) -> AsyncIterator[Callable[..., AsyncEngine]]:
+    """``engine_factory(**create_async_engine_kwargs)`` → an extra engine on the module's database,
+    disposed at teardown (default pool: ``pool_size=24, max_overflow=0``)."""
+    made: list[AsyncEngine] = []
+
+    def factory(**kwargs: Any) -> AsyncEngine:
+        made.append(make_engine(dsn, **kwargs))
+        return made[-1]
+
+    try:
+        yield factory
+    finally:
+        for eng in made:
+            await eng.dispose()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

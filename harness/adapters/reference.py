@@ -55,8 +55,11 @@ class ReferenceAdapter:
         engine = create_async_engine(engine_url(ctx.dsn), pool_size=pool_size, max_overflow=0,
                                      pool_timeout=cfg.statement_timeout_seconds, connect_args=connect_args)
 
+        def info(msg: Message) -> DeliveryInfo:
+            return DeliveryInfo(lease_at=msg.acquired_at, delivery=msg.deliveries, key=str(msg.id))
+
         async def handle(msg: Message) -> None:
-            await ctx.handler(msg.payload, DeliveryInfo(lease_at=msg.acquired_at, delivery=msg.deliveries, key=str(msg.id)))
+            await ctx.handler(msg.payload, info(msg))
 
         sub = self.outbox.subscriber(
             engine, queue=cfg.queue, handler=handle, max_workers=cfg.max_workers,
@@ -64,7 +67,7 @@ class ReferenceAdapter:
             max_deliveries=cfg.max_deliveries, retry=_retry(cfg), graceful_timeout=cfg.graceful_timeout,
             min_fetch_interval=cfg.min_fetch_interval, max_fetch_interval=cfg.max_fetch_interval,
             statement_timeout=cfg.statement_timeout_seconds, listen_connect_args={"server_settings": settings},
-            metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome),
+            metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome, info(m)),
         )
         try:
             await sub.start()

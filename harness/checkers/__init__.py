@@ -14,6 +14,7 @@ from harness.checkers.dlq import check_dlq
 from harness.checkers.drain import check_drain
 from harness.checkers.lease import check_lease
 from harness.checkers.reclaim import check_reclaim
+from harness.checkers.recovery import check_recovery
 from harness.checkers.stale_ack import check_stale_ack
 from harness.checkers.total_queue import QueueTally, check_total_queue, tally
 from harness.checkers.wakeup import check_wakeup
@@ -31,6 +32,7 @@ ALL_CHECKERS: dict[str, Checker] = {
     "budget": check_budget,
     "drain": check_drain,
     "wakeup": check_wakeup,
+    "recovery": check_recovery,
 }
 
 #: Guarantee ids each checker speaks for, in the order it returns them.
@@ -43,6 +45,7 @@ GUARANTEES: dict[str, tuple[str, ...]] = {
     "budget": ("L2", "L3"),
     "drain": ("L1",),
     "wakeup": ("D7", "D8"),
+    "recovery": ("P2", "L4"),
 }
 
 

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from harness.history import Event
@@ -30,7 +30,7 @@ def parse_lease_at(raw: Any) -> float | None:
         except ValueError:
             return None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
+        stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
 
 
@@ -39,7 +39,7 @@ def target(event: Event) -> str:
     return str(event.value.get("process") or event.process)
 
 
-@dataclass
+@dataclass(eq=False)
 class Delivery:
     """One handler call: its invoke, how it ended, and what the implementation did afterwards."""
 
@@ -48,6 +48,7 @@ class Delivery:
     end: Event | None = None  # deliver ok | fail
     settle: Event | None = None  # settle ok | fail matched to this call
     cut_at: float | None = None  # the process died (killed, exited, restarted) with the call unfinished
+    ambiguous: bool = False  # a completion or settle fitted several concurrent calls of this mid in this process
 
     @property
     def mid(self) -> str | None:
@@ -79,28 +80,39 @@ class Delivery:
 
 
 def _same_call(invoke: Event, other: Event) -> bool:
-    return all(invoke.value.get(k) == other.value.get(k) for k in _MATCH_KEYS if k in other.value)
+    """Every discriminating key the completion carries agrees with the invoke (lease times compared parsed)."""
+    for k in _MATCH_KEYS:
+        theirs = other.value.get(k)
+        if theirs is None:
+            continue
+        mine = invoke.value.get(k)
+        if k == "lease_at":
+            mine, theirs = parse_lease_at(mine), parse_lease_at(theirs)
+        if mine != theirs:
+            return False
+    return True
 
 
 def _process_ended(event: Event) -> bool:
     if event.f == "fault" and event.type == "ok":
         return event.value.get("kind") == "sigkill"
-    return event.f == "worker" and event.value.get("event") in ("exited", "started")
+    return event.f == "worker" and event.value.get("event") in ("exited", "died", "stopped", "started")
 
 
 def index_deliveries(history: Iterable[Event]) -> list[Delivery]:
-    """Deliveries in invoke order. Completions and settles match calls of the same (process, mid): first the
-    call whose lease_at/delivery they echo, then the oldest; a settle prefers calls that already ended, in the
-    order they ended. A SIGKILL, exit or restart of a process cuts its unfinished calls."""
+    """Deliveries in invoke order. Completions and settles match calls of the same (process, mid) whose
+    lease_at/delivery they echo (if they carry any), the oldest first; a settle prefers calls that already ended,
+    in the order they ended. Without echoes, concurrent calls of one mid in one process cannot be told apart:
+    they are marked ambiguous. A SIGKILL, exit, death or restart of a process cuts its unfinished calls."""
     out: list[Delivery] = []
     running: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # no end yet
     unsettled: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # ended, no settle yet
     for e in history:
         key = (e.process, e.mid)
         if e.f == "deliver" and e.type == "invoke":
-            d = Delivery(e, parse_lease_at(e.value.get("lease_at")))
-            out.append(d)
-            running[key].append(d)
+            call = Delivery(e, parse_lease_at(e.value.get("lease_at")))
+            out.append(call)
+            running[key].append(call)
         elif e.f == "deliver" and e.type in ("ok", "fail"):
             d = _take(running[key], e)
             if d is not None:
@@ -114,20 +126,23 @@ def index_deliveries(history: Iterable[Event]) -> list[Delivery]:
         elif _process_ended(e):
             name = target(e)
             for k in [k for k in running if k[0] == name]:
-                for d in running.pop(k):
-                    d.cut_at = e.t
+                for cut in running.pop(k):
+                    cut.cut_at = e.t
             for k in [k for k in unsettled if k[0] == name]:
                 del unsettled[k]
     return out
 
 
 def _take(calls: list[Delivery], event: Event) -> Delivery | None:
-    """Removes and returns the oldest call the event matches."""
-    for d in calls:
-        if _same_call(d.invoke, event):
-            calls.remove(d)
-            return d
-    return None
+    """Removes and returns the oldest call the event matches; if several match, all are marked ambiguous."""
+    matching = [d for d in calls if _same_call(d.invoke, event)]
+    if not matching:
+        return None
+    if len(matching) > 1:
+        for d in matching:
+            d.ambiguous = True
+    calls.remove(matching[0])
+    return matching[0]
 
 
 def by_mid(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
@@ -160,15 +175,29 @@ def clock_note(db_clock: bool) -> str:
 
 @dataclass
 class FaultWindow:
-    kind: str
-    invoked: float  # fault invoke
-    value: dict[str, Any]
-    applied: float | None = None  # fault ok; None if it never took effect
+    """One fault from its invoke to its heal; ``applied`` is the ``fault`` ok that proves it took effect."""
+
+    invoke: Event
+    applied: Event | None = None
     healed: float | None = None  # fault info; None if it never healed in the history
     failed: bool = False  # fault fail: it could not be applied
 
-    def active(self, t: float, *, from_invoke: bool = False) -> bool:
-        start = self.invoked if from_invoke else self.applied
+    @property
+    def invoked(self) -> float:
+        return self.invoke.t
+
+    @property
+    def applied_at(self) -> float | None:
+        return self.applied.t if self.applied is not None else None
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """What the nemesis reported when it took effect, e.g. the process it signalled."""
+        return self.applied.value if self.applied is not None else {}
+
+    def active(self, t: float) -> bool:
+        """Between taking effect and healing."""
+        start = self.applied_at
         return start is not None and start <= t and (self.healed is None or t <= self.healed)
 
 
@@ -179,11 +208,11 @@ def fault_windows(history: Iterable[Event], kind: str) -> list[FaultWindow]:
         if e.f != "fault" or e.value.get("kind") != kind:
             continue
         if e.type == "invoke":
-            opened.append(FaultWindow(kind, e.t, e.value))
+            opened.append(FaultWindow(e))
         elif e.type in ("ok", "fail"):
             w = next((w for w in opened if w.applied is None and not w.failed), None)
             if w is not None:
-                w.applied, w.failed = (e.t, False) if e.type == "ok" else (None, True)
+                w.applied, w.failed = (e, False) if e.type == "ok" else (None, True)
         else:
             w = next((w for w in opened if w.applied is not None and w.healed is None), None)
             if w is not None:

@@ -11,7 +11,7 @@ from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "budget"
-APP_PREFIX = "harness-"  # each worker sets application_name = "harness-<process>"
+APP_PREFIX = "harness-"  # each worker sets application_name = "harness-<process>"; samples may key by either
 CLEAR_ERROR = re.compile(
     r"QueuePool limit|too many connections|too many clients|remaining connection slots|pool|budget|exhaust",
     re.IGNORECASE,
@@ -27,7 +27,7 @@ def check_budget(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     return [_l2(history, ctx), _l3(history, ctx)]
 
 
-def consumers(history: list[Event]) -> set[str]:
+def _consumers(history: list[Event]) -> set[str]:
     """Processes that ran a consumer: they delivered or have lifecycle notes."""
     return {e.process for e in history if e.f == "deliver"} | {target(e) for e in history if e.f == "worker"}
 
@@ -36,8 +36,9 @@ def _l2(history: list[Event], ctx: CheckContext) -> Verdict:
     budget = ctx.connection_budget
     if budget is None or not ctx.capabilities.connection_budget:
         return Verdict("L2", NAME, "not_applicable", "the implementation declares no connection budget")
-    samples = [e.value.get("backends") or {} for e in history if e.f == "sample" and e.type == "info"]
-    peak = {p: max((int(s.get(APP_PREFIX + p, 0)) for s in samples), default=0) for p in consumers(history)}
+    samples = [{str(name).removeprefix(APP_PREFIX): int(n) for name, n in (e.value.get("backends") or {}).items()}
+               for e in history if e.f == "sample" and e.type == "info"]
+    peak = {p: max((s.get(p, 0) for s in samples), default=0) for p in _consumers(history)}
     over = {p: n for p, n in sorted(peak.items()) if n > budget}
     figures = {"budget": budget, "samples": len(samples), "peak_by_process": peak, "over_budget": len(over),
                "examples": examples({"process": p, "backends": n} for p, n in over.items())}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 from harness.checkers._index import (
     Delivery,
@@ -44,21 +45,22 @@ def _failure_number(ds: list[Delivery], a: Delivery) -> int:
     return sum(1 for d in ds[: ds.index(a) + 1] if d.failed)
 
 
+def _terminal(ds: list[Delivery], d: Delivery, ctx: CheckContext) -> bool:
+    """The configured policy makes this failure the last: max_attempts reached (first under NoRetry) or the cap."""
+    retry, cap = ctx.config.retry, ctx.config.max_deliveries
+    last_attempt = 1 if retry.kind == "none" else retry.max_attempts
+    capped = cap is not None and ctx.capabilities.max_deliveries and ds.index(d) + 1 >= cap
+    return _failure_number(ds, d) >= last_attempt or capped
+
+
 def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
     retry = ctx.config.retry
     if not ctx.capabilities.retry_schedule:
         return Verdict("R1", NAME, "not_applicable", "the implementation does not take a retry schedule")
+    if retry.kind == "none":
+        return Verdict("R1", NAME, "not_applicable", "NoRetry: there is no retry schedule to follow")
     if not poison:
         return _no_poison("R1")
-    if retry.kind == "none":
-        retried = sorted(m for m in poison if sum(d.failed for d in groups.get(m, [])) > 1)
-        failed = sum(1 for m in poison if any(d.failed for d in groups.get(m, [])))
-        figures = {"poison_failed": failed, "retried": len(retried), "examples": examples(retried)}
-        if retried:
-            return Verdict("R1", NAME, "fail", f"{len(retried)} poison messages were retried under NoRetry", figures)
-        if not failed:
-            return Verdict("R1", NAME, "unknown", "no poison message failed", figures)
-        return Verdict("R1", NAME, "pass", f"{failed} poison messages went terminal on their first failure", figures)
     calls = [d for m in poison for d in groups.get(m, [])]
     db_clock = uses_db_clock(calls, ctx.capabilities.lease_times)
     rounding = _RETRY_EPS if db_clock else ctx.slack_seconds
@@ -67,10 +69,10 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     bad: list[dict[str, object]] = []
     for m in poison:
         ds = groups.get(m, [])
-        for a, b in zip(ds, ds[1:]):
+        for a, b in pairwise(ds):
             retried = a.settle is None or a.settle.type == "fail" or a.outcome == "retry"
-            if not a.failed or a.end is None or not retried:
-                continue  # reclaims and terminal outcomes are not retries (D5, R4 judge those)
+            if not a.failed or a.end is None or not retried or _terminal(ds, a, ctx):
+                continue  # reclaims and terminal failures are not retries (D5, R4 judge those)
             n = _failure_number(ds, a)
             delay = retry.delay(n)
             reclaim = a.settle is not None and a.settle.type == "fail"  # the retry write did not land
@@ -138,7 +140,7 @@ def _r3(poison: set[str], ctx: CheckContext) -> Verdict:
     return Verdict("R3", NAME, "pass", f"all {len(poison)} poison messages are in the DLQ exactly once", figures)
 
 
-def _counters(history: list[Event], until: float) -> Counter[str]:
+def _counters(history: list[Event], until: float) -> defaultdict[str, float]:
     """Cumulative counters at ``until``: the last value per (process, name, labels), summed per name."""
     last: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
     for e in history:
@@ -147,7 +149,7 @@ def _counters(history: list[Event], until: float) -> Counter[str]:
         if e.f == "metric" and e.type == "info" and "name" in e.value:
             labels = tuple(sorted((str(k), str(v)) for k, v in (e.value.get("labels") or {}).items()))
             last[(e.process, str(e.value["name"]), labels)] = float(e.value.get("value") or 0)
-    total: Counter[str] = Counter()
+    total: defaultdict[str, float] = defaultdict(float)
     for (_, name, _), value in last.items():
         total[name] += value
     return total
@@ -170,18 +172,9 @@ class _Drift:
 
 def _terminal_failures(groups: dict[str, list[Delivery]], poison: set[str], start: float, end: float,
                        ctx: CheckContext) -> int:
-    """Failures in [start, end] that the configured policy makes terminal (last attempt or at the cap)."""
-    retry, cap = ctx.config.retry, ctx.config.max_deliveries
-    terminal_from = 1 if retry.kind == "none" else retry.max_attempts
-    count = 0
-    for m in poison:
-        ds = groups.get(m, [])
-        for number, d in enumerate(ds, start=1):
-            if d.failed and start <= d.t <= end and (
-                _failure_number(ds, d) >= terminal_from or (cap is not None and number >= cap)
-            ):
-                count += 1
-    return count
+    """Failures in [start, end] that the configured policy makes terminal."""
+    return sum(1 for m in poison for ds in [groups.get(m, [])] for d in ds
+               if d.failed and start <= d.t <= end and _terminal(ds, d, ctx))
 
 
 def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checkers._index import Delivery, examples, fault_events, index_deliveries, target
+from harness.checkers._index import Delivery, examples, fault_windows, index_deliveries, target
 from harness.checkers.context import CheckContext
 from harness.history import Event
 from harness.verdict import Verdict
@@ -16,10 +16,12 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
 
     Why: deploys stop workers with SIGTERM. A worker that keeps fetching after it delays the stop and strands
     new leases; one that kills its handlers mid-way or hangs forever breaks rolling deploys. What a stop cuts
-    off must keep its lease and come back (another delivery later, or the DLQ), or it is lost."""
+    off must keep its lease and come back (another delivery later, or the DLQ), or it is lost. The stop is
+    dated by the fault invoke (the signal follows it at once; the ok may wait for the exit) and the process
+    by the figures of the fault ok."""
     if not ctx.capabilities.graceful_drain:
         return [Verdict("L1", NAME, "not_applicable", "the implementation does not drain on stop")]
-    stops = fault_events(history, "sigterm")
+    stops = [w for w in fault_windows(history, "sigterm") if w.applied is not None]
     if not stops:
         return [Verdict("L1", NAME, "unknown", "no worker was sent SIGTERM")]
     deliveries = index_deliveries(history)
@@ -31,20 +33,17 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     overran: list[str] = []
     no_exit: list[str] = []
     for stop in stops:
-        w, t0 = target(stop), stop.t
+        w, t0 = str(stop.figures.get("process") or stop.invoke.value.get("process")), stop.invoked
         deadline = t0 + cfg.graceful_timeout + slack
-        exited = next((e.t for e in history if e.f == "worker" and e.t >= t0 and target(e) == w
-                       and e.value.get("event") == "exited"), None)
-        restarted = next((e.t for e in history if e.f == "worker" and e.t > t0 and target(e) == w
-                          and e.value.get("event") == "started"), None)
-        life_end = min(t for t in (exited, restarted, float("inf")) if t is not None)
-        mine = [d for d in deliveries if d.process == w]
-        late_fetch += [{"process": w, "mid": d.mid, "after_s": round(d.t - t0, 3)}
-                       for d in mine if t0 + slack < d.t <= life_end]
+        exited = _lifecycle(history, w, "exited", t0)
+        life_end = min(t for t in (exited, _lifecycle(history, w, "started", t0), float("inf")) if t is not None)
+        mine = [d for d in deliveries if d.process == w and d.t <= life_end]
+        fetched_late = [d for d in mine if _fetched_after(d, stop.invoke, ctx)]
+        late_fetch += [{"process": w, "mid": d.mid, "after_s": round(d.t - t0, 3)} for d in fetched_late]
         if exited is None or exited > deadline + EXIT_GRACE:
             no_exit.append(w)
         for d in mine:
-            if d.t > t0 or (d.finished_at is not None and d.finished_at <= t0):
+            if d in fetched_late or (d.finished_at is not None and d.finished_at <= t0):
                 continue
             in_flight += 1
             if _done_by(d, deadline, ctx.capabilities.settle_outcomes):
@@ -76,6 +75,20 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
                         " no handler was in flight", figures)]
     return [Verdict("L1", NAME, "pass", f"{len(stops)} stops: {finished} of {in_flight} in-flight handlers finished"
                     f" in time, {len(cut_off)} cut off and came back", figures)]
+
+
+def _lifecycle(history: list[Event], process: str, event: str, after: float) -> float | None:
+    """When ``process`` first noted ``event`` (exited, started) after ``after``."""
+    return next((e.t for e in history if e.f == "worker" and e.t >= after and target(e) == process
+                 and e.value.get("event") == event), None)
+
+
+def _fetched_after(d: Delivery, sent: Event, ctx: CheckContext) -> bool:
+    """The row was claimed after SIGTERM was sent: by its database-clock lease against the wall clock of the
+    signalling process when known (a row fetched before may start its handler later), else by the handler start."""
+    if ctx.capabilities.lease_times and d.lease_at is not None:
+        return d.lease_at > sent.wall + ctx.slack_seconds
+    return d.t > sent.t + ctx.slack_seconds
 
 
 def _done_by(d: Delivery, deadline: float, settles: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from harness.checkers._index import EPS, Delivery, by_mid, clock_note, examples, gap, index_deliveries, uses_db_clock
 from harness.checkers.context import CheckContext
@@ -35,14 +36,13 @@ def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     deliveries = index_deliveries(history)
     groups = by_mid(deliveries)
     db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
-    steals = [s for ds in groups.values() for a, b in zip(ds, ds[1:]) if (s := _steal(a, b, ctx, db_clock))]
+    steals = [s for ds in groups.values() for a, b in pairwise(ds) if (s := _steal(a, b, ctx, db_clock))]
     redelivered = sum(len(ds) - 1 for ds in groups.values())
     mode = clock_note(db_clock) if ctx.capabilities.lease_ttl else " (no leases: calls of one row must not overlap)"
     return [_d3(steals, len(deliveries), redelivered, mode), _d4(steals, deliveries, ctx, mode)]
 
 
 def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> Steal | None:
-    assert a.mid is not None
     if not ctx.capabilities.lease_ttl:
         held_until = a.finished_at
         stolen = held_until is None or b.t < held_until - EPS
@@ -51,7 +51,7 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> Steal
     else:
         tolerance = EPS if db_clock else ctx.slack_seconds
         stolen = gap(a, b, db_clock) < ctx.config.lease_ttl_seconds - tolerance
-    return Steal(a.mid, a.process, b.process, gap(a, b, db_clock)) if stolen else None
+    return Steal(str(a.mid), a.process, b.process, gap(a, b, db_clock)) if stolen else None
 
 
 def _d3(steals: list[Steal], deliveries: int, redelivered: int, mode: str) -> Verdict:

@@ -29,9 +29,10 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     verdict is unknown. The gap is lease to lease by the database clock when the adapter reports lease times."""
     if not ctx.capabilities.lease_ttl:
         return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL to reclaim by")]
-    kills = {(e.t, target(e)) for e in fault_events(history, "sigkill")}
+    kills = fault_events(history, "sigkill")
     deliveries = index_deliveries(history)
-    killed = [d for d in deliveries if d.end is None and d.settle is None and (d.cut_at, d.process) in kills]
+    killed = [d for d in deliveries if d.mid is not None and d.end is None and d.settle is None
+              and any(target(k) == d.process and k.t > d.t for k in kills)]
     db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
     ttl, cfg = ctx.config.lease_ttl_seconds, ctx.config
     low = ttl - (EPS if db_clock else ctx.slack_seconds)
@@ -43,17 +44,17 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     never: list[str] = []
     undecided: list[str] = []
     for d in killed:
-        assert d.mid is not None
-        ds = groups[d.mid]
+        ds = groups[str(d.mid)]
         later = ds[ds.index(d) + 1:]
         if not later:
             # still pending, undrained, or gone terminal without a handler call: nothing to time, nothing lost
             accounted = d.mid in ctx.final_dead or d.mid in ctx.final_pending or not ctx.drained
-            (undecided if accounted else never).append(d.mid)
+            (undecided if accounted else never).append(str(d.mid))
             continue
         delay = gap(d, later[0], db_clock)
         delays.append(delay)
-        row = {"mid": d.mid, "killed": d.process, "next": later[0].process, "delay_s": round(delay, 3)}
+        row: dict[str, object] = {"mid": d.mid, "killed": d.process, "next": later[0].process,
+                                  "delay_s": round(delay, 3)}
         if delay < low:
             early.append(row)
         elif delay > high:

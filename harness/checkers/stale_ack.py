@@ -30,23 +30,32 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     lease_lost = sum(1 for e in history
                      if e.f == "settle" and e.type == "fail" and e.value.get("outcome") == "lease_lost")
     overlapping = 0  # calls that settled after a later claim of their row had started
+    unattributed = 0  # such calls whose settle could belong to a concurrent call of the same process
     stale: list[dict[str, object]] = []
     for ds in by_mid(index_deliveries(history)).values():
         for a in ds:
-            rivals = [b for b in ds if a.settle is not None and _later(a, b) and b.t < a.settle.t]
+            if a.settle is None:
+                continue
+            rivals = [b for b in ds if _later(a, b) and b.t < a.settle.t]
             if not rivals:
                 continue
+            if a.ambiguous:
+                unattributed += 1
+                continue
             overlapping += 1
-            if a.settle is not None and a.settle.type == "ok" and a.outcome in _REMOVALS:
+            if a.settle.type == "ok" and a.outcome in _REMOVALS:
                 stale.append({"mid": a.mid, "stale": a.process, "holder": rivals[0].process, "outcome": a.outcome})
     figures = {"removed_twice": len(twice), "removed_twice_examples": examples(twice), "stale_removals": len(stale),
-               "stale_examples": examples(stale), "overlapping_calls": overlapping, "lease_lost": lease_lost}
+               "stale_examples": examples(stale), "overlapping_calls": overlapping,
+               "unattributed_overlaps": unattributed, "lease_lost": lease_lost}
     if twice or stale:
         return [Verdict("D6", NAME, "fail", f"{len(twice)} rows removed more than once and {len(stale)} removals"
                         " by a call whose lease had been claimed by another", figures)]
     if not overlapping:
+        why = (f"; {unattributed} overlaps within one process could not be attributed (completions and settles"
+               " do not echo lease_at)") if unattributed else ""
         return [Verdict("D6", NAME, "unknown", "no stale ack happened: no call settled after its row was claimed"
-                        " again", figures)]
+                        f" again{why}", figures)]
     return [Verdict("D6", NAME, "pass", f"{overlapping} calls settled after their row was claimed again; none"
                     f" removed it ({lease_lost} lease_lost reported)", figures)]
 

@@ -15,9 +15,9 @@ NAME = "total_queue"
 
 @dataclass(frozen=True)
 class QueueTally:
-    committed: set[str]  # publish ok
-    rolled_back: set[str]  # publish fail: definitely not committed
-    uncertain: set[str]  # publish info: commit outcome unknown
+    committed: set[str]  # publish ok, or publish info resolved as committed
+    rolled_back: set[str]  # publish fail, or publish info resolved as absent: definitely not committed
+    uncertain: set[str]  # publish info left unresolved: commit outcome unknown
     handled: Counter[str]  # deliver ok per mid
     delivered: set[str]  # mids with any deliver invoke
     deliveries: int  # deliver invokes
@@ -34,12 +34,17 @@ class QueueTally:
 def tally(history: list[Event], ctx: CheckContext) -> QueueTally:
     """The total-queue bookkeeping, shared with the checkers that must not lose messages either (L3)."""
     outcome: dict[str, set[str]] = {"ok": set(), "fail": set(), "info": set()}
+    found: set[str] = set()  # the runner's ``resolve`` of uncertain commits: business row present...
+    absent: set[str] = set()  # ...or absent (same transaction as the outbox row, so definitely not committed)
     for e in history:
         if e.f == "publish" and e.type in outcome:
             outcome[e.type].update(str(m) for m in e.value.get("mids") or ())
-    committed = outcome["ok"]
-    uncertain = outcome["info"] - committed
-    rolled_back = outcome["fail"] - committed - uncertain
+        elif e.f == "resolve" and e.type == "info":
+            found.update(str(m) for m in e.value.get("committed") or ())
+            absent.update(str(m) for m in e.value.get("absent") or ())
+    committed = outcome["ok"] | (outcome["info"] & found)
+    rolled_back = (outcome["fail"] | (outcome["info"] & absent)) - committed
+    uncertain = outcome["info"] - committed - rolled_back
     handled: Counter[str] = Counter()
     delivered: set[str] = set()
     deliveries = 0

@@ -80,8 +80,8 @@ def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ct
         if w.applied is None:
             continue
         end = float("inf") if w.healed is None else w.healed + ctx.slack_seconds
-        for e in history:
-            if e.f == "log" and w.applied <= e.t <= end and LISTEN_WORDS.search(str(e.value.get("message", ""))):
+        for e in history:  # from the invoke: the loss may be logged before the nemesis reports back
+            if e.f == "log" and w.invoked <= e.t <= end and LISTEN_WORDS.search(str(e.value.get("message", ""))):
                 warnings[(i, e.process)] += 1
     repeated = {f"outage {i + 1} / {proc}": n for (i, proc), n in warnings.items() if n > 1}
     latencies = [p.latency for p in during if p.latency is not None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import asyncpg
@@ -36,48 +37,72 @@ class CrashRestart:
 
 
 class ConnectionHog:
-    """Occupies server connection slots so fewer than the consumers' budget remain (L3).
+    """Keeps the server's connection slots full but ``leave_free`` (L3).
 
-    Equivalent, for the consumers, to a ``max_connections`` below the budget,
-    without restarting the server; releasing the hog is the repair.
+    Equivalent, for the consumers, to a ``max_connections`` below their budget,
+    without restarting the server: every slot freed (a crashed worker's, say) is
+    taken again within ``tick`` seconds, so a restarted consumer must cope with
+    "too many clients". Releasing the hog is the repair.
     """
 
     kind = "max_connections"
 
-    def __init__(self, admin_dsn: str, leave_free: int) -> None:
+    def __init__(self, admin_dsn: str, leave_free: int, tick: float = 0.1) -> None:
         self.admin_dsn = admin_dsn
         self.leave_free = leave_free
+        self.tick = tick
         self._conns: list[asyncpg.Connection] = []
-        self._loop = asyncio.new_event_loop()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._peak = 0
+        self._first_full = threading.Event()
+        self._error: str | None = None
 
     def start(self) -> dict[str, Any]:
-        return self._loop.run_until_complete(self._hog())
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()), name="connection-hog", daemon=True)
+        self._thread.start()
+        if not self._first_full.wait(timeout=30) or self._error:
+            self.stop()
+            raise FaultNotApplied(f"could not fill the connection slots: {self._error or 'timed out'}")
+        return {"held": len(self._conns), "left_free": self.leave_free}
 
-    async def _hog(self) -> dict[str, Any]:
-        probe = await asyncpg.connect(self.admin_dsn)
+    async def _free_slots(self) -> int:
+        conn = self._conns[0]
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        used = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        return limit - used
+
+    async def _grab(self) -> bool:
         try:
-            limit = int(await probe.fetchval("SHOW max_connections"))
-            reserved = int(await probe.fetchval("SHOW superuser_reserved_connections"))
-            used = int(await probe.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+            self._conns.append(await asyncpg.connect(self.admin_dsn, timeout=5,
+                                                     server_settings={"application_name": "harness-hog"}))
+            return True
+        except (asyncpg.TooManyConnectionsError, asyncpg.PostgresError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def _hold(self) -> None:
+        try:
+            if not await self._grab():
+                self._error = "no slot free for the hog itself"
+                return
+            while not self._stop.is_set():
+                free = await self._free_slots()
+                while free > self.leave_free and await self._grab():
+                    free -= 1
+                self._peak = max(self._peak, len(self._conns))
+                self._first_full.set()
+                await asyncio.sleep(self.tick)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            self._error = f"{type(exc).__name__}: {exc}"
         finally:
-            await probe.close()
-        # Superusers may use the reserved slots too; hog every slot but leave_free.
-        want = limit - used - self.leave_free
-        for _ in range(max(0, want)):
-            try:
-                self._conns.append(await asyncpg.connect(self.admin_dsn, server_settings={"application_name": "harness-hog"}))
-            except (asyncpg.TooManyConnectionsError, asyncpg.PostgresError, OSError):
-                break
-        if len(self._conns) < want - reserved:
-            raise FaultNotApplied(f"could hold only {len(self._conns)} of {want} slots")
-        return {"max_connections": limit, "held": len(self._conns), "left_free": limit - used - len(self._conns)}
+            self._first_full.set()
+            await asyncio.gather(*(c.close() for c in self._conns), return_exceptions=True)
 
     def stop(self) -> dict[str, Any]:
-        held = len(self._conns)
-        self._loop.run_until_complete(asyncio.gather(*(c.close() for c in self._conns), return_exceptions=True))
-        self._conns.clear()
-        self._loop.close()
-        return {"released": held}
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        return {"released": len(self._conns), "peak_held": self._peak}
 
 
 class DlqDrift:

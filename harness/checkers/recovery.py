@@ -1,0 +1,64 @@
+"""Recovery after crashes and network faults (P2, L4).
+
+P2 holds when a crash took effect (a PostgreSQL crash-restart, or a worker
+SIGKILL) and, once drained, no committed message is missing. L4 holds when a
+network fault took effect, a worker incarnation that lived through it (no
+restart) delivered again after the heal (it reconnected on its own), and
+nothing committed is missing. Without the fault, both are unknown.
+"""
+
+from __future__ import annotations
+
+from harness.checkers._index import examples, fault_windows, target
+from harness.checkers.context import CheckContext
+from harness.checkers.total_queue import tally
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "recovery"
+CRASHES = ("pg_crash_restart", "sigkill")
+NETWORK = ("partition", "black_hole", "reset_peer", "latency", "bandwidth")
+
+
+def check_recovery(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    counts = tally(history, ctx)
+    lost = sorted(counts.lost)
+    loss = {"committed": len(counts.committed), "lost": len(lost), "lost_examples": examples(lost),
+            "drained": ctx.drained}
+    return [_durability(history, ctx, loss), _network(history, ctx, loss)]
+
+
+def _durability(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
+    crashes = {k: sum(1 for w in fault_windows(history, k) if w.applied) for k in CRASHES}
+    figures = {**loss, "crashes": crashes}
+    if not any(crashes.values()):
+        return Verdict("P2", NAME, "unknown", "no crash took effect; durability was not exercised", figures)
+    if loss["lost"]:
+        return Verdict("P2", NAME, "fail", f"{loss['lost']} committed messages did not survive the crashes", figures)
+    if not ctx.drained:
+        return Verdict("P2", NAME, "unknown", "the outbox did not drain; durability undecided", figures)
+    return Verdict("P2", NAME, "pass", f"all {loss['committed']} committed messages survived {crashes}", figures)
+
+
+def _network(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
+    windows = [w for k in NETWORK for w in fault_windows(history, k) if w.applied]
+    if not windows:
+        return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
+    last_heal = max((w.healed for w in windows if w.healed is not None), default=None)
+    first_fault = min(w.applied_at for w in windows if w.applied_at is not None)
+    ended = {target(e) for e in history if e.f == "worker" and e.value.get("event") in ("died", "stopped", "refused")}
+    before = {e.process for e in history if e.f == "deliver" and e.type == "invoke" and e.t < first_fault}
+    survivors = before - ended
+    resumed = sorted({e.process for e in history if e.f == "deliver" and e.type == "invoke"
+                      and last_heal is not None and e.t > last_heal and e.process in survivors})
+    figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
+               "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
+    if loss["lost"]:
+        return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
+    if last_heal is None or not ctx.drained:
+        return Verdict("L4", NAME, "unknown", "the faults did not heal or the outbox did not drain", figures)
+    if not resumed:
+        return Verdict("L4", NAME, "unknown" if not survivors else "fail",
+                       "no worker that lived through the faults delivered again after the heal", figures)
+    return Verdict("L4", NAME, "pass", f"{len(resumed)} workers reconnected on their own after "
+                   f"{len(windows)} network faults; nothing lost", figures)

@@ -1,0 +1,22 @@
+"""Slow handlers across the lease (D6): a handler slower than ``lease_ttl_seconds``
+loses its row to another worker; its late ack, retry or dead-letter write matches
+nothing and is reported ``lease_lost``; the row is removed exactly once."""
+
+from harness.adapter import ConsumerConfig
+from harness.runner import Scenario, Workload
+
+TTL = 1.5
+CONFIG = ConsumerConfig(lease_ttl_seconds=TTL, max_fetch_interval=0.3, max_workers=4, fetch_batch_size=10)
+
+
+def test_slow_handlers(run_scenario):
+    run_scenario(Scenario(
+        name="slow_handlers",
+        guarantees=["D6", "D3", "D1", "D2"],
+        checkers=["stale_ack", "lease", "total_queue"],
+        config=CONFIG,
+        workers=3,
+        handler={"base_ms": 20, "jitter_ms": 10, "slow_fraction": 0.1, "slow_s": TTL * 1.6},
+        workload=Workload(messages=200, rate=50),
+        requires=("lease_ttl", "settle_outcomes"),
+    ))

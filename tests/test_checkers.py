@@ -1,0 +1,584 @@
+"""Checkers against hand-made histories: a valid one passes, each broken one fails, thin ones stay unknown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.checkers import (
+    ALL_CHECKERS,
+    GUARANTEES,
+    CheckContext,
+    check_budget,
+    check_dlq,
+    check_drain,
+    check_lease,
+    check_reclaim,
+    check_stale_ack,
+    check_total_queue,
+    check_wakeup,
+    run_checkers,
+)
+from harness.checkers._index import index_deliveries, parse_lease_at
+from harness.history import EventType
+from harness.verdict import Verdict
+from tests.checker_histories import DB_EPOCH, H, ctx, retry
+
+
+def by_id(verdicts: list[Verdict]) -> dict[str, Verdict]:
+    return {v.guarantee: v for v in verdicts}
+
+
+def status(verdicts: list[Verdict], guarantee: str) -> str:
+    return by_id(verdicts)[guarantee].status
+
+
+# --- shared index ---------------------------------------------------------------------------------------------
+
+def test_parse_lease_at_accepts_iso_and_epoch() -> None:
+    iso = datetime.fromtimestamp(DB_EPOCH, UTC).isoformat()
+    assert parse_lease_at(iso) == parse_lease_at(DB_EPOCH) == DB_EPOCH
+    assert parse_lease_at(iso.replace("+00:00", "")) == DB_EPOCH  # naive means UTC
+    assert parse_lease_at(None) is None and parse_lease_at("not a time") is None
+
+
+def test_completions_match_the_call_they_echo() -> None:
+    h = (H().publish(0, "m1")
+         .deliver(1.0, "m1", "w1", took=4.0, settle="lease_lost", settle_type="fail", echo=True)
+         .deliver(4.5, "m1", "w1", took=0.1, echo=True))
+    slow, fresh = index_deliveries(h.build())
+    assert slow.outcome == "lease_lost" and fresh.outcome == "acked"
+    assert slow.end is not None and slow.end.t == 5.0
+
+
+def test_a_kill_cuts_unfinished_calls() -> None:
+    h = H().publish(0, "m1").deliver(1.0, "m1", "w1", took=None).kill(2.0, "w1").deliver(6.0, "m1", "w1")
+    first, second = index_deliveries(h.build())
+    assert first.cut_at == 2.0 and first.end is None
+    assert second.end is not None and second.outcome == "acked"
+
+
+# --- total queue: D1, D2, P1 ----------------------------------------------------------------------------------
+
+def valid_queue() -> H:
+    return (H().publish(0, "m1", "m2").publish(0.5, "r1", outcome="fail")
+            .deliver(1, "m1").deliver(1.2, "m2"))
+
+
+def test_total_queue_passes_a_valid_history() -> None:
+    v = by_id(check_total_queue(valid_queue().build(), ctx()))
+    assert [v[g].status for g in ("D1", "D2", "P1")] == ["pass", "pass", "pass"]
+    assert v["D1"].figures["committed"] == 2
+
+
+def test_duplicates_alone_do_not_fail_total_queue() -> None:
+    h = valid_queue().deliver(5, "m1", "w2").deliver(6, "m1", "w3")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D1"].status == "pass" and v["D2"].status == "pass"
+    assert v["D1"].figures["duplicates"] == 2 and v["D1"].figures["duplicated_examples"] == ["m1"]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=20))
+def test_any_number_of_duplicates_passes_d1(copies: list[int]) -> None:
+    h = H().publish(0, *[f"m{i}" for i in range(len(copies))])
+    for i, n in enumerate(copies):
+        for k in range(n):
+            h.deliver(1 + i + k * 0.01, f"m{i}", f"w{k}")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D1"].status == "pass" and v["D1"].figures["duplicates"] == sum(copies) - len(copies)
+
+
+def test_lost_message_fails_d1() -> None:
+    h = valid_queue().publish(2, "m3")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D1"].status == "fail" and v["D1"].figures["lost_examples"] == ["m3"]
+
+
+def test_lost_candidate_while_undrained_is_unknown() -> None:
+    h = valid_queue().publish(2, "m3")
+    assert status(check_total_queue(h.build(), ctx(drained=False, final_pending=["m3"])), "D1") == "unknown"
+
+
+def test_no_committed_message_is_unknown() -> None:
+    v = by_id(check_total_queue(H().publish(0, "r1", outcome="fail").build(), ctx()))
+    assert v["D1"].status == "unknown" and v["D2"].status == "unknown"
+
+
+def test_dead_lettered_poison_is_not_lost() -> None:
+    h = valid_queue().publish(2, "p1").deliver(3, "p1", end="fail", settle="dead_lettered")
+    assert status(check_total_queue(h.build(), ctx(poison={"p1"}, final_dead=["p1"])), "D1") == "pass"
+
+
+def test_uncertain_publish_is_reported_never_failed() -> None:
+    h = valid_queue().publish(2, "u1", outcome="info").publish(2.5, "u2", outcome="info").deliver(3, "u2")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D1"].status == "pass" and v["D2"].status == "pass"
+    assert (v["D1"].figures["uncertain_recovered"], v["D1"].figures["uncertain_not_seen"]) == (1, 1)
+
+
+def test_resolved_uncertain_publishes_count_as_committed_or_rolled_back() -> None:
+    h = (valid_queue().publish(2, "u1", outcome="info").publish(2.5, "u2", outcome="info")
+         .add(9, "runner", "info", "resolve", committed=["u1"], absent=["u2"]))
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D1"].status == "fail" and v["D1"].figures["lost_examples"] == ["u1"]
+    assert v["P1"].figures["rolled_back"] == 2 and v["D1"].figures["uncertain_publishes"] == 0
+
+
+def test_phantom_after_rollback_fails_p1_and_d2() -> None:
+    h = valid_queue().deliver(3, "r1")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["P1"].status == "fail" and v["D2"].status == "fail"
+    assert v["D2"].figures["phantom_examples"] == ["r1"]
+
+
+def test_rolled_back_row_left_in_the_outbox_fails_p1() -> None:
+    assert status(check_total_queue(valid_queue().build(), ctx(final_pending=["r1"])), "P1") == "fail"
+
+
+def test_corrupted_payload_fails_d2() -> None:
+    h = valid_queue().deliver(3, "m2", "w2", intact=False).deliver(3.5, None, "w2")
+    v = by_id(check_total_queue(h.build(), ctx()))
+    assert v["D2"].status == "fail" and v["D2"].figures["corrupt"] == 2
+
+
+def test_without_rollback_p1_is_unknown() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1")
+    assert status(check_total_queue(h.build(), ctx()), "P1") == "unknown"
+
+
+# --- lease: D3, D4 ----------------------------------------------------------------------------------------------
+
+def reclaimed(gap: float, thief: str = "w2") -> H:
+    return H().publish(0, "m1").deliver(1, "m1", "w1", took=None).kill(1.5, "w1").deliver(1 + gap, "m1", thief)
+
+
+def test_lease_passes_a_reclaim_after_the_ttl() -> None:
+    v = by_id(check_lease(reclaimed(3.2).build(), ctx()))
+    assert v["D3"].status == "pass" and v["D3"].figures["redeliveries"] == 1
+    assert v["D4"].status == "not_applicable"
+
+
+def test_lease_without_redelivery_passes_but_says_so() -> None:
+    v = by_id(check_lease(H().publish(0, "m1").deliver(1, "m1").build(), ctx()))
+    assert v["D3"].status == "pass" and "no redelivery" in v["D3"].summary
+
+
+def test_lease_with_no_delivery_is_unknown() -> None:
+    assert status(check_lease(H().publish(0, "m1").build(), ctx()), "D3") == "unknown"
+
+
+def test_stolen_live_lease_fails_d3() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1", took=5).deliver(2, "m1", "w2")
+    v = by_id(check_lease(h.build(), ctx()))
+    assert v["D3"].status == "fail"
+    assert v["D3"].figures["examples"][0] == {"mid": "m1", "holder": "w1", "thief": "w2", "gap_s": 1.0}
+
+
+def test_failed_handler_releases_the_row_early() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1", end="fail", settle="retry").deliver(2.2, "m1", "w2")
+    assert status(check_lease(h.build(), ctx()), "D3") == "pass"
+
+
+def test_claim_before_the_failed_handler_ended_fails_d3() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1", took=2, end="fail", settle="retry").deliver(2, "m1", "w2")
+    assert status(check_lease(h.build(), ctx()), "D3") == "fail"
+
+
+def test_iso_lease_times_are_understood() -> None:
+    iso = datetime.fromtimestamp(DB_EPOCH + 1, UTC).isoformat()
+    late = datetime.fromtimestamp(DB_EPOCH + 4.5, UTC).isoformat()
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=None, lease_at=iso).kill(1.5, "w1")
+         .deliver(2, "m1", "w2", lease_at=late))  # monotonic gap 1 s, database gap 3.5 s
+    assert status(check_lease(h.build(), ctx()), "D3") == "pass"
+
+
+def test_stolen_lease_by_skewed_worker_fails_d4() -> None:
+    h = H().publish(0, "m1", "m2").deliver(1, "m1", "w1", took=5).deliver(2, "m1", "w2").deliver(3, "m2", "w1")
+    v = by_id(check_lease(h.build(), ctx(extra={"skewed_workers": ["w2"]})))
+    assert v["D3"].status == "fail" and v["D4"].status == "fail"
+    assert v["D4"].figures["stolen_with_skewed"] == 1
+
+
+def test_skewed_worker_that_steals_nothing_passes_d4() -> None:
+    v = by_id(check_lease(reclaimed(3.2, thief="w9").build(), ctx(extra={"skewed_workers": ["w9"]})))
+    assert v["D4"].status == "pass" and v["D4"].figures["skewed_deliveries"] == 1
+
+
+def test_skewed_worker_that_delivered_nothing_is_unknown() -> None:
+    assert status(check_lease(reclaimed(3.2).build(), ctx(extra={"skewed_workers": ["w9"]})), "D4") == "unknown"
+
+
+def test_lease_falls_back_to_the_monotonic_clock_leniently() -> None:
+    lenient = check_lease(reclaimed(2.0).build(), ctx(caps={"lease_times": False}))
+    assert status(lenient, "D3") == "pass" and "monotonic" in by_id(lenient)["D3"].summary
+    assert status(check_lease(reclaimed(1.0).build(), ctx(caps={"lease_times": False})), "D3") == "fail"
+
+
+def test_without_leases_calls_of_one_row_must_not_overlap() -> None:
+    overlap = H().publish(0, "m1").deliver(1, "m1", "w1", took=0.5, settle=None).deliver(1.3, "m1", "w2")
+    after = H().publish(0, "m1").deliver(1, "m1", "w1", took=0.5, settle=None).deliver(1.6, "m1", "w2")
+    assert status(check_lease(overlap.build(), ctx(caps={"lease_ttl": False})), "D3") == "fail"
+    assert status(check_lease(after.build(), ctx(caps={"lease_ttl": False})), "D3") == "pass"
+
+
+# --- reclaim: D5 ------------------------------------------------------------------------------------------------
+
+def test_reclaim_within_bounds_passes() -> None:
+    v = check_reclaim(reclaimed(3.5).build(), ctx())[0]
+    assert v.status == "pass" and v.figures["delay_min_s"] == 3.5 and v.figures["bounds_s"] == [2.999, 5.5]
+
+
+def test_too_early_reclaim_fails() -> None:
+    v = check_reclaim(reclaimed(2.0).build(), ctx())[0]
+    assert v.status == "fail" and v.figures["too_early"] == 1
+
+
+def test_too_late_reclaim_fails() -> None:
+    v = check_reclaim(reclaimed(9.0).build(), ctx())[0]
+    assert v.status == "fail" and v.figures["too_late"] == 1
+
+
+def test_reclaim_by_the_restarted_worker_of_the_same_name_counts() -> None:
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=None).kill(1.5, "w1").worker(2, "w1", "started")
+         .deliver(4.2, "m1", "w1"))
+    assert check_reclaim(h.build(), ctx())[0].status == "pass"
+
+
+def test_reclaim_when_the_supervisor_saw_the_death_before_the_kill_ok() -> None:
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1#1", took=None).worker(1.45, "w1#1", "died")
+         .kill(1.5, "w1#1").deliver(4.2, "m1", "w2#1"))
+    assert check_reclaim(h.build(), ctx())[0].status == "pass"
+
+
+def test_kill_that_caught_nothing_in_flight_is_unknown() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1").kill(2, "w1")
+    v = check_reclaim(h.build(), ctx())[0]
+    assert v.status == "unknown" and "never caught" in v.summary
+
+
+def test_killed_delivery_never_redelivered_fails_when_drained() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1", took=None).kill(1.5, "w1")
+    assert check_reclaim(h.build(), ctx())[0].status == "fail"
+    assert check_reclaim(h.build(), ctx(drained=False, final_pending=["m1"]))[0].status == "unknown"
+
+
+def test_reclaim_not_applicable_without_lease_ttl() -> None:
+    assert check_reclaim(reclaimed(3.5).build(), ctx(caps={"lease_ttl": False}))[0].status == "not_applicable"
+
+
+# --- stale ack: D6 ----------------------------------------------------------------------------------------------
+
+def slow_then_reclaimed(stale_outcome: str, stale_type: EventType = "fail", holder: str = "w2") -> H:
+    return (H().publish(0, "m1")
+            .deliver(1, "m1", "w1", took=4.0, settle=stale_outcome, settle_type=stale_type, echo=True)
+            .deliver(4.5, "m1", holder, took=0.1, echo=True))
+
+
+def test_stale_ack_reported_as_lease_lost_passes() -> None:
+    v = check_stale_ack(slow_then_reclaimed("lease_lost").build(), ctx())[0]
+    assert v.status == "pass" and v.figures["lease_lost"] == 1 and v.figures["overlapping_calls"] == 1
+
+
+def test_stale_ack_in_the_same_process_is_told_apart() -> None:
+    assert check_stale_ack(slow_then_reclaimed("lease_lost", holder="w1").build(), ctx())[0].status == "pass"
+
+
+def test_same_process_overlap_without_echo_is_not_blamed() -> None:
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=4.0, settle="lease_lost", settle_type="fail")
+         .deliver(4.5, "m1", "w1", took=0.1))  # the fast call's ok and ack come first: FIFO would swap them
+    v = check_stale_ack(h.build(), ctx())[0]
+    assert v.status == "unknown" and v.figures["unattributed_overlaps"] == 1
+
+
+def test_ack_after_a_later_claim_fails() -> None:
+    v = check_stale_ack(slow_then_reclaimed("acked", "ok").build(), ctx())[0]
+    assert v.status == "fail" and v.figures["stale_removals"] == 1 and v.figures["removed_twice"] == 1
+
+
+def test_double_removal_fails() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1").settle(1.5, "m1", "w1", "acked")
+    v = check_stale_ack(h.build(), ctx())[0]
+    assert v.status == "fail" and v.figures["removed_twice_examples"] == ["m1"]
+
+
+def test_no_overlap_means_no_stale_ack_to_judge() -> None:
+    v = check_stale_ack(reclaimed(3.5).build(), ctx())[0]
+    assert v.status == "unknown" and "no stale ack" in v.summary
+
+
+def test_stale_ack_not_applicable_without_settle_outcomes() -> None:
+    h = slow_then_reclaimed("lease_lost").build()
+    assert check_stale_ack(h, ctx(caps={"settle_outcomes": False}))[0].status == "not_applicable"
+
+
+# --- dlq: R1..R4 ------------------------------------------------------------------------------------------------
+
+def poison(p: str = "p1", gaps: tuple[float, ...] = (1.0, 2.0), start: float = 1.0) -> H:
+    """A poison message failing 1 + len(gaps) times, the last one terminal."""
+    h = H().publish(0, p)
+    t = start
+    for i in range(len(gaps) + 1):
+        h.deliver(t, p, f"w{i}", took=0.05, end="fail", settle="retry" if i < len(gaps) else "dead_lettered")
+        t += gaps[i] if i < len(gaps) else 0
+    return h
+
+
+def dlq_ctx(**overrides: Any) -> CheckContext:
+    return ctx(**({"poison": {"p1"}, "final_dead": ["p1"], "cfg": {"max_deliveries": 3}} | overrides))
+
+
+def test_dlq_passes_a_valid_poison_history() -> None:
+    v = by_id(check_dlq(poison().build(), dlq_ctx()))
+    assert [v[g].status for g in ("R1", "R2", "R3", "R4")] == ["pass", "pass", "pass", "not_applicable"]
+    assert v["R1"].figures["retry_gaps"] == 2 and v["R2"].figures["reached_cap"] == 1
+
+
+def test_too_early_retry_fails_r1() -> None:
+    v = by_id(check_dlq(poison(gaps=(1.0, 0.5)).build(), dlq_ctx()))
+    assert v["R1"].status == "fail" and v["R1"].figures["too_early"] == 1
+    assert v["R1"].figures["examples"][0]["failure"] == 2
+
+
+def test_too_late_retry_fails_r1() -> None:
+    v = by_id(check_dlq(poison(gaps=(1.0, 30.0)).build(), dlq_ctx()))
+    assert v["R1"].status == "fail" and v["R1"].figures["too_late"] == 1
+
+
+def test_r1_not_applicable_under_no_retry() -> None:
+    assert status(check_dlq(poison().build(), dlq_ctx(cfg={"retry": retry(kind="none")})), "R1") == "not_applicable"
+
+
+def test_over_cap_deliveries_fail_r2() -> None:
+    v = by_id(check_dlq(poison(gaps=(1.0, 2.0, 4.0)).build(), dlq_ctx(cfg={"max_deliveries": 3,
+                                                                          "retry": retry(max_attempts=5)})))
+    assert v["R2"].status == "fail" and v["R2"].figures["examples"] == [{"mid": "p1", "deliveries": 4}]
+
+
+def test_r2_not_applicable_without_a_cap() -> None:
+    assert status(check_dlq(poison().build(), dlq_ctx(cfg={})), "R2") == "not_applicable"
+
+
+def test_double_dlq_fails_r3() -> None:
+    v = by_id(check_dlq(poison().build(), dlq_ctx(final_dead=["p1", "p1"])))
+    assert v["R3"].status == "fail" and v["R3"].figures["dead_lettered_twice"] == 1
+
+
+def test_poison_in_both_tables_fails_r3() -> None:
+    assert status(check_dlq(poison().build(), dlq_ctx(final_pending=["p1"])), "R3") == "fail"
+
+
+def test_poison_in_neither_table_fails_r3() -> None:
+    v = by_id(check_dlq(poison().build(), dlq_ctx(final_dead=[])))
+    assert v["R3"].status == "fail" and v["R3"].figures["in_neither_table"] == 1
+
+
+def test_poison_still_retrying_is_unknown_for_r3() -> None:
+    v = check_dlq(poison().build(), dlq_ctx(final_dead=[], final_pending=["p1"], drained=False))
+    assert status(v, "R3") == "unknown"
+
+
+def test_no_poison_leaves_dlq_unknown() -> None:
+    v = by_id(check_dlq(H().publish(0, "m1").deliver(1, "m1").build(), ctx(cfg={"max_deliveries": 3})))
+    assert [v[g].status for g in ("R1", "R2", "R3")] == ["unknown"] * 3
+
+
+def drifted(nacked: float, written: float) -> H:
+    """p1 goes terminal at its third failure while the DLQ write is broken (3.5 to 12): the move fails, the row is
+    reclaimed after its lease and fails again, until after the heal it lands; counters as the worker reported."""
+    h = (H().publish(0, "p1").deliver(1, "p1", "w0", end="fail", settle="retry")
+         .deliver(2, "p1", "w0", end="fail", settle="retry"))
+    for t in (4.0, 7.5, 11.0):
+        h.deliver(t, "p1", "w0", end="fail", settle="error", settle_type="fail")
+    h.deliver(14.5, "p1", "w0", end="fail", settle="dead_lettered").window(3.5, 12.0, "dlq_drift")
+    h.metric(3.0, "w0", "nacked_terminal", 0).metric(3.0, "w0", "dlq_written", 0)
+    return h.metric(11.5, "w0", "nacked_terminal", nacked).metric(11.5, "w0", "dlq_written", written)
+
+
+def test_visible_divergence_passes_r4() -> None:
+    v = by_id(check_dlq(drifted(3, 0).build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})))
+    assert v["R4"].status == "pass" and v["R1"].status == "pass"
+    assert v["R4"].figures["windows"][0]["terminal_failures"] == 3
+
+
+def test_invisible_divergence_fails_r4() -> None:
+    v = by_id(check_dlq(drifted(3, 3).build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})))
+    assert v["R4"].status == "fail" and "not visible" in v["R4"].summary
+
+
+def test_poison_not_dead_lettered_after_the_heal_fails_r4() -> None:
+    v = by_id(check_dlq(drifted(3, 0).build(), dlq_ctx(cfg={}, final_dead=[], extra={"dlq_drift": True})))
+    assert v["R4"].status == "fail"
+
+
+def test_drift_without_terminal_failure_is_unknown() -> None:
+    h = poison().window(20.0, 25.0, "dlq_drift")
+    assert status(check_dlq(h.build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})), "R4") == "unknown"
+
+
+# --- budget: L2, L3 ---------------------------------------------------------------------------------------------
+
+def consumers() -> H:
+    return H().publish(0, "m1").deliver(1, "m1", "w1").worker(0.5, "w2", "started")
+
+
+def test_budget_within_limit_passes() -> None:
+    v = by_id(check_budget(consumers().sample(1, w1=4, w2=5, publisher=9).build(), ctx()))
+    assert v["L2"].status == "pass" and v["L2"].figures["peak_by_process"] == {"w1": 4, "w2": 5}
+    assert v["L3"].status == "not_applicable"
+
+
+def test_budget_samples_may_key_by_process_name() -> None:
+    h = consumers().add(1, "runner", "info", "sample", backends={"w1": 7})
+    assert status(check_budget(h.build(), ctx()), "L2") == "fail"
+
+
+def test_budget_overrun_fails_l2() -> None:
+    v = by_id(check_budget(consumers().sample(1, w1=3).sample(2, w1=6).build(), ctx()))
+    assert v["L2"].status == "fail" and v["L2"].figures["examples"] == [{"process": "w1", "backends": 6}]
+
+
+def test_budget_unknown_without_samples_and_na_without_budget() -> None:
+    assert status(check_budget(consumers().build(), ctx()), "L2") == "unknown"
+    assert status(check_budget(consumers().sample(1, w1=9).build(), ctx(connection_budget=None)), "L2") == \
+        "not_applicable"
+
+
+def test_exhaustion_reported_and_nothing_lost_passes_l3() -> None:
+    h = consumers().log(0.8, "w1", "QueuePool limit of size 2 overflow 0 reached, connection timed out")
+    assert status(check_budget(h.build(), ctx(extra={"exhaustion": True})), "L3") == "pass"
+
+
+def test_silent_exhaustion_is_unknown() -> None:
+    v = by_id(check_budget(consumers().build(), ctx(extra={"exhaustion": True})))["L3"]
+    assert v.status == "unknown" and "may not have bitten" in v.summary
+
+
+def test_exhaustion_that_loses_a_message_fails_l3() -> None:
+    h = consumers().publish(2, "m2").worker(3, "w3", "refused", message="FATAL: too many clients already")
+    v = by_id(check_budget(h.build(), ctx(extra={"exhaustion": True})))["L3"]
+    assert v.status == "fail" and v.figures["clear_errors"] == 1
+
+
+# --- drain: L1 --------------------------------------------------------------------------------------------------
+
+def test_graceful_drain_passes() -> None:
+    h = H().publish(0, "m1").deliver(10, "m1", "w1", took=2).sigterm(11, "w1").worker(12.5, "w1", "exited")
+    v = check_drain(h.build(), ctx())[0]
+    assert v.status == "pass" and v.figures["finished_in_time"] == 1
+
+
+def test_drain_dates_the_stop_by_the_invoke_not_the_late_ok() -> None:
+    h = (H().publish(0, "m1").deliver(10, "m1", "w1", took=2).sigterm(11, "w1", ok_at=12.6)
+         .worker(12.5, "w1", "exited"))
+    v = check_drain(h.build(), ctx())[0]
+    assert v.status == "pass" and v.figures["in_flight"] == 1
+
+
+def test_handler_started_after_sigterm_on_a_row_fetched_before_is_not_a_fetch() -> None:
+    h = (H().publish(0, "m1", "m2").deliver(10, "m1", "w1").sigterm(11, "w1")
+         .deliver(13, "m2", "w1", lease_at=DB_EPOCH + 10.5).worker(14, "w1", "exited"))
+    v = check_drain(h.build(), ctx())[0]
+    assert v.status == "pass" and v.figures["fetched_after_sigterm"] == 0 and v.figures["in_flight"] == 1
+
+
+def test_drain_with_nothing_in_flight_passes_and_says_so() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1").sigterm(11, "w1").worker(11.2, "w1", "exited")
+    v = check_drain(h.build(), ctx())[0]
+    assert v.status == "pass" and "no handler was in flight" in v.summary
+
+
+def test_fetching_after_sigterm_fails() -> None:
+    h = (H().publish(0, "m1", "m2").deliver(10, "m1", "w1").sigterm(11, "w1").deliver(14, "m2", "w1")
+         .worker(15, "w1", "exited"))
+    v = check_drain(h.build(), ctx())[0]
+    assert v.status == "fail" and v.figures["fetched_after_sigterm"] == 1
+
+
+def test_not_exiting_in_time_fails() -> None:
+    h = H().publish(0, "m1").deliver(1, "m1", "w1").sigterm(11, "w1")
+    assert check_drain(h.build(), ctx())[0].figures["did_not_exit_in_time"] == ["w1"]
+    late = H().publish(0, "m1").deliver(1, "m1", "w1").sigterm(11, "w1").worker(30, "w1", "exited")
+    assert check_drain(late.build(), ctx())[0].status == "fail"
+
+
+def test_cut_off_handler_that_comes_back_passes_and_one_that_vanishes_fails() -> None:
+    cut = (H().publish(0, "m1").deliver(10, "m1", "w1", took=None).sigterm(11, "w1").worker(17, "w1", "exited"))
+    assert check_drain(cut.build(), ctx())[0].status == "fail"
+    back = cut.deliver(20, "m1", "w2")
+    v = check_drain(back.build(), ctx())[0]
+    assert v.status == "pass" and v.figures["cut_off"] == 1
+
+
+def test_drain_without_sigterm_is_unknown() -> None:
+    assert check_drain(H().publish(0, "m1").deliver(1, "m1").build(), ctx())[0].status == "unknown"
+
+
+# --- wakeup: D7, D8 ---------------------------------------------------------------------------------------------
+
+def probes(h: H, start: float, count: int, latency: float) -> H:
+    for i in range(count):
+        mid = f"q{start}-{i}"
+        h.publish(start + 2 * i, mid, probe=True).deliver(start + 2 * i + 0.001 + latency, mid)
+    return h
+
+
+def test_fast_wakeup_passes_d7() -> None:
+    v = by_id(check_wakeup(probes(H(), 0, 6, 0.02).build(), ctx()))
+    assert v["D7"].status == "pass" and v["D7"].figures["p50_ms"] == 20.0
+    assert v["D8"].status == "unknown"
+
+
+def test_slow_wakeup_fails_d7() -> None:
+    assert status(check_wakeup(probes(H(), 0, 6, 0.8).build(), ctx()), "D7") == "fail"
+
+
+def test_few_probes_leave_d7_unknown() -> None:
+    assert status(check_wakeup(probes(H(), 0, 4, 0.02).build(), ctx()), "D7") == "unknown"
+
+
+def listen_lost(latency: float) -> H:
+    h = probes(H(), 0, 6, 0.02).window(100, 120, "listen_loss")
+    return probes(h, 105, 3, latency).log(100.5, "w1", "LISTEN connection lost, falling back to polling")
+
+
+def test_polling_fallback_passes_d8_and_outage_probes_stay_out_of_d7() -> None:
+    v = by_id(check_wakeup(listen_lost(0.9).build(), ctx()))
+    assert v["D8"].status == "pass" and v["D8"].figures["listen_warnings"] == 1
+    assert v["D7"].status == "pass" and v["D7"].figures["probes"] == 6
+
+
+def test_slow_polling_fails_d8() -> None:
+    assert status(check_wakeup(listen_lost(5.0).build(), ctx()), "D8") == "fail"
+
+
+def test_repeated_warning_fails_d8() -> None:
+    h = listen_lost(0.9).log(110, "w1", "could not LISTEN: connection refused")
+    v = by_id(check_wakeup(h.build(), ctx()))["D8"]
+    assert v.status == "fail" and "WARNING repeated" in v.summary
+
+
+def test_wakeup_not_applicable_without_notify() -> None:
+    v = check_wakeup(listen_lost(0.9).build(), ctx(caps={"notify": False}))
+    assert {x.status for x in v} == {"not_applicable"}
+
+
+# --- registry ---------------------------------------------------------------------------------------------------
+
+def test_run_checkers_runs_every_checker_in_order() -> None:
+    verdicts = run_checkers(list(ALL_CHECKERS), valid_queue().build(), ctx())
+    assert [v.guarantee for v in verdicts] == [g for name in ALL_CHECKERS for g in GUARANTEES[name]]
+
+
+def test_run_checkers_turns_a_crash_into_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(history: object, context: object) -> list[Verdict]:
+        raise RuntimeError("bad history")
+
+    monkeypatch.setitem(ALL_CHECKERS, "lease", boom)
+    verdicts = run_checkers(["lease"], [], ctx())
+    assert [(v.guarantee, v.status) for v in verdicts] == [("D3", "unknown"), ("D4", "unknown")]
+    with pytest.raises(KeyError):
+        run_checkers(["nope"], [], ctx())

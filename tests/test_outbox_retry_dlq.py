@@ -1,0 +1,229 @@
+"""Retries and dead letters on the real database: R1 (schedule by database time), R2
+(max_deliveries counts reclaims), R3 (atomic dead-lettering), R4 (DLQ drift is visible and heals)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncpg
+import pytest
+
+from outbox import ConstantRetry, ExponentialRetry, NoRetry
+
+SLACK = 0.35  # seconds between a handler failure and the retry write landing, on a loaded 2-core box
+
+
+async def _db_now(tables) -> object:
+    return await tables.fetchval("SELECT clock_timestamp()")
+
+
+async def _row(tables, row_id):
+    rows = await tables.fetch(f"SELECT * FROM {tables.name} WHERE id = $1", row_id)
+    return rows[0] if rows else None
+
+
+def test_retry_strategies_compute_the_documented_delays():
+    """R1 (pure): defaults, jitter bounds, the cap, the attempt limit, NoRetry."""
+    default = ExponentialRetry()
+    assert (default.initial_delay_seconds, default.multiplier, default.max_delay_seconds,
+            default.max_attempts, default.jitter_factor) == (1.0, 2.0, 300.0, 10, 0.2)
+    for failures in range(1, 10):
+        base = min(300.0, 2.0 ** (failures - 1))
+        samples = [default.delay(failures) for _ in range(300)]
+        assert all(base * 0.8 <= s <= base * 1.2 for s in samples), failures
+        assert max(samples) - min(samples) > base * 0.1  # jitter really is applied
+    assert default.delay(10) is None and default.delay(11) is None
+    assert ExponentialRetry(jitter_factor=0).delay(9) == 256.0
+    assert ExponentialRetry(jitter_factor=0, max_attempts=50).delay(30) == 300.0
+    assert ConstantRetry(2.5, max_attempts=3).delay(2) == 2.5 and ConstantRetry(2.5, max_attempts=3).delay(3) is None
+    assert NoRetry().delay(1) is None
+    for bad in (dict(multiplier=0.5), dict(jitter_factor=1.0), dict(max_attempts=0), dict(initial_delay_seconds=-1)):
+        with pytest.raises(ValueError):
+            ExponentialRetry(**bad)
+
+
+async def test_constant_retry_waits_delay_by_database_clock(tables, subscribers, wait_until):
+    """R1: next_attempt_at - failure time (both database clock) == delay, and the retry is not
+    delivered before next_attempt_at."""
+    delay = 1.0
+    deliveries, failed_at, scheduled = [], [], []
+
+    async def handler(msg):
+        deliveries.append(msg)
+        if msg.deliveries == 1:
+            failed_at.append(await _db_now(tables))
+            raise ValueError("boom")
+        scheduled.append((await _row(tables, msg.id))["next_attempt_at"])
+
+    await subscribers(tables.outbox, tables.engine, handler=handler, retry=ConstantRetry(delay, max_attempts=3),
+                      max_fetch_interval=0.1)
+    (row_id,) = await tables.publish(b"x")
+    await wait_until(lambda: len(deliveries) == 2, timeout=delay + 5, message="the retry")
+    await wait_until(lambda: _gone(tables, row_id), timeout=5, message="the ack")
+    first, second = deliveries
+    gap = (scheduled[0] - failed_at[0]).total_seconds()
+    assert delay <= gap <= delay + SLACK, gap
+    assert second.acquired_at >= scheduled[0]  # not early, by the server's clock
+    assert (second.acquired_at - scheduled[0]).total_seconds() < 0.1 + 1.0  # max_fetch_interval + slack
+    assert second.attempts == 1 and second.deliveries == 2
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def _gone(tables, row_id) -> bool:
+    return await _row(tables, row_id) is None
+
+
+async def test_exponential_retry_schedule_with_jitter_then_dlq(tables, subscribers, wait_until):
+    """R1: each wait is initial * multiplier**(n-1) within the jitter bounds, by database time;
+    after max_attempts failures the row is dead-lettered."""
+    strategy = ExponentialRetry(initial_delay_seconds=0.3, multiplier=2.0, max_delay_seconds=1.0,
+                                max_attempts=4, jitter_factor=0.25)
+    failed_at, scheduled, seen = [], [], []
+
+    async def handler(msg):
+        seen.append((msg.deliveries, msg.attempts))
+        if msg.deliveries > 1:
+            scheduled.append((await _row(tables, msg.id))["next_attempt_at"])
+        failed_at.append(await _db_now(tables))
+        raise RuntimeError(f"fail {msg.deliveries}")
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, retry=strategy, max_fetch_interval=0.1)
+    (row_id,) = await tables.publish(b"x", headers={"k": "v"})
+    await wait_until(lambda: tables.dlq_count(), timeout=10, message="dead letter")
+    assert seen == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    for n, (t_fail, t_next) in enumerate(zip(failed_at, scheduled), start=1):
+        base = min(1.0, 0.3 * 2 ** (n - 1))
+        gap = (t_next - t_fail).total_seconds()
+        assert base * 0.75 <= gap <= base * 1.25 + SLACK, (n, gap)
+    (dead,) = await tables.dlq_rows()
+    assert dead["original_id"] == row_id and dead["reason"] == "retries_exhausted"
+    assert dead["attempts"] == 4 and dead["deliveries"] == 4 and "fail 4" in dead["last_error"]
+    assert bytes(dead["payload"]) == b"x"
+    assert await tables.count() == 0
+    assert sub.metrics.counts["nacked_retry"] == 3
+    assert sub.metrics.counts["nacked_terminal"] == sub.metrics.counts["dlq_written"] == 1
+
+
+async def test_no_retry_first_failure_is_terminal(tables, subscribers, wait_until):
+    """R1: NoRetry() dead-letters on the first failure; the handler runs once."""
+    calls, outcomes = [], []
+
+    async def handler(msg):
+        calls.append(msg.id)
+        raise KeyError("audit")
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, retry=NoRetry(),
+                            on_settled=lambda m, o: outcomes.append(o))
+    (row_id,) = await tables.publish({"a": 1}, headers={"h": 1})
+    await wait_until(lambda: outcomes, timeout=5, message="settlement")
+    await asyncio.sleep(0.3)
+    assert calls == [row_id] and outcomes == ["dead_lettered"]
+    (dead,) = await tables.dlq_rows()
+    assert (dead["original_id"], dead["reason"], dead["attempts"], dead["deliveries"]) == (row_id, "retries_exhausted", 1, 1)
+    assert bytes(dead["payload"]) == b'{"a":1}' and _json(dead["headers"]) == {"h": 1}
+    assert await tables.count() == 0
+    assert sub.metrics.counts["nacked_retry"] == 0 and sub.metrics.counts["dlq_written"] == 1
+
+
+async def test_max_deliveries_counts_reclaims(tables, subscribers, wait_until):
+    """R2: a handler that never finishes within its lease is claimed max_deliveries times; the
+    next claim goes terminal to the DLQ without calling the handler."""
+    ttl, max_deliveries = 0.5, 3
+    calls = []
+    release = asyncio.Event()
+
+    async def handler(msg):
+        calls.append(msg.deliveries)
+        await release.wait()  # wedged
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, lease_ttl_seconds=ttl,
+                            max_deliveries=max_deliveries, max_workers=max_deliveries + 1,
+                            max_fetch_interval=0.1, graceful_timeout=0.2)
+    (row_id,) = await tables.publish(b"wedge")
+    await wait_until(lambda: tables.dlq_count(), timeout=ttl * max_deliveries + 5, message="dead letter")
+    await asyncio.sleep(ttl + 0.3)  # nothing more happens
+    assert calls == [1, 2, 3]
+    (dead,) = await tables.dlq_rows()
+    assert (dead["original_id"], dead["reason"], dead["deliveries"], dead["attempts"]) == (row_id, "max_deliveries", 4, 0)
+    assert await tables.count() == 0
+    await sub.stop()
+    assert sub.metrics.counts["drain_timeout"] == 3  # the three wedged handlers were cut off
+    assert sub.metrics.counts["lease_lost"] == 0 and sub.metrics.counts["acked"] == 0
+
+
+async def test_max_deliveries_counts_retries_too(tables, subscribers, wait_until):
+    """R2: deliveries count every claim; with retries left, the (max_deliveries+1)-th claim is terminal."""
+    calls = []
+
+    async def handler(msg):
+        calls.append(msg.deliveries)
+        raise RuntimeError("again")
+
+    await subscribers(tables.outbox, tables.engine, handler=handler, max_deliveries=2,
+                      retry=ConstantRetry(0.0, max_attempts=100), max_fetch_interval=0.1)
+    await tables.publish(b"x")
+    await wait_until(lambda: tables.dlq_count(), timeout=5, message="dead letter")
+    assert calls == [1, 2]
+    (dead,) = await tables.dlq_rows()
+    assert (dead["reason"], dead["deliveries"], dead["attempts"]) == ("max_deliveries", 3, 2)
+
+
+async def test_dead_letter_is_atomic_under_races(tables, dsn):
+    """R3: concurrent dead-letter writes with the same token, racing an ack: the row ends in exactly
+    one place, and in the DLQ at most once."""
+    st = tables.outbox.statements
+    conns = [await asyncpg.connect(dsn) for _ in range(6)]
+    try:
+        ids = await tables.publish(*[b"%d" % i for i in range(20)])
+        leased = await conns[0].fetch(st.fetch, "q", 60.0, 100)
+        assert len(leased) == 20
+        for r in leased:
+            writes = [c.fetchval(st.dead_letter, r["id"], r["acquired_token"], "race", "e", 1) for c in conns[:5]]
+            writes.append(conns[5].fetchval(st.ack, [r["id"]], [r["acquired_token"]]))
+            results = await asyncio.gather(*writes)
+            assert sum(x is not None for x in results) == 1, results
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+    in_outbox = {r["id"] for r in await tables.rows()}
+    in_dlq = [r["original_id"] for r in await tables.dlq_rows()]
+    assert not in_outbox
+    assert len(in_dlq) == len(set(in_dlq))
+    assert set(in_dlq) <= set(ids)
+
+
+async def test_dlq_drift_rolls_back_then_heals(tables, subscribers, wait_until, caplog):
+    """R4: with the DLQ refusing rows, the terminal write rolls back whole: the row stays in the
+    outbox and nacked_terminal runs ahead of dlq_written. After the fix and the lease expiring the
+    row reaches the DLQ exactly once."""
+    ttl = 1.0
+    outcomes = []
+    await tables.execute(f"ALTER TABLE {tables.dlq} ADD CONSTRAINT drift CHECK (false) NOT VALID")
+
+    async def handler(msg):
+        raise RuntimeError("poison")
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, retry=NoRetry(), lease_ttl_seconds=ttl,
+                            max_fetch_interval=0.1, on_settled=lambda m, o: outcomes.append((m.deliveries, o)))
+    (row_id,) = await tables.publish(b"poison")
+    await wait_until(lambda: sub.metrics.counts["nacked_terminal"] >= 2, timeout=ttl * 2 + 5,
+                     message="two failed dead-letter writes")
+    assert outcomes[:2] == [(1, "error"), (2, "error")]
+    (row,) = await tables.rows()
+    assert row["id"] == row_id and row["acquired_token"] is not None  # stays, keeps its lease
+    assert await tables.dlq_count() == 0
+    assert sub.metrics.counts["dlq_written"] == 0 < sub.metrics.counts["nacked_terminal"]
+    assert any("rolled back" in r.getMessage() for r in caplog.records)
+
+    await tables.execute(f"ALTER TABLE {tables.dlq} DROP CONSTRAINT drift")
+    await wait_until(lambda: tables.dlq_count(), timeout=ttl + 5, message="the healed dead letter")
+    await asyncio.sleep(ttl + 0.5)  # another lease period: nothing moves twice
+    (dead,) = await tables.dlq_rows()
+    assert dead["original_id"] == row_id and dead["reason"] == "retries_exhausted"
+    assert await tables.count() == 0
+    assert sub.metrics.counts["dlq_written"] == 1
+    assert sub.metrics.counts["nacked_terminal"] == dead["deliveries"]
+    assert outcomes[-1] == (dead["deliveries"], "dead_lettered")
