@@ -93,6 +93,7 @@ class Scenario:
     faults: list[FaultStep] = field(default_factory=list)
     requires: tuple[str, ...] = ()  # Capabilities flags without which the scenario is not applicable
     needs_proxy: bool = False
+    controls_server: bool = False  # crashes PostgreSQL: needs the harness's own server
     clock_offsets: dict[str, float] = field(default_factory=dict)  # worker -> wall-clock skew from the start
     drain_deadline: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)  # hints for the checkers
@@ -123,6 +124,10 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         verdicts = [Verdict(g, "runner", "skipped", reason) for g in scenario.guarantees]
         return ScenarioResult(scenario.name, adapter.name, verdicts, 0.0, notes=[reason])
 
+    if scenario.controls_server and not server.embedded:
+        reason = "crashes PostgreSQL, which needs the harness's own server: unset DATABASE_URL"
+        return ScenarioResult(scenario.name, adapter.name, [Verdict(g, "runner", "skipped", reason)
+                                                            for g in scenario.guarantees], 0.0, notes=[reason])
     db = f"scn_{scenario.name}"[:60]
     admin_dsn = await server.create_database(db)
     await adapter.create_schema(admin_dsn, scenario.config)

@@ -29,5 +29,6 @@ def test_mixed_nemesis(run_scenario):
             FaultStep(at=8.0, make=lambda env: Kill(env.supervisor, in_flight=env.in_flight)),
         ],
         needs_proxy=True,
+        controls_server=True,
         drain_deadline=60,
     ))

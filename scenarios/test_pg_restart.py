@@ -18,4 +18,5 @@ def test_pg_crash_restart(run_scenario):
         workload=Workload(messages=400, rate=100),
         faults=[FaultStep(at=1.5, make=lambda env: CrashRestart(env.server), hold=1.0)],
         drain_deadline=45,
+        controls_server=True,
     ))

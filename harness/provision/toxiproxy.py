@@ -150,6 +150,10 @@ class ToxiproxyServer:
     port: int
     version: str
     pid: int | None = None
+    # A server in a container (docker-compose, the docker provider) proxies from its own network:
+    # proxies listen on 0.0.0.0 on published ports and reach PostgreSQL by its container address.
+    published_ports: range | None = None
+    upstream: str | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: Path | None = field(default=None, repr=False)
 
@@ -166,11 +170,20 @@ class ToxiproxyServer:
             existing = api.get_proxy(name)
             if existing is not None:
                 existing.destroy()
+            listen, upstream = "127.0.0.1:0", f"{upstream_host}:{upstream_port}"
+            if self.published_ports is not None:
+                used = {int(p.listen.rpartition(":")[2]) for p in api.proxies().values()}
+                free = [p for p in self.published_ports if p not in used]
+                if not free:
+                    raise ProvisioningError(f"all published proxy ports {self.published_ports} are in use on {self.url}")
+                listen, upstream = f"0.0.0.0:{free[0]}", self.upstream or upstream
             try:
-                created = api.create(upstream=f"{upstream_host}:{upstream_port}", name=name, listen="127.0.0.1:0")
+                created = api.create(upstream=upstream, name=name, listen=listen)
             except KeyError as exc:  # the client builds a Proxy from the error body of a 500
                 raise ProvisioningError(f"Toxiproxy at {self.url} did not create proxy {name!r}; see {self._log or 'its log'}") from exc
         host, _, port = created.listen.rpartition(":")
+        if self.published_ports is not None:
+            host = self.host  # reached through the container's published port
         return Proxy(name, host, int(port), created.upstream, self, created)
 
     def stop(self) -> None:
@@ -303,4 +316,17 @@ def provision_toxiproxy() -> ToxiproxyServer:
     except requests.RequestException as exc:
         raise ProvisioningError(f"cannot reach Toxiproxy at {base}/version: {exc}. Start that server, fix "
                                 "TOXIPROXY_URL, or unset it to let the harness run its own.") from exc
-    return ToxiproxyServer(base, parts.hostname, parts.port, version)
+    return ToxiproxyServer(base, parts.hostname, parts.port, version, published_ports=_published_ports(),
+                           upstream=os.environ.get("TOXIPROXY_UPSTREAM") or None)
+
+
+def _published_ports() -> range | None:
+    """``TOXIPROXY_PROXY_PORTS=8666-8675``: the server runs in a container with these ports published."""
+    raw = os.environ.get("TOXIPROXY_PROXY_PORTS")
+    if not raw:
+        return None
+    first, _, last = raw.partition("-")
+    try:
+        return range(int(first), int(last or first) + 1)
+    except ValueError as exc:
+        raise ProvisioningError(f"TOXIPROXY_PROXY_PORTS={raw!r}: set it like 8666-8675") from exc
