@@ -22,7 +22,7 @@ def _pytest(args: list[str]) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The chaos suite against one implementation; writes reports/<run-id>/ and prints the verdicts."""
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-q", "-rfs", f"--reports-dir={ns.reports_dir}"]
+    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", f"--reports-dir={ns.reports_dir}"]
     args += [f"--impl={i}" for i in (ns.impl or ["reference"])]
     if ns.k:
         args += ["-k", ns.k]
@@ -39,7 +39,7 @@ def cmd_conformance(ns: argparse.Namespace) -> int:
     the command unless --strict is given.
     """
     impls = ns.impl or ["reference", "faststream-outbox", "pgqueuer", "soniq", "eventsource-py"]
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-q", "-rfs", "--allow-unknown",
+    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", "--allow-unknown",
             f"--reports-dir={ns.reports_dir}"] + [f"--impl={i}" for i in impls]
     if ns.k:
         args += ["-k", ns.k]

@@ -11,6 +11,7 @@ At the end of the session the report is written to ``--reports-dir``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="implementation under test: an alias (reference, faststream-outbox, pgqueuer, soniq, "
                          "eventsource-py) or package.module:attribute; repeat for a conformance run")
     group.addoption("--reports-dir", default="reports", help="where scenario reports are written (default: reports)")
+    group.addoption("--live", action="store_true", help="print each scenario's phases and faults as they happen")
     group.addoption("--allow-unknown", action="store_true",
                     help="do not fail a scenario test whose verdicts are only undecided (conformance runs)")
 
@@ -95,13 +97,27 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else ToxiproxyHandle(None, None)
         workdir = scenario_workdir / re.sub(r"\W+", "_", impl_spec) / scenario.name
         result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
-                                 workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error))
+                                 workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
+                                 progress=_live_printer(request.config)))
         request.config.stash[RESULTS].append(result)
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))
         return result
 
     return runner
+
+
+def _live_printer(config: pytest.Config) -> Callable[[str], None] | None:
+    if not config.getoption("live"):
+        return None
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(line)
+
+    return write
 
 
 def assert_held(result: ScenarioResult, *, allow_unknown: bool = False) -> None:

@@ -54,6 +54,7 @@ class Env:
     proxy: Any | None  # harness.provision.toxiproxy.Proxy
     history: HistoryWriter
     in_flight: Callable[[str], int]
+    progress: Callable[[str], None] = lambda line: None  # live progress for the terminal
 
 
 @dataclass
@@ -111,7 +112,8 @@ class Outcome:
 
 
 async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, server: PostgresServer,
-                       workdir: Path, toxiproxy: Any | None = None, toxiproxy_error: str | None = None) -> ScenarioResult:
+                       workdir: Path, toxiproxy: Any | None = None, toxiproxy_error: str | None = None,
+                       progress: Callable[[str], None] | None = None) -> ScenarioResult:
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     missing = adapter.capabilities.missing(*scenario.requires)
@@ -138,8 +140,9 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     history = HistoryWriter(workdir / "history-runner.jsonl", "runner")
     supervisor = Supervisor(impl=impl_spec, dsn=worker_dsn, workdir=workdir, config=scenario.config.to_dict(),
                             handler=scenario.handler, history=history)
+    say = _progress(scenario.name, progress)
     env = Env(server, admin_dsn, worker_dsn, supervisor, adapter, proxy, history,
-              in_flight=lambda process: _in_flight(supervisor, process))
+              in_flight=lambda process: _in_flight(supervisor, process), progress=say)
     outcome = Outcome()
     mids = _Mids()
     sampler: asyncio.Task[None] | None = None
@@ -151,6 +154,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         supervisor.start_monitor()
         sampler = asyncio.create_task(_sample_connections(admin_dsn, history))
         await _wait_started(supervisor, timeout=20)
+        say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
         publisher = _Publisher(adapter, worker_dsn, scenario, history, mids)
         try:
             faults = asyncio.create_task(_run_faults(scenario.faults, env, outcome))
@@ -160,7 +164,9 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
                 await _probe(publisher, env, scenario.workload, outcome)
         finally:
             await publisher.close()
+        say("faults healed; draining")
         outcome.drained = await _drain(admin_dsn, adapter, supervisor, mids, scenario.drain_deadline)
+        say("drained" if outcome.drained else f"not drained after {scenario.drain_deadline:.0f}s")
         outcome.unknown_recovered = await _resolve_unknown(admin_dsn, mids, history)
     except FaketimeMissing as exc:
         outcome.faults_failed.append(f"clock_skew: {exc}")
@@ -189,6 +195,16 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     notes = outcome.notes + ([adapter.capabilities.notes] if adapter.capabilities.notes else [])
     return ScenarioResult(scenario.name, adapter.name, verdicts, time.monotonic() - t0,
                           history_path=str(history_path), notes=notes)
+
+
+def _progress(name: str, sink: Callable[[str], None] | None) -> Callable[[str], None]:
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        if sink is not None:
+            sink(f"  [{name} +{time.monotonic() - t0:5.1f}s] {line}")
+
+    return say
 
 
 def _skewed(events: list[Event]) -> list[str]:
@@ -342,6 +358,7 @@ async def _apply(step: FaultStep, env: Env, outcome: Outcome, during: Callable[[
         env.history.record("fail", "fault", kind=kind, error=str(exc))
         return
     env.history.record("ok", "fault", kind=kind, **figures)
+    env.progress(f"fault {kind} applied {json.dumps(figures, default=str)[:120]}")
     outcome.notes.append(f"{kind}: {json.dumps(figures, default=str)}")
     if during is not None:
         await asyncio.gather(during(), asyncio.sleep(step.hold))
@@ -353,6 +370,7 @@ async def _apply(step: FaultStep, env: Env, outcome: Outcome, during: Callable[[
         outcome.faults_failed.append(f"{kind} heal: {exc}")
         healed = {"error": str(exc)}
     env.history.record("info", "fault", kind=kind, **healed)
+    env.progress(f"fault {kind} healed")
 
 
 # -- observation -----------------------------------------------------------------------

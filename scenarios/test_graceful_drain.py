@@ -17,8 +17,8 @@ def test_graceful_drain(run_scenario):
         config=CONFIG,
         workers=2,
         # Most handlers finish well inside graceful_timeout; a few outlive it and must be reclaimed.
-        handler={"base_ms": 300, "jitter_ms": 200, "slow_fraction": 0.08, "slow_s": 4.0},
-        workload=Workload(messages=240, rate=60),
+        handler={"base_ms": 200, "jitter_ms": 100, "slow_fraction": 0.05, "slow_s": 4.0},
+        workload=Workload(messages=160, rate=40),
         faults=[FaultStep(at=2.0, make=lambda env: Term(env.supervisor, "w1", graceful_timeout=CONFIG.graceful_timeout),
                           hold=1.0)],
         requires=("graceful_drain",),

@@ -1,0 +1,200 @@
+"""Broken variants of the reference outbox, each exposed as an adapter object.
+
+Every variant is the reference outbox with one realistic mistake, made by
+subclassing (``Statements`` properties, ``Subscriber`` methods, ``Outbox``
+methods), never by editing ``outbox/``. Each is plugged in through the stock
+``ReferenceAdapter(outbox_factory=...)``, so workers load it by spec string,
+e.g. ``--impl tests.broken.variants:ack_before_handler``.
+
+=========================  =================================================  ====================
+variant                    mistake                                            caught by (guarantee)
+=========================  =================================================  ====================
+ack_before_handler         row deleted before the handler runs                sigkill_storm (D1)
+worker_clock_lease         lease cutoff from the worker's time.time()         clock_skew (D4, D3)
+non_atomic_dead_letter     DELETE, then a separate INSERT into the DLQ        dlq_drift (R3, D1)
+tokenless_ack              ack deletes by id, ignoring the lease token        slow_handlers (D6)
+no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           slow_handlers (D3)
+publish_outside_tx         publish commits on its own connection              sigkill_storm (P1)
+=========================  =================================================  ====================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from harness.adapters.reference import ReferenceAdapter
+from outbox import Outbox
+from outbox.sql import Statements
+from outbox.subscriber import TRANSIENT, Message, Subscriber
+
+log = logging.getLogger("tests.broken")
+
+
+class BrokenOutbox(Outbox):
+    """The reference Outbox with its ``Statements`` and ``Subscriber`` classes swappable."""
+
+    statements_class: ClassVar[type[Statements]] = Statements
+    subscriber_class: ClassVar[type[Subscriber]] = Subscriber
+
+    def __init__(self, table: Any, dlq_table: Any = None, **kwargs: Any) -> None:
+        super().__init__(table, dlq_table, **kwargs)
+        self.statements = self.statements_class(self.statements.table, self.statements.dlq_table)
+
+    def subscriber(self, engine: AsyncEngine, *, queue: str, handler: Any, **options: Any) -> Subscriber:
+        return self.subscriber_class(engine, self.statements, queue=queue, handler=handler, **options)
+
+
+def _outbox(name: str, *, statements: type[Statements] = Statements,
+            subscriber: type[Subscriber] = Subscriber) -> type[BrokenOutbox]:
+    return type(name, (BrokenOutbox,), {"statements_class": statements, "subscriber_class": subscriber})
+
+
+def _adapter(name: str, outbox_factory: type[Outbox]) -> ReferenceAdapter:
+    adapter = ReferenceAdapter(outbox_factory=outbox_factory)
+    adapter.name = f"broken:{name}"  # instance attribute: shows in results and logs
+    return adapter
+
+
+# -- ack before handler (D1) ---------------------------------------------------------------
+
+class AckBeforeHandlerSubscriber(Subscriber):
+    """Deletes the row (token-guarded, so it looks careful) *before* running the handler.
+
+    A crash mid-handler then loses the message: the row is gone and nobody retries it.
+    """
+
+    async def _handle(self, msg: Message) -> None:
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(self.sql.ack, [msg.id], [msg.token], timeout=self.statement_timeout)
+        except TRANSIENT:
+            self._settled(msg, "error")  # the lease decides: redelivered after the TTL
+            return
+        if not rows:
+            self._lease_lost(msg)
+            return
+        self.metrics.add("acked")
+        try:
+            await self.handler(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - already acked: nothing left to retry
+            log.exception("handler failed after the ack; row %s is gone", msg.id)
+            self._settled(msg, "error")
+            return
+        self._settled(msg, "acked")
+
+
+# -- lease cutoff from the worker's clock (D4, D3) -------------------------------------------
+
+class WorkerClockLeaseStatements(Statements):
+    """The fetch judges lease expiry by the worker's wall clock (``time.time()``), not ``now()``.
+
+    A worker whose clock runs ahead by more than the TTL sees every live lease as expired
+    and steals it. (Built per fetch: the property is read on every call of the fetch loop.)
+    """
+
+    @property
+    def fetch(self) -> str:
+        worker_now = time.time()  # faked by libfaketime in a skewed worker
+        return super().fetch.replace(
+            "acquired_at < now() - make_interval(secs => $2)",
+            f"acquired_at < to_timestamp({worker_now!r}) - make_interval(secs => $2)",
+        )
+
+
+# -- non-atomic dead-letter write (R3, D1) -----------------------------------------------------
+
+class NonAtomicDeadLetterSubscriber(Subscriber):
+    """Dead-letters in two autocommitted statements: DELETE ... RETURNING, then INSERT into the DLQ.
+
+    When the INSERT fails (DLQ schema drift) the DELETE has already committed: the row is in
+    neither table.
+    """
+
+    async def _terminal(self, msg: Message, reason: str, error: str, failed: int) -> None:
+        if self.sql.dlq_table is None:
+            await super()._terminal(msg, reason, error, failed)
+            return
+        self.metrics.add("nacked_terminal")
+        try:
+            async with self._writers, self._connection() as conn:
+                row = await conn.fetchrow(
+                    f"DELETE FROM {self.sql.table} WHERE id = $1 AND acquired_token = $2 "
+                    f"RETURNING id, queue, payload, headers::text, created_at, attempts, deliveries",
+                    msg.id, msg.token, timeout=self.statement_timeout)
+                if row is None:
+                    self._lease_lost(msg)
+                    return
+                await conn.execute(
+                    f"INSERT INTO {self.sql.dlq_table} (original_id, queue, payload, headers, created_at, "
+                    f"attempts, deliveries, reason, last_error) "
+                    f"VALUES ($1, $2, $3, $4::text::jsonb, $5, $6 + $7, $8, $9, $10)",
+                    row[0], row[1], row[2], row[3], row[4], row[5], failed, row[6], reason, error,
+                    timeout=self.statement_timeout)
+        except asyncpg.PostgresError as exc:
+            log.error("dead-letter insert for row %s failed: %s: %s", msg.id, type(exc).__name__, exc)
+            self._settled(msg, "error")
+            return
+        except TRANSIENT:
+            self._settled(msg, "error")
+            return
+        self.metrics.add("dlq_written")
+        self._settled(msg, "dead_lettered")
+
+
+# -- ack that ignores the lease token (D6) -------------------------------------------------------
+
+class TokenlessAckStatements(Statements):
+    """The ack matches rows by id only: a stale ack deletes a row another worker now holds."""
+
+    @property
+    def ack(self) -> str:
+        return super().ack.replace(" AND o.acquired_token = a.token", "")
+
+
+# -- claim without FOR UPDATE SKIP LOCKED (D3) ----------------------------------------------------
+
+class NoSkipLockedStatements(Statements):
+    """The claim CTE reads candidates without locking them: two fetchers that start together both
+    see a row as free, and the second UPDATE, after waiting for the first, claims it again."""
+
+    @property
+    def fetch(self) -> str:
+        return super().fetch.replace(" FOR UPDATE SKIP LOCKED", "")
+
+
+# -- publish outside the caller's transaction (P1) -----------------------------------------------
+
+class PublishOutsideTxOutbox(BrokenOutbox):
+    """Publishes on a connection of its own that commits at once, so the caller's rollback
+    cannot take the message back."""
+
+    async def publish_batch(self, conn: Any, payloads: Sequence[Any], *, queue: str, **kwargs: Any) -> list[int]:
+        if not isinstance(conn, AsyncConnection):
+            raise TypeError("this broken variant only publishes through an SQLAlchemy AsyncConnection")
+        async with conn.engine.begin() as own:
+            return await super().publish_batch(own, payloads, queue=queue, **kwargs)
+
+
+# -- the adapters ----------------------------------------------------------------------------------
+
+ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
+                                                            subscriber=AckBeforeHandlerSubscriber))
+worker_clock_lease = _adapter("worker_clock_lease", _outbox("WorkerClockLeaseOutbox",
+                                                            statements=WorkerClockLeaseStatements))
+non_atomic_dead_letter = _adapter("non_atomic_dead_letter", _outbox("NonAtomicDeadLetterOutbox",
+                                                                    subscriber=NonAtomicDeadLetterSubscriber))
+tokenless_ack = _adapter("tokenless_ack", _outbox("TokenlessAckOutbox", statements=TokenlessAckStatements))
+no_skip_locked = _adapter("no_skip_locked", _outbox("NoSkipLockedOutbox", statements=NoSkipLockedStatements))
+publish_outside_tx = _adapter("publish_outside_tx", PublishOutsideTxOutbox)
+
+VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
+            "no_skip_locked", "publish_outside_tx")
