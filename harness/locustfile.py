@@ -312,7 +312,12 @@ def step_plan() -> list[tuple[int, float]]:
 if _env("SHAPE", "step") == "step":
 
     class StepLoadShape(LoadTestShape):
-        """``STEP_USERS`` more users every ``STEP_SECONDS``; then a 0-user drain; then stop."""
+        """``STEP_USERS`` more users every ``STEP_SECONDS``; then a 0-user drain; then stop.
+
+        ``-t/--run-time`` still ends the test early when given; ``-u``/``-r`` are not used.
+        """
+
+        use_common_options = True
 
         def __init__(self) -> None:
             super().__init__()
@@ -322,6 +327,10 @@ if _env("SHAPE", "step") == "step":
             self.current = -1
 
         def tick(self) -> tuple[int, float] | None:
+            options = self.runner.environment.parsed_options if self.runner is not None else None
+            limit = getattr(options, "run_time", None)
+            if limit and self.get_run_time() >= limit:
+                return None
             k = int(self.get_run_time() // self.step_seconds)
             if k < len(self.plan):
                 users, offered = self.plan[k]

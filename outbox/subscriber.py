@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox.errors import OutboxConfigError
@@ -50,7 +51,8 @@ log = logging.getLogger("outbox.subscriber")
 
 #: Errors that mean "the database is unreachable or the connection is gone": retry later.
 TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError)
+             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError,
+             sa_exc.TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError)
 
 
 @dataclass(slots=True)
@@ -284,8 +286,8 @@ class Subscriber:
                 self._fetch_outage.failed(exc)
                 await self._sleep(idle)
                 idle = min(idle * 2, self.max_fetch_interval)
-            except asyncpg.PostgresError as exc:  # e.g. the table is missing: loud, then keep trying
-                log.error("fetch on %r failed: %s: %s", self.queue, type(exc).__name__, exc)
+            except Exception:  # e.g. the table is missing: loud, then keep trying; the loop never dies
+                log.exception("fetch on %r failed; retrying in max_fetch_interval", self.queue)
                 await self._sleep(self.max_fetch_interval)
 
     async def _sleep(self, seconds: float) -> None:
@@ -313,7 +315,11 @@ class Subscriber:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
-            await self._failed(msg, exc)
+            try:
+                await self._failed(msg, exc)
+            except Exception:  # the write failed for a reason we cannot classify: the lease decides
+                log.exception("could not record the failure of row %s; it is redelivered after its lease", msg.id)
+                self._settled(msg, "error")
             return
         self._acks.append(msg)
         self._ack_ready.set()
@@ -395,7 +401,7 @@ class Subscriber:
                     rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
                                             timeout=self.statement_timeout)
                 outage.ok()
-            except TRANSIENT as exc:
+            except Exception as exc:  # noqa: BLE001 - the acker must outlive any failure; the lease decides
                 outage.failed(exc)
                 self._settle_unknown(batch)
                 await asyncio.sleep(self.min_fetch_interval)

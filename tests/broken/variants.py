@@ -56,6 +56,13 @@ def _outbox(name: str, *, statements: type[Statements] = Statements,
     return type(name, (BrokenOutbox,), {"statements_class": statements, "subscriber_class": subscriber})
 
 
+def _swap(sql: str, old: str, new: str) -> str:
+    """``sql`` with ``old`` replaced; loud if the reference SQL no longer contains ``old``."""
+    if old not in sql:
+        raise AssertionError(f"broken variant out of date: {old!r} not in the reference SQL")
+    return sql.replace(old, new)
+
+
 def _adapter(name: str, outbox_factory: type[Outbox]) -> ReferenceAdapter:
     adapter = ReferenceAdapter(outbox_factory=outbox_factory)
     adapter.name = f"broken:{name}"  # instance attribute: shows in results and logs
@@ -104,7 +111,8 @@ class WorkerClockLeaseStatements(Statements):
     @property
     def fetch(self) -> str:
         worker_now = time.time()  # faked by libfaketime in a skewed worker
-        return super().fetch.replace(
+        return _swap(
+            super().fetch,
             "acquired_at < now() - make_interval(secs => $2)",
             f"acquired_at < to_timestamp({worker_now!r}) - make_interval(secs => $2)",
         )
@@ -157,7 +165,7 @@ class TokenlessAckStatements(Statements):
 
     @property
     def ack(self) -> str:
-        return super().ack.replace(" AND o.acquired_token = a.token", "")
+        return _swap(super().ack, " AND o.acquired_token = a.token", "")
 
 
 # -- claim without FOR UPDATE SKIP LOCKED (D3) ----------------------------------------------------
@@ -168,7 +176,7 @@ class NoSkipLockedStatements(Statements):
 
     @property
     def fetch(self) -> str:
-        return super().fetch.replace(" FOR UPDATE SKIP LOCKED", "")
+        return _swap(super().fetch, " FOR UPDATE SKIP LOCKED", "")
 
 
 # -- publish outside the caller's transaction (P1) -----------------------------------------------
