@@ -49,11 +49,13 @@ OUTBOX_LOCUST_APP               application_name of publisher connections      h
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -144,9 +146,23 @@ class Deliveries:
         self.commits: dict[str, float] = {}  # mid -> monotonic commit time, until first delivery
         self.early: dict[str, float] = {}  # mid -> deliver t seen before its commit was recorded
         self.offsets: dict[Path, int] = {}
-        self.prefix = f"L{os.getpid()}x"
+        self._prefix = (0, "")
         self.delivered = 0
         self._greenlet: gevent.Greenlet | None = None
+
+    @property
+    def prefix(self) -> str:
+        """Unique to this process and run (a --processes child forks after import): L<pid><random>x."""
+        if self._prefix[0] != os.getpid():
+            self._prefix = (os.getpid(), f"L{os.getpid()}{secrets.token_hex(3)}x")
+        return self._prefix[1]
+
+    def skip_existing(self) -> None:
+        """History written before this test started belongs to earlier runs."""
+        if self.history_dir is not None:
+            for path in self.history_dir.glob("worker-*.jsonl"):
+                with contextlib.suppress(OSError):
+                    self.offsets[path] = path.stat().st_size
 
     def committed(self, mids: list[str], t: float) -> None:
         for mid in mids:
@@ -156,6 +172,7 @@ class Deliveries:
         """Reads what the workers appended since the last poll and fires one ``deliver`` per new mid."""
         if self.history_dir is None:
             return
+        prefix = self.prefix
         for path in sorted(self.history_dir.glob("worker-*.jsonl")):
             offset = self.offsets.get(path, 0)
             try:
@@ -167,14 +184,14 @@ class Deliveries:
             end = chunk.rfind(b"\n") + 1  # a torn last line waits for the next poll
             self.offsets[path] = offset + end
             for raw in chunk[:end].decode("utf-8", "replace").splitlines():
-                if _INVOKE not in raw or self.prefix not in raw:
+                if _INVOKE not in raw or prefix not in raw:
                     continue
                 try:
                     event = json.loads(raw)
                 except ValueError:
                     continue
                 mid = (event.get("value") or {}).get("mid")
-                if not isinstance(mid, str) or not mid.startswith(self.prefix):
+                if not isinstance(mid, str) or not mid.startswith(prefix):
                     continue
                 self._delivered(mid, float(event["t"]), fire)
         for mid, t in list(self.early.items()):  # deliveries that raced their commit's bookkeeping
@@ -208,6 +225,8 @@ class Deliveries:
             log.warning("OUTBOX_LOCUST_HISTORY_DIR is not set: no end-to-end 'deliver' statistics")
             return
 
+        self.skip_existing()
+
         def loop() -> None:
             while True:
                 self.poll(fire)
@@ -231,6 +250,12 @@ class Undelivered(Exception):
 _history = _env("HISTORY_DIR", "")
 deliveries = Deliveries(Path(_history) if _history else None, _float("DELIVER_TIMEOUT", 60.0))
 _mid_counter = itertools.count(1)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    if not environment.stop_timeout:  # let a user finish its transaction when locust stops it
+        environment.stop_timeout = 5.0
 
 
 @events.test_start.add_listener
@@ -284,17 +309,25 @@ class OutboxPublisher(User):
         assert self.conn is not None
         mids = [f"{deliveries.prefix}{next(_mid_counter)}" for _ in range(self.batch)]
         payloads = [encode(m, pad=self.pad) for m in mids]
+        conn = self.conn
         t0 = time.monotonic()
-        try:
-            with self.conn.transaction():
-                self.conn.execute("INSERT INTO harness_business (mid) SELECT unnest(%s::text[])", (mids,))
-                self.conn.execute(self.sql, insert_params(self.statements, self.queue, payloads))
+        try:  # not `with conn.transaction()`: its rollback on GreenletExit would hit a command in flight
+            conn.execute("INSERT INTO harness_business (mid) SELECT unnest(%s::text[])", (mids,))
+            conn.execute(self.sql, insert_params(self.statements, self.queue, payloads))
+            conn.commit()
         except psycopg.Error as exc:
             fire(request_type="publish", name="tx", response_time=(time.monotonic() - t0) * 1000,
                  response_length=0, exception=exc, context={})
-            if self.conn.broken:
+            if conn.broken:
                 self.conn = None
+            else:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
             return
+        except BaseException:  # locust killed this user mid-transaction: the server rolls back on close
+            self.conn = None
+            conn.close()
+            raise
         t = time.monotonic()
         deliveries.committed(mids, t)
         _log.write({"k": "c", "t0": t0, "t": t, "mids": mids})
@@ -342,4 +375,4 @@ if _env("SHAPE", "step") == "step":
                 self.current = min(k, len(self.plan))
                 _log.write({"k": "step", "t": time.monotonic(), "step": self.current, "users": users,
                             "offered": offered})
-            return users, float(max(users, 1) * 10)
+            return users, 100.0  # locust warns above 100/s; users start and stop within a second

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,12 +18,25 @@ from pathlib import Path
 from typing import Any
 
 from harness.history import HistoryWriter
+from harness.nemesis.base import FaultNotApplied
 from harness.provision import guard
 from harness.worker import WorkerSpec
 
 
-class FaketimeMissing(RuntimeError):
-    pass
+class FaketimeMissing(FaultNotApplied):
+    """libfaketime is not installed: a clock-skew fault cannot be applied."""
+
+
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                 "/usr/lib/faketime/libfaketime.so.1", "/usr/local/lib/faketime/libfaketime.so.1")
+
+
+def faketime_library() -> str:
+    """libfaketime's shared object; the Debian package is ``faketime``."""
+    for path in (os.environ.get("FAKETIME_LIB"), *FAKETIME_LIBS):
+        if path and Path(path).exists():
+            return path
+    raise FaketimeMissing("clock skew needs libfaketime: apt-get install faketime (or set FAKETIME_LIB)")
 
 
 @dataclass
@@ -75,11 +87,10 @@ class Supervisor:
         cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]
         env = dict(os.environ)
         if slot.clock_offset:
-            faketime = shutil.which("faketime")
-            if faketime is None:
-                raise FaketimeMissing("clock skew needs libfaketime: apt-get install faketime")
-            cmd = [faketime, "-f", slot.clock_offset, *cmd]
-            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+            # libfaketime preloaded into the worker itself (not the `faketime` wrapper), so the pid we
+            # signal is the worker's. Only the wall clock is faked; asyncio runs on the monotonic one.
+            env.update(LD_PRELOAD=faketime_library(), FAKETIME=slot.clock_offset, FAKETIME_DONT_FAKE_MONOTONIC="1",
+                       FAKETIME_NO_CACHE="1")
         log = open(self.workdir / f"{slot.process}.log", "wb")  # noqa: SIM115 - owned by the child
         slot.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)

@@ -12,36 +12,42 @@ from harness.runner import FaultStep, Scenario, Workload
 CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_workers=4)
 
 
+POOL_EXHAUSTION = Scenario(
+    name="pool_exhaustion",
+    guarantees=["L3", "L2", "D1"],
+    checkers=["budget", "total_queue"],
+    config=CONFIG,
+    workers=2,
+    handler={"base_ms": 20, "jitter_ms": 10},
+    workload=Workload(messages=300, rate=80),
+    faults=[FaultStep(at=1.0, make=lambda env: PoolBelowBudget(env.supervisor, ["w1", "w2"], pool_size=2),
+                      hold=2.0)],
+    extra={"exhaustion": True},
+    requires=("connection_budget",),
+)
+
+
 def test_pool_exhaustion(run_scenario):
-    run_scenario(Scenario(
-        name="pool_exhaustion",
-        guarantees=["L3", "L2", "D1"],
-        checkers=["budget", "total_queue"],
-        config=CONFIG,
-        workers=2,
-        handler={"base_ms": 20, "jitter_ms": 10},
-        workload=Workload(messages=300, rate=80),
-        faults=[FaultStep(at=1.0, make=lambda env: PoolBelowBudget(env.supervisor, ["w1", "w2"], pool_size=2),
-                          hold=2.0)],
-        extra={"exhaustion": True},
-        requires=("connection_budget",),
-    ))
+    run_scenario(POOL_EXHAUSTION)
+
+
+MAX_CONNECTIONS_EXHAUSTION = Scenario(
+    name="max_connections",
+    guarantees=["L3", "L2", "D1"],
+    checkers=["budget", "total_queue"],
+    config=CONFIG,
+    workers=2,
+    handler={"base_ms": 20, "jitter_ms": 10},
+    workload=Workload(messages=300, rate=80),
+    faults=[
+        # Fill the server's slots, then crash a worker so its replacement must connect.
+        FaultStep(at=1.0, make=lambda env: ConnectionHog(env.server.dsn, leave_free=1), hold=3.0),
+        FaultStep(at=1.5, make=lambda env: Kill(env.supervisor, "w1")),
+    ],
+    extra={"exhaustion": True},
+    requires=("connection_budget",),
+)
 
 
 def test_max_connections_exhaustion(run_scenario):
-    run_scenario(Scenario(
-        name="max_connections",
-        guarantees=["L3", "L2", "D1"],
-        checkers=["budget", "total_queue"],
-        config=CONFIG,
-        workers=2,
-        handler={"base_ms": 20, "jitter_ms": 10},
-        workload=Workload(messages=300, rate=80),
-        faults=[
-            # Fill the server's slots, then crash a worker so its replacement must connect.
-            FaultStep(at=1.0, make=lambda env: ConnectionHog(env.server.dsn, leave_free=1), hold=3.0),
-            FaultStep(at=1.5, make=lambda env: Kill(env.supervisor, "w1")),
-        ],
-        extra={"exhaustion": True},
-        requires=("connection_budget",),
-    ))
+    run_scenario(MAX_CONNECTIONS_EXHAUSTION)

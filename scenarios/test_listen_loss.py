@@ -9,14 +9,17 @@ from harness.runner import Scenario, Workload
 MAX_FETCH = 3.0
 
 
+LISTEN_LOSS = Scenario(
+    name="listen_loss",
+    guarantees=["D7", "D8", "D1"],
+    checkers=["wakeup", "total_queue"],
+    config=ConsumerConfig(lease_ttl_seconds=5.0, max_fetch_interval=MAX_FETCH, max_workers=2),
+    workers=2,
+    workload=Workload(messages=20, rate=50, probes=30, probe_interval=0.25,
+                      probe_fault=lambda env: ListenLoss(env.admin_dsn), probe_fault_hold=MAX_FETCH * 0.8),
+    requires=("notify",),
+)
+
+
 def test_listen_loss(run_scenario):
-    run_scenario(Scenario(
-        name="listen_loss",
-        guarantees=["D7", "D8", "D1"],
-        checkers=["wakeup", "total_queue"],
-        config=ConsumerConfig(lease_ttl_seconds=5.0, max_fetch_interval=MAX_FETCH, max_workers=2),
-        workers=2,
-        workload=Workload(messages=20, rate=50, probes=30, probe_interval=0.25,
-                          probe_fault=lambda env: ListenLoss(env.admin_dsn), probe_fault_hold=MAX_FETCH * 0.8),
-        requires=("notify",),
-    ))
+    run_scenario(LISTEN_LOSS)

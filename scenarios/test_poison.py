@@ -10,29 +10,35 @@ RETRY = RetryConfig(kind="exponential", initial_delay_seconds=0.3, multiplier=2.
                     max_attempts=4, jitter_factor=0.2)
 
 
+POISON_RETRIES_EXHAUSTED = Scenario(
+    name="poison_retries",
+    guarantees=["R1", "R3", "D1", "D2"],
+    checkers=["dlq", "total_queue"],
+    config=ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=0.2, retry=RETRY),
+    workers=2,
+    workload=Workload(messages=200, rate=100, poison=8),
+    drain_deadline=30,
+    requires=("dlq", "retry_schedule"),
+)
+
+
 def test_poison_retries_exhausted(run_scenario):
-    run_scenario(Scenario(
-        name="poison_retries",
-        guarantees=["R1", "R3", "D1", "D2"],
-        checkers=["dlq", "total_queue"],
-        config=ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=0.2, retry=RETRY),
-        workers=2,
-        workload=Workload(messages=200, rate=100, poison=8),
-        drain_deadline=30,
-        requires=("dlq", "retry_schedule"),
-    ))
+    run_scenario(POISON_RETRIES_EXHAUSTED)
+
+
+POISON_MAX_DELIVERIES = Scenario(
+    name="poison_max_deliveries",
+    guarantees=["R2", "R3", "D1", "D2"],
+    checkers=["dlq", "total_queue"],
+    # Retries alone would allow 10 attempts; max_deliveries caps them at 3.
+    config=ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=0.2, max_deliveries=3,
+                          retry=RetryConfig(kind="constant", initial_delay_seconds=0.2, max_attempts=10)),
+    workers=2,
+    workload=Workload(messages=200, rate=100, poison=8),
+    drain_deadline=30,
+    requires=("dlq", "max_deliveries"),
+)
 
 
 def test_poison_max_deliveries(run_scenario):
-    run_scenario(Scenario(
-        name="poison_max_deliveries",
-        guarantees=["R2", "R3", "D1", "D2"],
-        checkers=["dlq", "total_queue"],
-        # Retries alone would allow 10 attempts; max_deliveries caps them at 3.
-        config=ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=0.2, max_deliveries=3,
-                              retry=RetryConfig(kind="constant", initial_delay_seconds=0.2, max_attempts=10)),
-        workers=2,
-        workload=Workload(messages=200, rate=100, poison=8),
-        drain_deadline=30,
-        requires=("dlq", "max_deliveries"),
-    ))
+    run_scenario(POISON_MAX_DELIVERIES)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,13 +38,6 @@ _serial = itertools.count(1)
 def engine_url(dsn: str) -> str:
     """``postgresql://`` DSN → the ``postgresql+asyncpg://`` URL SQLAlchemy needs."""
     return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_engine(dsn: str, **kwargs: Any) -> AsyncEngine:

@@ -10,7 +10,6 @@ import socket
 import time
 import uuid
 
-import pytest
 
 
 def _closed_port() -> int:

@@ -13,7 +13,7 @@ ack_before_handler         row deleted before the handler runs                si
 worker_clock_lease         lease cutoff from the worker's time.time()         clock_skew (D4, D3)
 non_atomic_dead_letter     DELETE, then a separate INSERT into the DLQ        dlq_drift (R3, D1)
 tokenless_ack              ack deletes by id, ignoring the lease token        slow_handlers (D6)
-no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           slow_handlers (D3)
+no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           sigkill_storm (D3)
 publish_outside_tx         publish commits on its own connection              sigkill_storm (P1)
 =========================  =================================================  ====================
 """

@@ -1,0 +1,151 @@
+"""Negative controls: each scenario catches the breakage it targets.
+
+Every test runs a stock scenario (its definition is taken from ``scenarios/``
+as is, only renamed so it gets its own database) through the real harness
+(worker processes, nemeses, checkers) against a deliberately broken variant
+of the reference outbox from ``tests/broken/variants.py``, and asserts that
+the guarantee the scenario targets gets a "fail" verdict. That the same
+scenarios pass on the unbroken reference is shown by the scenario suite
+(``pytest scenarios``), so it is not repeated here.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.adapter import load_adapter
+from harness.runner import Scenario, run_scenario
+from harness.verdict import ScenarioResult, Verdict
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = REPO / "scenarios"
+VARIANTS = "tests.broken.variants"
+
+
+def stock_scenario(module_file: str, name: str) -> Scenario:
+    """The Scenario constant ``name`` of a ``scenarios/`` module, exactly as the suite runs it."""
+    path = SCENARIOS / module_file
+    spec = importlib.util.spec_from_file_location(f"_negative_controls_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+@pytest.fixture(scope="module")
+def variants_importable() -> Iterator[None]:
+    """Workers run ``python -m harness.worker`` and import the variant by spec string: put the repo root
+    on their PYTHONPATH (and on this process's sys.path), whatever directory pytest was started from."""
+    old_env = os.environ.get("PYTHONPATH")
+    old_path = list(sys.path)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_env) if p)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_env
+        sys.path[:] = old_path
+
+
+Run = Callable[..., ScenarioResult]
+
+
+@pytest.fixture
+def run_broken(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, variants_importable: None,
+               request: pytest.FixtureRequest) -> Run:
+    def run(variant: str, scenario: Scenario) -> ScenarioResult:
+        impl = variant if variant == "reference" else f"{VARIANTS}:{variant}"
+        adapter = load_adapter(impl)
+        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__{variant}")  # its own database
+        proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
+        workdir = tmp_path_factory.mktemp(f"neg_{variant}")
+        result = asyncio.run(run_scenario(
+            scenario, adapter=adapter, impl_spec=impl, server=postgres_server, workdir=workdir,
+            toxiproxy=proxy.server if proxy is not None else None,
+            toxiproxy_error=proxy.error if proxy is not None else None))
+        print(describe(result))
+        return result
+
+    return run
+
+
+def describe(result: ScenarioResult) -> str:
+    lines = [f"{result.impl} / {result.scenario} ({result.duration_s:.1f}s), history {result.history_path}"]
+    lines += [f"  {v.guarantee} {v.status} [{v.checker}]: {v.summary} {v.figures}" for v in result.verdicts]
+    lines += [f"  note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def verdict(result: ScenarioResult, guarantee: str) -> Verdict:
+    found = [v for v in result.verdicts if v.guarantee == guarantee]
+    assert found, f"no verdict for {guarantee}:\n{describe(result)}"
+    return found[0]
+
+
+def assert_caught(result: ScenarioResult, *guarantees: str) -> None:
+    wrong = [g for g in guarantees if verdict(result, g).status != "fail"]
+    assert not wrong, f"broken variant not caught on {wrong}:\n{describe(result)}"
+
+
+# -- the controls -------------------------------------------------------------------------------------
+
+def test_variants_load_in_a_worker_like_process(variants_importable: None, tmp_path: Path) -> None:
+    """A worker imports the variant by spec string from a fresh interpreter; a typo here would only show
+    up as workers refusing to start, so check it first and cheaply."""
+    code = ("from harness.adapter import load_adapter\n"
+            f"from {VARIANTS} import VARIANTS\n"
+            f"print(','.join(load_adapter('{VARIANTS}:' + v).name for v in VARIANTS))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(",") == [f"broken:{v}" for v in __import__(VARIANTS, fromlist=["x"]).VARIANTS]
+
+
+def test_ack_before_handler_loses_messages_under_sigkill(run_broken: Run) -> None:
+    result = run_broken("ack_before_handler", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    assert_caught(result, "D1")
+    assert verdict(result, "D1").figures["lost"] > 0
+
+
+def test_worker_clock_lease_steals_live_leases_under_skew(run_broken: Run) -> None:
+    result = run_broken("worker_clock_lease", stock_scenario("test_clock_skew.py", "CLOCK_SKEW"))
+    assert_caught(result, "D4", "D3")
+    assert verdict(result, "D4").figures["stolen_with_skewed"] > 0
+
+
+def test_non_atomic_dead_letter_loses_rows_on_dlq_drift(run_broken: Run) -> None:
+    result = run_broken("non_atomic_dead_letter", stock_scenario("test_dlq_drift.py", "DLQ_DRIFT"))
+    assert_caught(result, "R3", "D1")
+    assert verdict(result, "R3").figures["in_neither_table"] > 0
+
+
+def test_tokenless_ack_removes_rows_leased_by_another(run_broken: Run) -> None:
+    result = run_broken("tokenless_ack", stock_scenario("test_slow_handlers.py", "SLOW_HANDLERS"))
+    assert_caught(result, "D6")
+    assert verdict(result, "D6").figures["stale_removals"] > 0
+
+
+def test_claim_without_skip_locked_double_claims(run_broken: Run) -> None:
+    result = run_broken("no_skip_locked", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    assert_caught(result, "D3")
+
+
+def test_publish_outside_tx_leaks_rolled_back_messages(run_broken: Run) -> None:
+    result = run_broken("publish_outside_tx", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    assert_caught(result, "P1", "D2")
+    assert verdict(result, "P1").figures["delivered_after_rollback"] > 0

@@ -1,0 +1,266 @@
+"""Sizing analysis from synthetic numbers, and one short real run (one grid point, about 15 s).
+
+The analysis tests build commits, step switches and delivery times by hand, so every figure they
+check is known exactly. The locustfile is never imported here: importing locust monkey-patches the
+interpreter for gevent, which the asyncio tests in the same session must not inherit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import sizing
+from harness.sizing import (
+    Commit,
+    GridPoint,
+    Knee,
+    PointResult,
+    Step,
+    StepFigures,
+    check_budget,
+    find_knee,
+    percentile,
+    recommend,
+    step_figures,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- helpers -------------------------------------------------------------------------
+
+def load(start: float, seconds: float, rate: float, *, latency: float | None, prefix: str,
+         deliver_rate: float | None = None) -> tuple[list[Commit], dict[str, float]]:
+    """``rate`` msg/s committed one per transaction from ``start``; each delivered ``latency`` s later
+    (``None``: never), or, with ``deliver_rate``, delivered in commit order at that rate (a backlog)."""
+    commits, delivered = [], {}
+    n = int(seconds * rate)
+    next_free = start
+    for i in range(n):
+        t = start + i / rate
+        mid = f"{prefix}{i}"
+        commits.append(Commit(t - 0.002, t, (mid,)))
+        if deliver_rate is not None:
+            next_free = max(next_free, t) + 1 / deliver_rate
+            delivered[mid] = next_free
+        elif latency is not None:
+            delivered[mid] = t + latency
+    return commits, delivered
+
+
+def fig(index: int, *, offered: float, published: float, delivered: float, p95_ms: float,
+        sustained: bool) -> StepFigures:
+    return StepFigures(index=index, users=index + 1, offered=offered, window_s=5.0, committed=int(published * 5),
+                       publish_rate=published, delivery_rate=delivered, delivered_fraction=1.0, e2e_p50_ms=p95_ms / 2,
+                       e2e_p95_ms=p95_ms, e2e_p99_ms=p95_ms, publish_p95_ms=4.0, sustained=sustained)
+
+
+def result(point: GridPoint, rate: float, *, p95_ms: float = 50.0, lower: bool = False,
+           samples: list[dict[str, int]] | None = None, max_connections: int = 200) -> PointResult:
+    knee = Knee(rate, 1 if rate else None, "load" if lower else "consumer", lower, p95_ms, 5.0, None, rate)
+    budget = check_budget(point, samples if samples is not None else [{"harness-w1#1": 3}],
+                          max_connections=max_connections, reserved=3)
+    return PointResult(point, [], knee, budget)
+
+
+# -- percentile / step figures --------------------------------------------------------
+
+def test_percentile_nearest_rank_and_infinity() -> None:
+    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert percentile(list(range(1, 101)), 0.95) == 95
+    assert percentile([1.0] * 95 + [math.inf] * 5, 0.95) == 1.0
+    assert percentile([1.0] * 94 + [math.inf] * 6, 0.95) == math.inf
+    assert math.isnan(percentile([], 0.95))
+
+
+def test_step_figures_fast_slow_and_backlog() -> None:
+    # step 0: 100 msg/s delivered 20 ms after commit; step 1: 300 msg/s, a tenth never delivered;
+    # step 2: 200 msg/s delivered at 170 msg/s, under the bound only because the step is short.
+    c0, d0 = load(100.0, 5, 100, latency=0.020, prefix="a")
+    c1, d1 = load(105.0, 5, 300, latency=0.050, prefix="b")
+    for m in list(d1)[::10]:
+        del d1[m]
+    c2, d2 = load(110.0, 5, 200, latency=None, prefix="c", deliver_rate=170)
+    steps = [Step(0, 100.0, 2, 100.0), Step(1, 105.0, 4, 300.0), Step(2, 110.0, 6, 200.0), Step(3, 115.0, 0, 0.0)]
+    figures = step_figures(c0 + c1 + c2, steps, {**d0, **d1, **d2}, bound_s=1.0, settle_s=1.0)
+
+    assert [f.index for f in figures] == [0, 1, 2]  # the 0-user drain step is not a load step
+    f0, f1, f2 = figures
+    assert f0.window_s == pytest.approx(4.0)  # the first second of each step is skipped
+    assert f0.publish_rate == pytest.approx(100, rel=0.02)
+    assert f0.e2e_p95_ms == pytest.approx(20.0, abs=0.5)
+    assert f0.publish_p95_ms == pytest.approx(2.0, abs=0.1)
+    assert f0.sustained
+    assert f1.e2e_p95_ms == math.inf and f1.delivered_fraction == pytest.approx(0.9, abs=0.01)
+    assert not f1.sustained
+    assert f2.e2e_p95_ms < 1000  # the latency bound alone would pass it ...
+    assert f2.delivery_rate < 0.9 * f2.publish_rate and not f2.sustained  # ... the growing backlog does not
+
+
+def test_knee_is_best_rate_before_the_first_failure() -> None:
+    figures = [
+        fig(0, offered=200, published=200, delivered=200, p95_ms=5, sustained=True),
+        fig(1, offered=400, published=400, delivered=398, p95_ms=40, sustained=True),
+        fig(2, offered=600, published=600, delivered=450, p95_ms=4000, sustained=False),
+        fig(3, offered=800, published=800, delivered=800, p95_ms=10, sustained=True),  # after the knee: ignored
+    ]
+    knee = find_knee(figures)
+    assert knee.sustainable_rate == 398 and knee.step == 1
+    assert knee.limited_by == "consumer" and not knee.lower_bound
+    assert knee.first_failed_step == 2 and knee.e2e_p95_ms == 40
+    assert knee.peak_rate == 800
+
+
+def test_knee_not_reached_is_a_lower_bound_publisher_or_load() -> None:
+    ok = [fig(0, offered=500, published=500, delivered=500, p95_ms=3, sustained=True),
+          fig(1, offered=1000, published=990, delivered=990, p95_ms=3, sustained=True)]
+    knee = find_knee(ok)
+    assert (knee.sustainable_rate, knee.limited_by, knee.lower_bound) == (990, "load", True)
+
+    short = [*ok, fig(2, offered=1500, published=1100, delivered=1100, p95_ms=4, sustained=True),
+             fig(3, offered=2000, published=1000, delivered=1000, p95_ms=4, sustained=True)]
+    knee = find_knee(short)
+    # the publisher fell behind: a lower bound, and its slump in the last step does not lower the figure
+    assert (knee.sustainable_rate, knee.step, knee.limited_by, knee.lower_bound) == (1100, 2, "publisher", True)
+
+
+def test_knee_when_the_first_step_already_fails() -> None:
+    knee = find_knee([fig(0, offered=500, published=500, delivered=300, p95_ms=2500, sustained=False)])
+    assert knee.sustainable_rate == 0 and knee.step is None and knee.limited_by == "consumer"
+    assert knee.peak_rate == 300
+    assert find_knee([]).limited_by == "none"
+
+
+# -- connection budget -----------------------------------------------------------------
+
+def test_budget_within_formulas() -> None:
+    point = GridPoint(max_workers=4, fetch_batch_size=50, processes=2)
+    samples = [{"harness-w1#1": 3, "harness-w2#1": 6, "harness-locust": 8}, {"harness-w1#1": 6, "harness-w2#1": 5}]
+    b = check_budget(point, samples, max_connections=100, reserved=3)
+    assert (b.pool_formula, b.listen_formula, b.per_process_formula, b.total_formula) == (5, 1, 6, 12)
+    assert (b.per_process_peak, b.total_peak, b.publisher_peak, b.samples) == (6, 11, 8, 2)
+    assert b.ok and b.flags() == []
+
+
+def test_budget_flags_overruns() -> None:
+    point = GridPoint(max_workers=2, fetch_batch_size=20, processes=2)  # 4 per process, 8 in total
+    samples = [{"harness-w1#1": 5, "harness-w2#1": 4}]  # one process over max_workers + 2
+    b = check_budget(point, samples, max_connections=200, reserved=3)
+    assert b.process_overrun and b.total_overrun and not b.server_short
+    assert not b.ok
+    assert any("process overrun: 5 > 4" in f for f in b.flags()) and any("total overrun: 9 > 8" in f for f in b.flags())
+
+
+def test_budget_flags_a_server_too_small_for_the_formula() -> None:
+    point = GridPoint(max_workers=16, fetch_batch_size=100, processes=4)  # 4 × 18 = 72
+    b = check_budget(point, [{"harness-w1#1": 3, "harness-locust": 20}], max_connections=80, reserved=3)
+    assert not b.process_overrun and not b.total_overrun
+    assert b.server_short and not b.ok  # 80 - 3 < 72 + 20
+    assert "max_connections 80" in b.flags()[0]
+
+
+# -- recommendation --------------------------------------------------------------------
+
+def test_recommend_smallest_configuration_that_sustains_the_target() -> None:
+    small = result(GridPoint(2, 20, 1), 200)
+    medium = result(GridPoint(4, 50, 1), 650)
+    large = result(GridPoint(8, 100, 2), 1400, lower=True)
+    rec = recommend([large, small, medium], 500)
+    assert rec.point == GridPoint(4, 50, 1) and rec.rate == 650
+    assert "max_workers=4" in rec.message and "max_connections ≥ 6" in rec.message
+    rec = recommend([large, small, medium], 1000)
+    assert rec.point == GridPoint(8, 100, 2)  # a lower bound above the target proves the target
+
+
+def test_recommend_none_when_no_point_reaches_the_target() -> None:
+    rec = recommend([result(GridPoint(2, 20, 1), 200), result(GridPoint(4, 50, 1), 650)], 5000)
+    assert rec.point is None
+    assert "none of the measured points" in rec.message and "mw=4 fb=50 p=1" in rec.message
+
+
+def test_recommend_skips_points_over_their_budget_or_bound() -> None:
+    over = result(GridPoint(2, 20, 1), 900, samples=[{"harness-w1#1": 7}])  # 7 > 2 + 2
+    slow = result(GridPoint(4, 20, 1), 900, p95_ms=1500)
+    fine = result(GridPoint(8, 100, 1), 900)
+    assert not over.budget.ok
+    assert recommend([over, slow, fine], 800).point == GridPoint(8, 100, 1)
+    rec = recommend([over], 800)
+    assert rec.point is None and "overran" in rec.message
+
+
+# -- rendering --------------------------------------------------------------------------
+
+def test_report_files_are_self_contained(tmp_path: Path) -> None:
+    figures = [fig(0, offered=200, published=200, delivered=200, p95_ms=5, sustained=True),
+               fig(1, offered=400, published=400, delivered=300, p95_ms=math.inf, sustained=False)]
+    r = PointResult(GridPoint(2, 20, 1), figures, find_knee(figures),
+                    check_budget(GridPoint(2, 20, 1), [{"harness-w1#1": 5}], max_connections=200))
+    run = sizing.SizingRun("test", tmp_path / "sizing-test", [r.point], sizing.QUICK_PLAN, sizing.Handler(), 1.0, 500.0,
+                           results=[r])
+    run.recommendation = recommend(run.results, 500)
+    out = sizing.write_report(run)
+    page = (out / "sizing.html").read_text()
+    assert page.count("<svg") == 4 and "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert "none of the measured points" in page and "OVERRUN" in page
+    data = json.loads((out / "sizing.json").read_text())
+    assert data["points"][0]["sustainable_rate"] == 200 and data["points"][0]["budget"]["process_overrun"]
+    assert data["points"][0]["steps"][1]["e2e_p95_ms"] == "inf"
+    assert "| mw=2 fb=20 p=1 |" in (out / "sizing.md").read_text()
+
+
+def test_locustfile_publish_sql_is_derived_from_statements() -> None:
+    """In a fresh interpreter: importing locust patches it for gevent."""
+    code = (
+        "from harness.locustfile import pyformat, insert_params\n"
+        "from outbox.sql import Statements\n"
+        "s = Statements('harness_outbox')\n"
+        "sql = pyformat(s.insert)\n"
+        "assert '$' not in sql and sql.count('%(p1)s') == 2, sql\n"
+        "p = insert_params(s, 'q', [b'a', b'b'])\n"
+        "assert p == {'p1': 'q', 'p2': [b'a', b'b'], 'p3': ['{}', '{}'], 'p4': 0.0, 'p5': s.channel}, p\n"
+        "assert pyformat('SELECT 1 % $1') == 'SELECT 1 %% %(p1)s'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "OUTBOX_LOCUST_SHAPE": "none"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# -- one real point ----------------------------------------------------------------------
+
+def test_quick_single_point_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Embedded PostgreSQL (or DATABASE_URL), 1 worker process, locust for 2 steps × 4 s."""
+    pytest.importorskip("locust")
+    pytest.importorskip("psycopg")
+    ns = argparse.Namespace(quick=True, target_rate=40.0, reports_dir=str(tmp_path), point=["4:50:1"],
+                            steps=2, step_seconds=4.0, step_users=2, user_rate=25.0)
+    code = sizing.main(ns)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (report,) = tmp_path.glob("sizing-*")
+    assert str(report / "sizing.html") in out
+    for name in ("sizing.json", "sizing.md", "sizing.html"):
+        assert (report / name).stat().st_size > 0
+    point_dir = report / "points" / "mw4-fb50-p1"
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "commits.jsonl.gz",
+                 "worker-w1-1.jsonl.gz"):
+        assert (point_dir / name).exists(), name
+    data = json.loads((report / "sizing.json").read_text())
+    (p,) = data["points"]
+    assert p["error"] is None
+    assert p["published"] > 0 and p["delivered"] == p["published"]
+    assert p["sustainable_rate"] > 0 and 0 < p["e2e_p95_ms_at_knee"] < 1000 and p["publish_p95_ms_at_knee"] > 0
+    assert len(p["steps"]) == 2 and all(s["sustained"] for s in p["steps"])
+    assert p["budget"]["samples"] > 0 and 0 < p["budget"]["per_process_peak"] <= p["budget"]["per_process_formula"]
+    assert p["budget"]["publisher_peak"] > 0
+    assert p["locust"]["publish"]["requests"] > 0 and p["locust"]["deliver"]["requests"] > 0
+    rec = data["recommendation"]
+    assert rec["config"] == {"max_workers": 4, "fetch_batch_size": 50, "processes": 1, "subs": 1}, rec["message"]
