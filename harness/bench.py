@@ -21,9 +21,8 @@ Default configuration (``DEFAULTS``): ``max_workers=16``, ``fetch_batch_size=500
 ``max_workers + 4`` (the subscriber's budget of max_workers + 1, plus the publisher and a spare),
 ``lease_ttl_seconds=60``, 64-byte payloads, and 2 floor loops × 500 rows. Chosen on a 2-core
 machine with PostgreSQL on the same host from a grid of max_workers 4..64 × batch 200..1000 at
-100k messages: with a no-op handler the subscriber is bound by per-message Python work (one task
-per message plus group-committed acks) at ~35k msg/s whatever the worker count, so the choice
-mostly sets the floor's batch; 16 × 500 had the best median ratio (~0.5). ``impl`` selects the
+100k messages: with a no-op handler the subscriber is bound by per-message Python work, so the
+choice mostly sets the floor's batch. ``impl`` selects the
 implementation; only ``"reference"`` (this repository's outbox) exists so far; peers register a
 :class:`BenchImpl` factory in ``IMPLS``.
 

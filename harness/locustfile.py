@@ -20,6 +20,9 @@ The step shape ``StepLoadShape`` adds ``OUTBOX_LOCUST_STEP_USERS`` users every
 ``OUTBOX_LOCUST_DRAIN_SECONDS`` (late deliveries still count) and stops. Set
 ``OUTBOX_LOCUST_SHAPE=none`` to drive users with ``-u``/``-r``/``-t`` instead.
 
+``kill -USR1 <locust pid>`` ends the test early the normal way (the shape stops; reports are
+complete and messages still undelivered are counted), unlike SIGTERM (no HTML report) or Ctrl-C.
+
 When ``OUTBOX_LOCUST_LOG`` names a file, every commit (``{"k":"c","t0","t","mids"}``) and every
 step change (``{"k":"step","t","step","users","offered"}``) is appended to it as JSON lines with
 monotonic times; ``harness.sizing`` computes its figures from that log and the worker histories.
@@ -56,6 +59,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,7 @@ from typing import Any
 import gevent
 from locust import LoadTestShape, User, constant_throughput, events, task
 from locust.runners import MasterRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 import psycopg  # after locust: psycopg picks a gevent-friendly wait function when select is patched
 
@@ -214,10 +219,12 @@ class Deliveries:
         now = time.monotonic()
         cutoff = now - (self.timeout if older_than is None else older_than)
         gone = [(m, t) for m, t in self.commits.items() if t <= cutoff]
+        # one constant message per cause: locust groups failures by their text
+        why = f"not delivered within {self.timeout:g} s" if older_than is None else "not delivered by the end of the test"
         for mid, t in gone:
             del self.commits[mid]
             fire(request_type="deliver", name=DELIVER_NAME, response_time=(now - t) * 1000, response_length=0,
-                 exception=Undelivered(f"not delivered within {now - t:.0f} s"), context={})
+                 exception=Undelivered(why), context={})
         return len(gone)
 
     def start(self, fire: Any) -> None:
@@ -252,18 +259,34 @@ deliveries = Deliveries(Path(_history) if _history else None, _float("DELIVER_TI
 _mid_counter = itertools.count(1)
 
 
+_stop_requested = False
+
+
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     if not environment.stop_timeout:  # let a user finish its transaction when locust stops it
         environment.stop_timeout = 5.0
+
+    def stop_gracefully() -> None:
+        """SIGUSR1: end the test the normal way (reports complete, undelivered messages counted)."""
+        global _stop_requested
+        _stop_requested = True
+        if environment.shape_class is None and environment.runner is not None:
+            gevent.spawn(environment.runner.quit)
+
+    if not isinstance(environment.runner, MasterRunner) or environment.shape_class is not None:
+        gevent.signal_handler(signal.SIGUSR1, stop_gracefully)
 
 
 @events.test_start.add_listener
 def _on_start(environment: Any, **_: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
         return  # the master has no users, hence no commits to match
-    with psycopg.connect(dsn(), autocommit=True, application_name=_env("APP", "harness-locust")) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS harness_business (mid text PRIMARY KEY, at timestamptz DEFAULT now())")
+    try:  # the harness creates it too; --processes children may race here, which is harmless
+        with psycopg.connect(dsn(), autocommit=True, application_name=_env("APP", "harness-locust")) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS harness_business (mid text PRIMARY KEY, at timestamptz DEFAULT now())")
+    except psycopg.Error as exc:
+        log.warning("could not create harness_business: %s", exc)
     deliveries.start(environment.events.request.fire)
 
 
@@ -271,8 +294,11 @@ def _on_start(environment: Any, **_: Any) -> None:
 def _on_stop(environment: Any, **_: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
         return
+    t = time.monotonic()
     deliveries.stop(environment.events.request.fire)
-    _log.write({"k": "end", "t": time.monotonic(), "delivered": deliveries.delivered})
+    _log.write({"k": "end", "t": t, "delivered": deliveries.delivered})
+    if environment.parsed_options is not None and getattr(environment.parsed_options, "csv_prefix", None):
+        gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)  # locust writes no final CSV: let its writer see the above
 
 
 class OutboxPublisher(User):
@@ -290,6 +316,10 @@ class OutboxPublisher(User):
         self.conn: psycopg.Connection[Any] | None = None
 
     def on_start(self) -> None:
+        with contextlib.suppress(psycopg.Error):  # the task reports the failure and retries
+            self.connect()
+
+    def connect(self) -> None:
         self.conn = psycopg.connect(dsn(), application_name=_env("APP", "harness-locust"), connect_timeout=5)
 
     def on_stop(self) -> None:
@@ -302,7 +332,7 @@ class OutboxPublisher(User):
         fire = self.environment.events.request.fire
         if self.conn is None or self.conn.closed:
             try:
-                self.on_start()
+                self.connect()
             except psycopg.Error as exc:
                 fire(request_type="publish", name="tx", response_time=0, response_length=0, exception=exc, context={})
                 return
@@ -320,6 +350,7 @@ class OutboxPublisher(User):
                  response_length=0, exception=exc, context={})
             if conn.broken:
                 self.conn = None
+                conn.close()
             else:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
@@ -362,7 +393,7 @@ if _env("SHAPE", "step") == "step":
         def tick(self) -> tuple[int, float] | None:
             options = self.runner.environment.parsed_options if self.runner is not None else None
             limit = getattr(options, "run_time", None)
-            if limit and self.get_run_time() >= limit:
+            if _stop_requested or (limit and self.get_run_time() >= limit):
                 return None
             k = int(self.get_run_time() // self.step_seconds)
             if k < len(self.plan):

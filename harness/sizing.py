@@ -328,6 +328,7 @@ class PointResult:
     files: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
     error: str | None = None
+    stopped_early: str | None = None  # why the load was cut short (a backlog no later step could work off)
 
 
 @dataclass(frozen=True)
@@ -533,6 +534,39 @@ def consumer_config(point: GridPoint) -> Any:
                           max_fetch_interval=1.0, statement_timeout_seconds=10.0)
 
 
+def backlog_limit(plan: LoadPlan, bound_s: float, margin: float = 2.0) -> float:
+    """Pending rows beyond which every later step must fail, so the load can stop early.
+
+    A backlog larger than ``bound_s`` × the highest rate the plan offers cannot be worked off while
+    the offered rate keeps stepping up: if the consumer were faster than that rate no backlog would
+    build, and if it is slower, every later message waits behind more than ``bound_s`` of work.
+    """
+    return margin * bound_s * max(plan.offered(), default=0.0)
+
+
+async def _watch_load(locust: subprocess.Popen[bytes], dsn: str, plan: LoadPlan, bound_s: float,
+                      history: Any) -> str | None:
+    """Waits for locust to finish; returns why it was stopped early (None: it ran its plan or timed out)."""
+    import asyncpg  # noqa: PLC0415
+
+    from harness.adapters.reference import TABLE  # noqa: PLC0415
+
+    limit = backlog_limit(plan, bound_s)
+    deadline = time.monotonic() + plan.duration + 60
+    conn = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": "sizing-monitor"})
+    try:
+        while locust.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            pending = int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}", timeout=5))
+            if pending > limit:
+                why = f"backlog of {pending} rows > {limit:.0f} (2 × bound × highest offered rate): later steps cannot pass"
+                history.record("info", "locust", event="stopped_early", pending=pending, limit=limit)
+                return why
+    finally:
+        await conn.close()
+    return None
+
+
 async def _pending(dsn: str) -> int:
     import asyncpg  # noqa: PLC0415
 
@@ -545,15 +579,18 @@ async def _pending(dsn: str) -> int:
         await conn.close()
 
 
-def _stop_pid(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
-    """SIGTERM (locust writes its reports), then SIGKILL by pid after ``grace``."""
+def _stop_pid(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
+    """Stops locust by pid: SIGUSR1 (the locustfile ends the test the normal way: complete reports),
+    then SIGINT (HTML and CSV still written; SIGTERM would skip the HTML), then SIGKILL."""
     from harness.provision import guard  # noqa: PLC0415
 
-    if proc.poll() is None:
+    for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGINT, grace)):
+        if proc.poll() is not None:
+            break
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
+            proc.wait(timeout=wait)
     guard.kill_and_forget(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=1)
@@ -582,6 +619,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
     supervisor: Supervisor | None = None
     sampler: asyncio.Task[None] | None = None
     locust: subprocess.Popen[bytes] | None = None
+    stopped_early: str | None = None
     history = HistoryWriter(point_dir / "history-runner.jsonl", "sizing")
     try:
         dsn = await server.create_database(f"sizing_{point.slug.replace('-', '_')}")
@@ -602,10 +640,8 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
                                       stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         guard.protect(locust.pid)
         history.record("info", "locust", event="spawned", pid=locust.pid)
-        deadline = time.monotonic() + plan.duration + 60
-        while locust.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        timed_out = locust.poll() is None
+        stopped_early = await _watch_load(locust, dsn, plan, bound_s, history)
+        timed_out = locust.poll() is None and stopped_early is None
         _stop_pid(locust)
         history.record("info", "locust", event="exited", code=locust.returncode, timed_out=timed_out)
         drain_until = time.monotonic() + drain_timeout
@@ -628,6 +664,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
     result = analyse_point(point, point_dir, samples, max_connections=max_connections, reserved=reserved,
                            bound_s=bound_s, settle_s=settle_s)
     result.locust["server_version"] = version
+    result.stopped_early = stopped_early
     result.duration_s = time.monotonic() - t_start
     _compress(point_dir)
     result.files = {p.name: str(p) for p in sorted(point_dir.iterdir()) if p.is_file()}
@@ -678,6 +715,8 @@ async def run_grid(run: SizingRun, *, settle_s: float, drain_timeout: float, log
                                  check_budget(point, [], max_connections=None), error=f"{type(exc).__name__}: {exc}")
             log(f"    error: {result.error}")
         else:
+            if result.stopped_early:
+                log(f"    load stopped early: {result.stopped_early}")
             log(f"    sustainable {_rate(result.knee)} msg/s ({result.knee.limited_by}), p95 "
                 f"{_ms(result.knee.e2e_p95_ms)}, peak conns {result.budget.total_peak}/{result.budget.total_formula}, "
                 f"{result.duration_s:.0f} s")
@@ -732,7 +771,10 @@ def markdown(run: SizingRun) -> str:
     for r in run.results:
         if not r.steps:
             continue
-        lines += [f"## {r.point.label}", "", "| step | users | offered | published/s | delivered/s | p50 | p95 | p99 | publish p95 | sustained |",
+        lines += [f"## {r.point.label}", ""]
+        if r.stopped_early:
+            lines += [f"Load stopped early: {r.stopped_early}.", ""]
+        lines += ["| step | users | offered | published/s | delivered/s | p50 | p95 | p99 | publish p95 | sustained |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for s in r.steps:
             lines.append(f"| {s.index} | {s.users} | {s.offered:.0f} | {s.publish_rate:.0f} | {s.delivery_rate:.0f} | "
@@ -770,7 +812,7 @@ def to_json(run: SizingRun) -> dict[str, Any]:
             "publish_p95_ms_all": r.publish_p95_ms, "published": r.published, "delivered": r.delivered,
             "steps": [asdict(s) for s in r.steps],
             "budget": {**asdict(r.budget), "ok": r.budget.ok, "flags": r.budget.flags()},
-            "locust": r.locust, "duration_s": r.duration_s, "files": r.files,
+            "locust": r.locust, "duration_s": r.duration_s, "files": r.files, "stopped_early": r.stopped_early,
         })
     rec = run.recommendation
     return _jsonable({
@@ -855,10 +897,10 @@ def bar_svg(title: str, labels: list[str], series: list[tuple[str, list[float | 
 def knee_svg(results: Sequence[PointResult], bound_s: float) -> str:
     """p95 commit → handler (log y) against delivered msgs/s, one line per configuration."""
     w, h, left, right, top, bottom = 680, 320, 62, 170, 34, 44
-    pts = [(r.point.label, [(s.delivery_rate, s.e2e_p95_ms) for s in r.steps]) for r in results if r.steps]
-    xs = [x for _, ps in pts for x, _ in ps] or [1.0]
+    pts = [(r.point.label, [(s.delivery_rate, s.e2e_p95_ms, s.sustained) for s in r.steps]) for r in results if r.steps]
+    xs = [x for _, ps in pts for x, _, _ in ps] or [1.0]
     x_hi = _nice_ticks(max(xs) * 1.05)[-1]
-    finite = [v for _, ps in pts for _, v in ps if math.isfinite(v) and v > 0]
+    finite = [v for _, ps in pts for _, v, _ in ps if math.isfinite(v) and v > 0]
     lo_exp = math.floor(math.log10(max(0.1, min(finite + [bound_s * 1000]))))
     hi_exp = math.ceil(math.log10(max(finite + [bound_s * 1000]) * 1.5))
     hi_exp = max(hi_exp, lo_exp + 1)
@@ -870,7 +912,8 @@ def knee_svg(results: Sequence[PointResult], bound_s: float) -> str:
         return top + ph - ph * (math.log10(v) - lo_exp) / (hi_exp - lo_exp)
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" {_FONT}>',
-           f'<text x="{left}" y="16" font-size="13" font-weight="600">p95 commit → handler per load step</text>']
+           f'<text x="{left}" y="16" font-size="13" font-weight="600">p95 commit → handler per load step '
+           f'(hollow: not sustained; ∞ on the top line)</text>']
     for e in range(lo_exp, hi_exp + 1):
         v = 10.0 ** e
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e6e8ea"/>'
@@ -884,11 +927,12 @@ def knee_svg(results: Sequence[PointResult], bound_s: float) -> str:
     out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#555"/>')
     for j, (label, ps) in enumerate(pts):
         color = _COLORS[j % len(_COLORS)]
-        coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in ps)
+        coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b, _ in ps)
         out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.6"/>')
-        for a, b in ps:
-            out.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3" fill="{color}">'
-                       f'<title>{escape(label)}: {a:.0f} msg/s, p95 {_ms(b)}</title></circle>')
+        for a, b, ok in ps:  # hollow: a step that was not sustained
+            out.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3.2" fill="{color if ok else "#fff"}" '
+                       f'stroke="{color}" stroke-width="1.4"><title>{escape(label)}: {a:.0f} msg/s, p95 {_ms(b)}'
+                       f'{"" if ok else " (not sustained)"}</title></circle>')
         ly = top + 12 + j * 16
         out.append(f'<rect x="{left + pw + 12}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
                    f'<text x="{left + pw + 26}" y="{ly}">{escape(label)}</text>')
@@ -952,6 +996,8 @@ def html_page(run: SizingRun) -> str:
                   f"peak {b.publisher_peak}; max_connections {b.max_connections} ({b.reserved} reserved); "
                   f"{b.samples} samples. " + ("OK" if b.ok else "FLAGS: " + "; ".join(b.flags())))
         err = f'<p class="none">{escape(r.error)}</p>' if r.error else ""
+        if r.stopped_early:
+            err += f'<p class="sub">Load stopped early: {escape(r.stopped_early)}.</p>'
         sections.append(
             f'<h2 id="{r.point.slug}">{escape(r.point.label)}{link}</h2>{err}'
             f'<p class="sub">{escape(budget)}</p>'

@@ -153,7 +153,7 @@ class Subscriber:
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
         self._writers = asyncio.Semaphore(max(1, max_workers - 1))
-        self._in_flight: set[asyncio.Future[None]] = set()
+        self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
         self._workers: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
@@ -202,8 +202,9 @@ class Subscriber:
         deadline = time.monotonic() + self.graceful_timeout
         self._stopping.set()
         self._wake.set()
-        for task in self._workers:  # idle workers stop; running handlers are shielded and go on
-            task.cancel()
+        for task in self._workers:  # idle workers stop now; busy ones finish their message, then stop
+            if task not in self._busy:
+                task.cancel()
         if self._fetcher is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._fetcher, timeout=max(0.01, deadline - time.monotonic()))
@@ -212,8 +213,9 @@ class Subscriber:
             unstarted.append(self._queue.get_nowait())
         if unstarted:
             await self._release(unstarted)
-        if self._in_flight:
-            _, late = await asyncio.wait(set(self._in_flight), timeout=max(0.0, deadline - time.monotonic()))
+        busy = [t for t in self._workers if t in self._busy]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=max(0.0, deadline - time.monotonic()))
             if late:
                 self.metrics.add("drain_timeout", len(late))
                 log.warning("graceful_timeout=%ss passed with %d handlers in flight; cancelling them, "
@@ -264,7 +266,7 @@ class Subscriber:
             try:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
-                        room = self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._in_flight)
+                        room = self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._busy)
                         if self._queue.qsize() >= self.max_workers or room <= 0:
                             self._wake.clear()
                             await self._sleep(self.max_fetch_interval)  # woken by workers when they run low
@@ -296,15 +298,18 @@ class Subscriber:
 
     # -- handling ------------------------------------------------------------------
     async def _work_loop(self) -> None:
+        """Runs handlers one at a time; no task per message, which keeps the hot path short."""
+        me = asyncio.current_task()
+        assert me is not None
         while not self._stopping.is_set():
             msg = await self._queue.get()
-            if self._queue.qsize() < self.max_workers:
-                self._wake.set()
-            # The handler runs as its own future so stop() can give it until graceful_timeout.
-            run = asyncio.ensure_future(self._handle(msg))
-            self._in_flight.add(run)
-            run.add_done_callback(self._in_flight.discard)
-            await asyncio.shield(run)
+            self._busy.add(me)
+            try:
+                if self._queue.qsize() < self.max_workers:
+                    self._wake.set()
+                await self._handle(msg)
+            finally:
+                self._busy.discard(me)
 
     async def _handle(self, msg: Message) -> None:
         if self.max_deliveries is not None and msg.deliveries > self.max_deliveries:
@@ -390,7 +395,7 @@ class Subscriber:
         outage = _OutageLog(f"ack on queue {self.queue!r}")
         while True:
             if not self._acks:
-                if self._stopping.is_set() and not self._in_flight:
+                if self._stopping.is_set() and not self._busy:
                     return
                 self._ack_ready.clear()
                 await self._ack_ready.wait()

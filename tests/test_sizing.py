@@ -264,3 +264,9 @@ def test_quick_single_point_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert p["locust"]["publish"]["requests"] > 0 and p["locust"]["deliver"]["requests"] > 0
     rec = data["recommendation"]
     assert rec["config"] == {"max_workers": 4, "fetch_batch_size": 50, "processes": 1, "subs": 1}, rec["message"]
+
+
+def test_backlog_limit_for_stopping_early() -> None:
+    plan = sizing.LoadPlan(user_rate=50.0, batch=1, step_users=4, step_seconds=4.0, steps=4)  # up to 800 msg/s
+    assert sizing.backlog_limit(plan, 1.0) == 1600
+    assert sizing.backlog_limit(sizing.FULL_PLAN, 0.5) == 2500

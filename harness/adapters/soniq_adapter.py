@@ -133,7 +133,11 @@ class SoniqAdapter:
                "(R4 not observable); one attempt budget counts crash reclaims too, set to "
                "min(retry.max_attempts, max_deliveries); retry delays through a custom RetryPolicy "
                "(scheduled_at = NOW() + delay); drain: shutdown_timeout, then cancel and nack back to queued; "
-               "a lost LISTEN connection is not re-established (polling at poll_interval)."),
+               "a lost LISTEN connection is not re-established (polling at poll_interval). max_attempts is "
+               "stamped at enqueue from the job registration, so the publisher registers the job with the "
+               "scenario's config (seen at create_schema). Seen in runs: a job whose outcome write fails while "
+               "the database is unreachable stays 'processing' while its worker lives, and the stale sweep only "
+               "requeues jobs of workers still marked 'active', so after a graceful stop it is never requeued."),
     )
     dlq_table: str | None = DEAD_TABLE
 
