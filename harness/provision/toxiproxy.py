@@ -284,7 +284,7 @@ def start_server(binary: str) -> ToxiproxyServer:
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     guard.protect(process.pid)
-    server = ToxiproxyServer(url, "127.0.0.1", port, "", process.pid, process, log)
+    server = ToxiproxyServer(url, "127.0.0.1", port, "", process.pid, _process=process, _log=log)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
