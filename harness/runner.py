@@ -32,12 +32,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from harness.adapter import Adapter, ConsumerConfig, PublishTx
 from harness.checkers import CheckContext, run_checkers
-from harness.history import Event, HistoryWriter, merge, write_history
+from harness.history import Event, HistoryWriter, merge, read_events, write_history
 from harness.nemesis.base import FaultNotApplied, Nemesis
 from harness.payload import decode, encode
 from harness.provision.postgres import PostgresServer
-from harness.supervisor import FaketimeMissing, Supervisor
-from harness.verdict import ScenarioResult, Verdict, not_applicable
+from harness.supervisor import Supervisor
+from harness.verdict import ScenarioResult, Verdict
 
 log = logging.getLogger("harness.runner")
 
@@ -95,10 +95,8 @@ class Scenario:
     requires: tuple[str, ...] = ()  # Capabilities flags without which the scenario is not applicable
     needs_proxy: bool = False
     controls_server: bool = False  # crashes PostgreSQL: needs the harness's own server
-    clock_offsets: dict[str, float] = field(default_factory=dict)  # worker -> wall-clock skew from the start
     drain_deadline: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)  # hints for the checkers
-    description: str = ""
 
 
 @dataclass
@@ -106,7 +104,6 @@ class Outcome:
     """Figures the runner itself gathered, beside the history."""
 
     faults_failed: list[str] = field(default_factory=list)
-    unknown_recovered: int = 0
     drained: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -118,18 +115,12 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     workdir.mkdir(parents=True, exist_ok=True)
     missing = adapter.capabilities.missing(*scenario.requires)
     if missing:
-        reason = f"{adapter.name} lacks {', '.join(missing)}"
-        return ScenarioResult(scenario.name, adapter.name, not_applicable(scenario.guarantees, "runner", reason), 0.0,
-                              notes=[reason, adapter.capabilities.notes] if adapter.capabilities.notes else [reason])
+        return _not_run(scenario, adapter, "not_applicable", f"{adapter.name} lacks {', '.join(missing)}")
     if scenario.needs_proxy and toxiproxy is None:
-        reason = f"Toxiproxy unavailable: {toxiproxy_error or 'not provisioned'}"
-        verdicts = [Verdict(g, "runner", "skipped", reason) for g in scenario.guarantees]
-        return ScenarioResult(scenario.name, adapter.name, verdicts, 0.0, notes=[reason])
-
+        return _not_run(scenario, adapter, "skipped", f"Toxiproxy unavailable: {toxiproxy_error or 'not provisioned'}")
     if scenario.controls_server and not server.embedded:
-        reason = "crashes PostgreSQL, which needs the harness's own server: unset DATABASE_URL"
-        return ScenarioResult(scenario.name, adapter.name, [Verdict(g, "runner", "skipped", reason)
-                                                            for g in scenario.guarantees], 0.0, notes=[reason])
+        return _not_run(scenario, adapter, "skipped",
+                        "crashes PostgreSQL, which needs the harness's own server: unset DATABASE_URL")
     db = f"scn_{scenario.name}"[:60]
     admin_dsn = await server.create_database(db)
     await adapter.create_schema(admin_dsn, scenario.config)
@@ -148,9 +139,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     sampler: asyncio.Task[None] | None = None
     try:
         for i in range(scenario.workers):
-            name = f"w{i + 1}"
-            offset = scenario.clock_offsets.get(name)
-            supervisor.add(name, clock_offset=f"{offset:+.0f}s" if offset else None)
+            supervisor.add(f"w{i + 1}")
         supervisor.start_monitor()
         sampler = asyncio.create_task(_sample_connections(admin_dsn, history))
         await _wait_started(supervisor, timeout=20)
@@ -165,12 +154,9 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         finally:
             await publisher.close()
         say("faults healed; draining")
-        outcome.drained = await _drain(admin_dsn, adapter, supervisor, mids, scenario.drain_deadline)
+        outcome.drained = await _drain(admin_dsn, adapter, scenario.drain_deadline)
         say("drained" if outcome.drained else f"not drained after {scenario.drain_deadline:.0f}s")
-        outcome.unknown_recovered = await _resolve_unknown(admin_dsn, mids, history)
-    except FaketimeMissing as exc:
-        outcome.faults_failed.append(f"clock_skew: {exc}")
-        history.record("fail", "fault", kind="clock_skew", error=str(exc))
+        await _resolve_unknown(admin_dsn, mids, history)
     finally:
         if sampler is not None:
             sampler.cancel()
@@ -195,6 +181,13 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     notes = outcome.notes + ([adapter.capabilities.notes] if adapter.capabilities.notes else [])
     return ScenarioResult(scenario.name, adapter.name, verdicts, time.monotonic() - t0,
                           history_path=str(history_path), notes=notes)
+
+
+def _not_run(scenario: Scenario, adapter: Adapter, status: str, reason: str) -> ScenarioResult:
+    """A scenario that cannot run here: every guarantee gets ``status`` with the reason, never pass."""
+    verdicts = [Verdict(g, "runner", status, reason) for g in scenario.guarantees]  # type: ignore[arg-type]
+    notes = [reason] + ([adapter.capabilities.notes] if adapter.capabilities.notes else [])
+    return ScenarioResult(scenario.name, adapter.name, verdicts, 0.0, notes=notes)
 
 
 def _progress(name: str, sink: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -380,8 +373,6 @@ def _in_flight(supervisor: Supervisor, process: str) -> int:
     path = supervisor.history_path(process)
     if not path.exists():
         return 0
-    from harness.history import read_events  # noqa: PLC0415
-
     open_: dict[str, int] = {}
     for e in read_events(path):
         if e.f == "deliver" and e.mid:
@@ -390,8 +381,6 @@ def _in_flight(supervisor: Supervisor, process: str) -> int:
 
 
 async def _wait_started(supervisor: Supervisor, timeout: float) -> None:
-    from harness.history import read_events  # noqa: PLC0415
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         started = 0
@@ -424,7 +413,7 @@ async def _sample_connections(dsn: str, history: HistoryWriter, every: float = 0
         await asyncio.sleep(every)
 
 
-async def _drain(dsn: str, adapter: Adapter, supervisor: Supervisor, mids: _Mids, deadline_s: float) -> bool:
+async def _drain(dsn: str, adapter: Adapter, deadline_s: float) -> bool:
     """Healthy workers run until every committed message is handled or dead, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -439,10 +428,10 @@ async def _drain(dsn: str, adapter: Adapter, supervisor: Supervisor, mids: _Mids
     return False
 
 
-async def _resolve_unknown(dsn: str, mids: _Mids, history: HistoryWriter) -> int:
+async def _resolve_unknown(dsn: str, mids: _Mids, history: HistoryWriter) -> None:
     """A publish whose COMMIT raised is resolved by looking for its business row."""
     if not mids.unknown:
-        return 0
+        return
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("SELECT mid FROM harness_business WHERE mid = ANY($1::text[])", list(mids.unknown))
@@ -450,4 +439,3 @@ async def _resolve_unknown(dsn: str, mids: _Mids, history: HistoryWriter) -> int
         await conn.close()
     found = {r[0] for r in rows}
     history.record("info", "resolve", committed=sorted(found), absent=sorted(mids.unknown - found))
-    return len(found)

@@ -27,10 +27,6 @@ def worst(statuses: list[str]) -> str:
     return max(statuses, key=lambda s: SEVERITY[s]) if statuses else "unknown"
 
 
-def not_applicable(guarantees: list[str], checker: str, reason: str) -> list[Verdict]:
-    return [Verdict(g, checker, "not_applicable", reason) for g in guarantees]
-
-
 @dataclass
 class ScenarioResult:
     """One scenario run against one implementation: verdicts plus where the evidence is."""
