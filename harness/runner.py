@@ -59,11 +59,16 @@ class Env:
 
 @dataclass
 class FaultStep:
-    """At ``at`` seconds after the start, apply the nemesis built by ``make``; heal after ``hold`` seconds."""
+    """At ``at`` seconds after the start, apply the nemesis built by ``make``; heal after ``hold`` seconds.
+
+    ``inner`` steps are scheduled relative to the moment this fault took effect, during its hold:
+    a fault that needs another in place first (kill a worker once the connection slots are full).
+    """
 
     at: float
     make: Callable[[Env], Nemesis]
     hold: float = 0.0
+    inner: list[FaultStep] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Workload:
     probe_fault: Callable[[Env], Nemesis] | None = None  # a fault active while probing (D8)
     probe_fault_hold: float = 0.0
     pad: int = 64  # payload padding bytes
+    after_heal: int = 20  # messages published once every fault has healed
 
 
 @dataclass
@@ -147,8 +153,10 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         publisher = _Publisher(adapter, worker_dsn, scenario, history, mids)
         try:
             faults = asyncio.create_task(_run_faults(scenario.faults, env, outcome))
-            await publisher.run(scenario.workload.messages)
+            await publisher.run(scenario.workload.messages, poison=scenario.workload.poison)
             await faults
+            # A healthy tail after the last heal: recovery is judged on traffic, not on silence.
+            await publisher.run(scenario.workload.after_heal)
             if scenario.workload.probes:
                 await _probe(publisher, env, scenario.workload, outcome)
         finally:
@@ -254,10 +262,11 @@ class _Publisher:
             connect_args={"timeout": 3, "command_timeout": 5, "server_settings": {"application_name": "harness-publisher"}},
         )
 
-    async def run(self, total: int) -> None:
+    async def run(self, total: int, poison: int = 0) -> None:
+        """``total`` messages at the workload's rate, ``poison`` of them spread evenly."""
         w = self.workload
-        poison_left = w.poison
-        poison_every = max(1, total // w.poison) if w.poison else 0
+        poison_left = poison
+        poison_every = max(1, total // poison) if poison else 0
         interval = w.batch / w.rate if w.rate > 0 else 0.0
         sent = 0
         next_at = time.monotonic()
@@ -353,10 +362,12 @@ async def _apply(step: FaultStep, env: Env, outcome: Outcome, during: Callable[[
     env.history.record("ok", "fault", kind=kind, **figures)
     env.progress(f"fault {kind} applied {json.dumps(figures, default=str)[:120]}")
     outcome.notes.append(f"{kind}: {json.dumps(figures, default=str)}")
+    jobs = [asyncio.sleep(step.hold)]
     if during is not None:
-        await asyncio.gather(during(), asyncio.sleep(step.hold))
-    else:
-        await asyncio.sleep(step.hold)
+        jobs.append(during())
+    if step.inner:
+        jobs.append(_run_faults(step.inner, env, outcome))
+    await asyncio.gather(*jobs)
     try:
         healed = await asyncio.to_thread(nemesis.stop)
     except FaultNotApplied as exc:

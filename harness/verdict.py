@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 Status = Literal["pass", "fail", "unknown", "not_applicable", "skipped"]
 
-#: When several verdicts speak of one guarantee in one scenario, the worst wins.
-SEVERITY: dict[str, int] = {"fail": 4, "unknown": 3, "skipped": 2, "not_applicable": 1, "pass": 0}
+#: When several verdicts speak of one guarantee, the worst wins; a decided verdict outranks
+#: "skipped" and "not applicable", so a pass in one scenario is not hidden by another that
+#: could not exercise the guarantee.
+SEVERITY: dict[str, int] = {"fail": 4, "unknown": 3, "pass": 2, "skipped": 1, "not_applicable": 0}
 
 
 @dataclass(frozen=True)

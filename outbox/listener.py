@@ -88,8 +88,9 @@ class Listener:
                 await asyncio.wait_for(self._lost.wait(), timeout=self._retry_interval)
                 return
             except asyncio.TimeoutError:
-                # The comment marks this backend as the LISTEN connection in pg_stat_activity.
-                await self._conn.execute("SELECT 1 /* outbox LISTEN keepalive */", timeout=self._retry_interval)
+                # Re-LISTEN is an idempotent round trip, and keeps this backend recognisable as the
+                # LISTEN connection in pg_stat_activity.
+                await self._conn.execute(f'LISTEN "{self._channel}"', timeout=self._retry_interval)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -40,9 +40,9 @@ MAX_CONNECTIONS_EXHAUSTION = Scenario(
     handler={"base_ms": 20, "jitter_ms": 10},
     workload=Workload(messages=300, rate=80),
     faults=[
-        # Fill the server's slots, then crash a worker so its replacement must connect.
-        FaultStep(at=1.0, make=lambda env: ConnectionHog(env.server.dsn, leave_free=1), hold=3.0),
-        FaultStep(at=1.5, make=lambda env: Kill(env.supervisor, "w1")),
+        # Once the server's slots are full, crash a worker: its replacement must connect.
+        FaultStep(at=1.0, make=lambda env: ConnectionHog(env.server.dsn, leave_free=1), hold=3.0,
+                  inner=[FaultStep(at=0.2, make=lambda env: Kill(env.supervisor, "w1"))]),
     ],
     extra={"exhaustion": True},
     requires=("connection_budget",),

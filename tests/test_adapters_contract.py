@@ -60,13 +60,16 @@ def test_loads_and_satisfies_the_protocol(spec: str) -> None:
         assert adapter.capabilities.notes, f"{spec} lacks {missing} but says nothing about it in notes"
 
 
-async def _publish(adapter: Adapter, dsn: str, mids: Sequence[str], *, commit: bool) -> None:
-    """Exactly what the runner does: a business row and the outbox rows in one transaction it owns."""
+async def _publish(adapter: Adapter, dsn: str, mids: Sequence[str], *, commit: bool, first: bool = False) -> None:
+    """What the runner does: a business row and the outbox rows in one transaction it owns. With ``first``
+    the publish is the transaction's first statement (as in the bench): SQLAlchemy has not sent BEGIN yet."""
     engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.connect() as conn:
             tx = await conn.begin()
-            await conn.exec_driver_sql("INSERT INTO contract_business (mid) SELECT unnest($1::text[])", (list(mids),))
+            if not first:
+                await conn.exec_driver_sql("INSERT INTO contract_business (mid) SELECT unnest($1::text[])",
+                                           (list(mids),))
             raw = (await conn.get_raw_connection()).driver_connection
             await adapter.publish(PublishTx(conn, raw), [encode(m, pad=16) for m in mids], CONFIG.queue)
             await (tx.commit() if commit else tx.rollback())
@@ -105,6 +108,15 @@ async def test_rolled_back_publish_leaves_nothing_and_committed_one_is_pending(p
     state = await adapter.read_state(dsn)
     assert _mids(state.pending) == ["c1", "c2", "c3"]
     assert state.dead == []
+
+
+async def test_publish_as_the_first_statement_still_joins_the_transaction(postgres_server, spec: str) -> None:
+    adapter, dsn = await _fresh(postgres_server, spec)
+    await _publish(adapter, dsn, ["f1", "f2"], commit=False, first=True)
+    state = await adapter.read_state(dsn)
+    assert state.pending == [] and state.dead == [], "published outside the harness's transaction (P1)"
+    await _publish(adapter, dsn, ["f3"], commit=True, first=True)
+    assert _mids((await adapter.read_state(dsn)).pending) == ["f3"]
 
 
 async def test_create_schema_drops_what_was_there(postgres_server, spec: str) -> None:

@@ -109,7 +109,8 @@ def test_results_json_matrix(run_dir: Path) -> None:
     doc = json.loads((run_dir / "results.json").read_text())
     assert doc["run_id"] == "R1"
     assert doc["meta"]["versions"] == {"ref": "0.1"} and doc["meta"]["impls"] == ["alt", "ref"]
-    assert [s["status"] for s in doc["scenarios"]] == ["unknown", "fail", "skipped", "unknown"]
+    # decided verdicts outrank skipped / not applicable ones: alt/sigkill passed what it could decide
+    assert [s["status"] for s in doc["scenarios"]] == ["unknown", "fail", "pass", "unknown"]
     assert doc["scenarios"][3]["history"] is None
     m = doc["matrix"]
     assert m["ref"]["D1"]["status"] == "fail"  # a fail in one scenario fails the cell
@@ -118,7 +119,7 @@ def test_results_json_matrix(run_dir: Path) -> None:
     assert m["ref"]["D2"]["status"] == "pass"
     assert m["ref"]["D5"]["status"] == "unknown"
     assert m["alt"]["D1"]["status"] == "unknown"  # unknown beats pass
-    assert m["alt"]["D2"]["status"] == "skipped"
+    assert m["alt"]["D2"]["status"] == "pass"  # decided in partition, skipped in sigkill
     assert m["ref"]["P3"]["status"] == "not_applicable"
     assert list(m["ref"]) == ["P3", "D1", "D2", "D5", "L4"]  # catalog order
     assert doc["summary"] == {"pass": 7, "not_applicable": 1, "skipped": 1, "unknown": 2, "fail": 1}
@@ -194,3 +195,14 @@ def test_latest_txt_when_symlinks_fail(results: list[ScenarioResult], tmp_path: 
     assert (tmp_path / "r" / "latest.txt").read_text().strip() == str(run.resolve())
     assert not (tmp_path / "r" / "latest").exists()
     assert [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".latest")] == []
+
+
+def test_a_pass_is_not_hidden_by_a_scenario_that_could_not_exercise_it(tmp_path: Path) -> None:
+    results = [
+        ScenarioResult("poison", "peer", [V("D1", "not_applicable")], 0.1),
+        ScenarioResult("sigkill", "peer", [V("D1", "pass")], 0.1),
+        ScenarioResult("partition", "peer", [V("L4", "skipped"), V("D3", "not_applicable")], 0.1),
+    ]
+    run = write_report(results, reports_dir=tmp_path, run_id="R2", meta={})
+    m = json.loads((run / "results.json").read_text())["matrix"]["peer"]
+    assert (m["D1"]["status"], m["L4"]["status"], m["D3"]["status"]) == ("pass", "skipped", "not_applicable")

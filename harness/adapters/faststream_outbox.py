@@ -15,6 +15,8 @@ Two pieces of glue, both on public surfaces:
   events are emitted after the row write landed (or was refused by the lease token), from the same
   worker task that ran the handler, and only those closing a handler call carry ``duration_seconds``.
   The adapter pairs them with the call the same task made last.
+- logging: FastStream's default broker logger does not propagate, so the broker gets a plain logger;
+  the library's warnings and errors then reach the worker's history (D8 counts warnings, L3 errors).
 
 Not written here on purpose (this module is imported in worker processes through ``load_adapter``):
 no ``from __future__ import annotations``, because FastStream resolves the handler's annotations.
@@ -125,9 +127,12 @@ class FaststreamOutboxAdapter:
             except Exception:  # noqa: BLE001 - a recorder must never break the dispatch path
                 ctx.log.debug("faststream-outbox recorder failed", exc_info=True)
 
+        # FastStream's default broker logger does not propagate; a plain logger lets the library's warnings
+        # and errors (LISTEN fallback, connection failures) reach the worker's history. Per-message
+        # Received/Processed lines go out at DEBUG.
         broker = OutboxBroker(engine, outbox_table=self.table, dlq_table=self.dlq if cfg.dlq else None,
                               graceful_timeout=cfg.graceful_timeout, metrics_recorder=recorder,
-                              log_level=logging.DEBUG)
+                              logger=logging.getLogger("faststream_outbox.broker"), log_level=logging.DEBUG)
 
         @broker.subscriber(cfg.queue, max_workers=cfg.max_workers, retry_strategy=_retry(cfg),
                            fetch_batch_size=cfg.fetch_batch_size, min_fetch_interval=cfg.min_fetch_interval,

@@ -4,8 +4,9 @@ Public API only: ``Queries.uninstall()`` / ``install()`` for the schema; ``Queri
 harness's asyncpg connection>)).enqueue(...)`` inside the harness's transaction (the queue table's
 trigger NOTIFYs, so the wake-up commits or rolls back with it); a ``QueueManager`` over an asyncpg
 pool from ``pgqueuer.adapters.connections.create_asyncpg_pool`` (with ``ConnectionSettings`` carrying
-``application_name``) as the consumer, one entrypoint per queue name, and
-``DatabaseRetryEntrypointExecutor`` for retries.
+``application_name``), one entrypoint per queue name and ``DatabaseRetryEntrypointExecutor`` for
+retries, run by ``pgqueuer.run`` (what ``pgq run`` does) with ``restart_on_failure=True``: a manager
+that fails (its database went away) is rebuilt after the library's default 5 s ``restart_delay``.
 
 Mapping and its limits:
 
@@ -27,15 +28,16 @@ Mapping and its limits:
   per-job outcome callback, so no settle outcomes and no metrics.
 """
 
-import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import asyncpg
 
 from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
+from pgqueuer import run as pgqueuer_run
 from pgqueuer.adapters.connections import create_asyncpg_pool
 from pgqueuer.domain.settings import ConnectionSettings, db_settings
 
@@ -72,7 +74,10 @@ class PgQueuerAdapter:
                "(no jitter; execute_after = NOW() + delay). Stop waits for in-flight jobs with no deadline (no "
                "graceful_timeout knob; a cancelled job is logged 'canceled' and deleted). Completion and "
                "heartbeat writes are buffered and unfenced; no per-job outcome or metrics callback. pgqueuer "
-               "documents no per-process connection budget. Concurrency: max_concurrent_tasks >= 2 x batch."),
+               "documents no per-process connection budget. Concurrency: max_concurrent_tasks >= 2 x batch. "
+               "Run by pgqueuer.run(restart_on_failure=True): a QueueManager does not survive its database "
+               "going away, the runner rebuilds it after 5 s. A lost LISTEN connection is not re-established "
+               "while the manager runs (shutdown_on_listener_failure left at its default, False)."),
     )
     dlq_table: str | None = None  # dead jobs stay in the queue table (status 'failed')
 
@@ -91,6 +96,9 @@ class PgQueuerAdapter:
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         if not payloads:
             return
+        if not tx.connection.is_in_transaction():
+            # SQLAlchemy sends BEGIN lazily: make it happen, or the raw connection would autocommit
+            await tx.sa_connection.exec_driver_sql("SELECT 1")
         n = len(payloads)
         await Queries(AsyncpgDriver(tx.connection)).enqueue([queue] * n, list(payloads), [0] * n)
 
@@ -102,26 +110,28 @@ class PgQueuerAdapter:
             pool_max_size=max(2, cfg.pool_size if cfg.pool_size is not None else POOL_MAX),
             connect_timeout=cfg.statement_timeout_seconds,
         )
-        async with create_asyncpg_pool(dsn=ctx.dsn, settings=settings) as pool:
-            qm = QueueManager(Queries(AsyncpgPoolDriver(pool)))
 
-            @qm.entrypoint(cfg.queue, on_failure="hold" if cfg.dlq else "delete",
-                           executor_factory=_executor_factory(cfg))
-            async def deliver(job: Job) -> None:
-                info = DeliveryInfo(lease_at=job.updated, delivery=None, key=str(job.id))
-                await ctx.handler(job.payload or b"", info)
+        async def deliver(job: Job) -> None:
+            info = DeliveryInfo(lease_at=job.updated, delivery=None, key=str(job.id))
+            await ctx.handler(job.payload or b"", info)
 
-            run = asyncio.create_task(qm.run(
-                dequeue_timeout=timedelta(seconds=cfg.max_fetch_interval), batch_size=batch,
-                max_concurrent_tasks=cap, heartbeat_timeout=timedelta(seconds=cfg.lease_ttl_seconds),
-            ))
-            stop = asyncio.create_task(ctx.stopping.wait())
-            try:
-                await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
-                qm.shutdown.set()
-                await run  # in-flight jobs finish; re-raises if the manager failed
-            finally:
-                stop.cancel()
+        @asynccontextmanager
+        async def manager() -> AsyncIterator[QueueManager]:
+            """pgqueuer's factory shape: a fresh pool and QueueManager for every (re)start."""
+            async with create_asyncpg_pool(dsn=ctx.dsn, settings=settings) as pool:
+                qm = QueueManager(Queries(AsyncpgPoolDriver(pool)))
+                qm.entrypoint(cfg.queue, on_failure="hold" if cfg.dlq else "delete",
+                              executor_factory=_executor_factory(cfg))(deliver)
+                yield qm
+
+        # pgqueuer's own runner (what `pgq run` does): shutdown=ctx.stopping stops the current cycle and
+        # waits for in-flight jobs; restart_on_failure restarts a manager that failed (e.g. its database
+        # went away) after the library's default restart_delay of 5 s.
+        await pgqueuer_run(
+            manager, dequeue_timeout=timedelta(seconds=cfg.max_fetch_interval), batch_size=batch,
+            heartbeat_timeout=timedelta(seconds=cfg.lease_ttl_seconds), max_concurrent_tasks=cap,
+            restart_on_failure=True, shutdown=ctx.stopping,
+        )
 
     async def read_state(self, dsn: str) -> OutboxState:
         conn = await asyncpg.connect(dsn, timeout=10)

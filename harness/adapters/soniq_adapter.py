@@ -1,7 +1,7 @@
 """Adapter for Soniq (PyPI ``soniq``), a Postgres job queue with transactional enqueue.
 
 Public API only: ``Soniq.setup()`` applies the library's own migrations, ``Soniq.enqueue(...,
-connection=<asyncpg connection>)`` joins the harness's transaction (the job INSERT and its
+connection=<the harness's SQLAlchemy AsyncConnection>)`` joins the harness's transaction (the job INSERT and its
 ``pg_notify`` commit or roll back with the business row), and ``Soniq.run_worker(...,
 shutdown_event=ctx.stopping)`` is the consumer. The handler is one registered job whose argument is
 the payload (base64, because job arguments are JSON). Retries use Soniq's ``RetryPolicy`` extension
@@ -183,8 +183,10 @@ class SoniqAdapter:
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         app = self._publisher(tx)
         for payload in payloads:
+            # the SQLAlchemy connection, not the raw one: Soniq's SQLAlchemy integration makes sure the
+            # transaction has really begun (SQLAlchemy sends BEGIN lazily) before it enqueues on the driver
             await app.enqueue(JOB, args={"payload_b64": base64.b64encode(payload).decode()}, queue=queue,
-                              connection=tx.connection)
+                              connection=tx.sa_connection)
 
     async def consume(self, ctx: ConsumerContext) -> None:
         cfg = ctx.config

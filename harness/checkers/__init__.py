@@ -76,6 +76,7 @@ __all__ = [
     "check_drain",
     "check_lease",
     "check_reclaim",
+    "check_recovery",
     "check_stale_ack",
     "check_total_queue",
     "check_wakeup",

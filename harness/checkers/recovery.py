@@ -57,8 +57,12 @@ def _network(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
         return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
     if last_heal is None or not ctx.drained:
         return Verdict("L4", NAME, "unknown", "the faults did not heal or the outbox did not drain", figures)
+    after_heal = [e for e in history if e.f == "deliver" and e.type == "invoke" and e.t > last_heal]
     if not resumed:
-        return Verdict("L4", NAME, "unknown" if not survivors else "fail",
-                       "no worker that lived through the faults delivered again after the heal", figures)
+        if not after_heal or not survivors:
+            return Verdict("L4", NAME, "unknown", "no delivery after the last heal by a worker that lived through "
+                           "the faults, so reconnection was not exercised", figures)
+        return Verdict("L4", NAME, "fail", f"{len(after_heal)} deliveries after the heal, all by restarted "
+                       "workers: the workers that lived through the faults never delivered again", figures)
     return Verdict("L4", NAME, "pass", f"{len(resumed)} workers reconnected on their own after "
                    f"{len(windows)} network faults; nothing lost", figures)

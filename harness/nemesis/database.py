@@ -87,8 +87,11 @@ class ConnectionHog:
                 return
             while not self._stop.is_set():
                 free = await self._free_slots()
-                while free > self.leave_free and await self._grab():
-                    free -= 1
+                while free > self.leave_free:  # in parallel, so the slots fill in well under a second
+                    grabbed = await asyncio.gather(*(self._grab() for _ in range(min(20, free - self.leave_free))))
+                    if not all(grabbed):
+                        break
+                    free -= len(grabbed)
                 self._peak = max(self._peak, len(self._conns))
                 self._first_full.set()
                 await asyncio.sleep(self.tick)

@@ -95,7 +95,7 @@ class ListenLoss:
             try:
                 rows = await conn.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'harness-w%' AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()")
+                    "WHERE application_name LIKE 'harness-w%' AND query ~* '^\\s*LISTEN\\M' AND pid <> pg_backend_pid()")
                 return len(rows)
             finally:
                 await conn.close()

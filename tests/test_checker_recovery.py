@@ -1,0 +1,66 @@
+"""The recovery checker (P2, L4) against hand-made histories: valid passes, broken fails, thin stays unknown."""
+
+from __future__ import annotations
+
+from harness.checkers import check_recovery
+from harness.verdict import Verdict
+from tests.checker_histories import H, ctx
+
+
+def verdicts(h: H, **context: object) -> dict[str, Verdict]:
+    return {v.guarantee: v for v in check_recovery(h.build(), ctx(**context))}
+
+
+def crash_history(lose: bool = False) -> H:
+    h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1")
+    h.window(1.0, 2.0, "pg_crash_restart")
+    if not lose:
+        h.deliver(3.0, "m2")
+    return h
+
+
+def network_history(*, survivor_delivers: bool = True, tail: bool = True) -> H:
+    h = H().publish(0.0, "m1", "m2", "m3")
+    h.deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w2#1")
+    h.window(1.0, 3.0, "partition")
+    h.worker(1.5, "w2#1", "died").worker(1.6, "w2#2", "started")
+    if tail:
+        h.deliver(4.0, "m3", "w1#1" if survivor_delivers else "w2#2")
+    return h
+
+
+def test_p2_passes_when_committed_messages_survive_a_crash() -> None:
+    assert verdicts(crash_history())["P2"].status == "pass"
+
+
+def test_p2_fails_when_a_committed_message_is_lost_across_a_crash() -> None:
+    v = verdicts(crash_history(lose=True))["P2"]
+    assert v.status == "fail" and v.figures["lost"] == 1
+
+
+def test_p2_is_unknown_without_a_crash() -> None:
+    assert verdicts(H().publish(0.0, "m1").deliver(0.5, "m1"))["P2"].status == "unknown"
+
+
+def test_p2_is_unknown_when_the_outbox_did_not_drain() -> None:
+    assert verdicts(crash_history(), drained=False, final_pending=[])["P2"].status == "unknown"
+
+
+def test_l4_passes_when_a_surviving_worker_delivers_after_the_heal() -> None:
+    v = verdicts(network_history())["L4"]
+    assert v.status == "pass" and v.figures["delivered_again_after_heal"] == ["w1#1"]
+
+
+def test_l4_fails_when_only_restarted_workers_deliver_after_the_heal() -> None:
+    assert verdicts(network_history(survivor_delivers=False))["L4"].status == "fail"
+
+
+def test_l4_fails_on_loss_through_the_faults() -> None:
+    h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1", "w1#1").window(1.0, 2.0, "latency")
+    assert verdicts(h)["L4"].status == "fail"
+
+
+def test_l4_is_unknown_without_traffic_after_the_heal_or_without_a_fault() -> None:
+    h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w1#1").window(1.0, 2.0, "latency")
+    assert verdicts(h)["L4"].status == "unknown"
+    assert verdicts(H().publish(0.0, "m1").deliver(0.5, "m1"))["L4"].status == "unknown"
