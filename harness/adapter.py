@@ -145,6 +145,18 @@ class OutboxState:
     dead: list[bytes]  # payloads in the dead-letter table, one entry per row
 
 
+async def read_payloads(dsn: str, pending_sql: str, dead_sql: str | None = None,
+                        decode: Callable[[Any], bytes] = bytes) -> OutboxState:
+    """``read_state`` for most adapters: two queries whose first column is the payload."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        pending = [decode(r[0]) for r in await conn.fetch(pending_sql)]
+        dead = [decode(r[0]) for r in await conn.fetch(dead_sql)] if dead_sql else []
+    finally:
+        await conn.close()
+    return OutboxState(pending=pending, dead=dead)
+
+
 @dataclass
 class PublishTx:
     """One open transaction owned by the harness; both views share it."""

@@ -148,7 +148,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
             supervisor.add(f"w{i + 1}")
         supervisor.start_monitor()
         sampler = asyncio.create_task(_sample_connections(admin_dsn, history))
-        await _wait_started(supervisor, timeout=20)
+        await supervisor.wait_started(timeout=20)
         say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
         publisher = _Publisher(adapter, worker_dsn, scenario, history, mids)
         try:
@@ -389,19 +389,6 @@ def _in_flight(supervisor: Supervisor, process: str) -> int:
         if e.f == "deliver" and e.mid:
             open_[e.mid] = open_.get(e.mid, 0) + (1 if e.type == "invoke" else -1)
     return sum(1 for v in open_.values() if v > 0)
-
-
-async def _wait_started(supervisor: Supervisor, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        started = 0
-        for slot in supervisor.slots.values():
-            path = supervisor.history_path(slot.process)
-            if path.exists() and any(e.f == "worker" and e.value.get("event") == "started" for e in read_events(path)):
-                started += 1
-        if started == len(supervisor.slots):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def _sample_connections(dsn: str, history: HistoryWriter, every: float = 0.25) -> None:

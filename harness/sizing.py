@@ -456,20 +456,9 @@ def analyse_point(point: GridPoint, point_dir: Path, samples: list[dict[str, int
 
 # -- running one point -------------------------------------------------------------------
 
-async def _wait_started(supervisor: Any, timeout: float) -> None:
-    from harness.history import read_events  # noqa: PLC0415
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = 0
-        for slot in supervisor.slots.values():
-            path = supervisor.history_path(slot.process)
-            if path.exists() and any(e.f == "worker" and e.value.get("event") == "started" for e in read_events(path)):
-                ready += 1
-        if ready == len(supervisor.slots):
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"worker processes did not start within {timeout:.0f} s (see their .log files)")
+async def _require_started(supervisor: Any, timeout: float) -> None:
+    if not await supervisor.wait_started(timeout):
+        raise RuntimeError(f"worker processes did not start within {timeout:.0f} s (see their .log files)")
 
 
 async def _sampler(dsn: str, out: list[dict[str, int]], history: Any, every: float = 0.2) -> None:
@@ -630,7 +619,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
         for i in range(point.processes):
             supervisor.add(f"w{i + 1}")
         supervisor.start_monitor()
-        await _wait_started(supervisor, timeout=30)
+        await _require_started(supervisor, 30)
         sampler = asyncio.create_task(_sampler(dsn, samples, history))
         env = {**os.environ, **plan.env(), "OUTBOX_LOCUST_DSN": dsn, "OUTBOX_LOCUST_QUEUE": QUEUE,
                "OUTBOX_LOCUST_HISTORY_DIR": str(point_dir), "OUTBOX_LOCUST_LOG": str(point_dir / "commits.jsonl"),
@@ -1109,7 +1098,7 @@ async def consumers(ns: argparse.Namespace) -> None:
         for i in range(point.processes):
             supervisor.add(f"w{i + 1}")
         supervisor.start_monitor()
-        await _wait_started(supervisor, timeout=30)
+        await _require_started(supervisor, 30)
         print(f"{point.processes} consumer(s) running ({point.label}); budget {point.total_budget} connections.\n"
               f"export OUTBOX_LOCUST_DSN='{dsn}' OUTBOX_LOCUST_HISTORY_DIR='{history_dir.resolve()}'\n"
               "then run locust in another shell; Ctrl-C (or SIGTERM) here stops the consumers (and the embedded "

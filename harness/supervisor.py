@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.history import HistoryWriter
+from harness.history import HistoryWriter, read_events
 from harness.nemesis.base import FaultNotApplied
 from harness.provision import guard
 from harness.worker import WorkerSpec
@@ -104,6 +104,19 @@ class Supervisor:
 
     def history_paths(self) -> list[Path]:
         return sorted(self.workdir.glob("worker-*.jsonl"))
+
+    async def wait_started(self, timeout: float) -> bool:
+        """True once every current incarnation has written its "started" event (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._started(slot.process) for slot in self.slots.values()):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _started(self, process: str) -> bool:
+        path = self.history_path(process)
+        return path.exists() and any(e.f == "worker" and e.value.get("event") == "started" for e in read_events(path))
 
     def alive(self, name: str) -> bool:
         proc = self.slots[name].proc

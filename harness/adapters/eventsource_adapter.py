@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventsource import DomainEvent, PostgreSQLOutboxRepository, register_event
 from eventsource.migrations import get_schema
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
 
 TABLE = "event_outbox"
 _AGGREGATES = uuid.UUID("6f1c3b0e-2f4a-4d8e-9a57-0c1d2e3f4a5b")  # namespace for per-queue aggregate ids
@@ -165,15 +165,8 @@ class EventsourceAdapter:
         return len(rows)
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            pending = [_payload(r[0]) for r in await conn.fetch(
-                f"SELECT event_data FROM {TABLE} WHERE status = 'pending'")]
-            dead = [_payload(r[0]) for r in await conn.fetch(
-                f"SELECT event_data FROM {TABLE} WHERE status = 'failed'")]
-        finally:
-            await conn.close()
-        return OutboxState(pending=pending, dead=dead)
+        return await read_payloads(dsn, f"SELECT event_data FROM {TABLE} WHERE status = 'pending'",
+                                   f"SELECT event_data FROM {TABLE} WHERE status = 'failed'", decode=_payload)
 
 
 adapter = EventsourceAdapter()

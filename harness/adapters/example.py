@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
 
 TABLE = "example_outbox"
 
@@ -83,11 +83,7 @@ class ExampleAdapter:
                     await asyncio.wait_for(ctx.stopping.wait(), cfg.max_fetch_interval)
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return OutboxState(pending=[r[0] for r in await conn.fetch(f"SELECT payload FROM {TABLE}")], dead=[])
-        finally:
-            await conn.close()
+        return await read_payloads(dsn, f"SELECT payload FROM {TABLE}")  # no dead-letter table
 
 
 adapter = ExampleAdapter()

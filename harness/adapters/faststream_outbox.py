@@ -27,7 +27,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -41,7 +40,7 @@ from faststream_outbox import (
     make_outbox_table,
 )
 from faststream_outbox.annotations import OutboxMessage
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
 
 TABLE = "harness_outbox"
 DLQ_TABLE = "harness_outbox_dlq"
@@ -154,13 +153,7 @@ class FaststreamOutboxAdapter:
             await engine.dispose()
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            pending = [r[0] for r in await conn.fetch(f"SELECT payload FROM {TABLE}")]
-            dead = [r[0] for r in await conn.fetch(f"SELECT payload FROM {DLQ_TABLE}")]
-        finally:
-            await conn.close()
-        return OutboxState(pending=pending, dead=dead)
+        return await read_payloads(dsn, f"SELECT payload FROM {TABLE}", f"SELECT payload FROM {DLQ_TABLE}")
 
 
 def _record(ctx: ConsumerContext, calls: dict[asyncio.Task[Any], tuple[bytes, DeliveryInfo]], event: str,

@@ -35,7 +35,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, DatabaseRetryEntrypointExecutor, Job, Queries, QueueManager
 from pgqueuer import run as pgqueuer_run
 from pgqueuer.adapters.connections import create_asyncpg_pool
@@ -134,15 +134,9 @@ class PgQueuerAdapter:
         )
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            table = db_settings().qualified.queue_table  # "pgqueuer" unless PGQUEUER_* env vars rename it
-            pending = [r[0] for r in await conn.fetch(
-                f"SELECT payload FROM {table} WHERE status IN ('queued', 'picked')")]
-            dead = [r[0] for r in await conn.fetch(f"SELECT payload FROM {table} WHERE status = 'failed'")]
-        finally:
-            await conn.close()
-        return OutboxState(pending=pending, dead=dead)
+        table = db_settings().qualified.queue_table  # "pgqueuer" unless PGQUEUER_* env vars rename it
+        return await read_payloads(dsn, f"SELECT payload FROM {table} WHERE status IN ('queued', 'picked')",
+                                   f"SELECT payload FROM {table} WHERE status = 'failed'")
 
 
 adapter = PgQueuerAdapter()

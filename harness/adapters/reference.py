@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
 from outbox import ConstantRetry, ExponentialRetry, Message, NoRetry, Outbox, make_dlq_table, make_outbox_table
 
 TABLE = "harness_outbox"
@@ -77,13 +76,7 @@ class ReferenceAdapter:
             await engine.dispose()
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            pending = [r[0] for r in await conn.fetch(f"SELECT payload FROM {TABLE}")]
-            dead = [r[0] for r in await conn.fetch(f"SELECT payload FROM {DLQ_TABLE}")]
-        finally:
-            await conn.close()
-        return OutboxState(pending=pending, dead=dead)
+        return await read_payloads(dsn, f"SELECT payload FROM {TABLE}", f"SELECT payload FROM {DLQ_TABLE}")
 
 
 def _retry(cfg: ConsumerConfig) -> ExponentialRetry | ConstantRetry | NoRetry:

@@ -41,6 +41,7 @@ from harness.adapter import (
     OutboxState,
     PublishTx,
     RetryConfig,
+    read_payloads,
 )
 from soniq import JobContext, Soniq
 from soniq.backends.postgres import PostgresBackend
@@ -216,14 +217,8 @@ class SoniqAdapter:
             await app.close()
 
     async def read_state(self, dsn: str) -> OutboxState:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            pending = [_payload(r[0]) for r in await conn.fetch(
-                "SELECT args FROM soniq_jobs WHERE status IN ('queued', 'processing')")]
-            dead = [_payload(r[0]) for r in await conn.fetch(f"SELECT args FROM {DEAD_TABLE}")]
-        finally:
-            await conn.close()
-        return OutboxState(pending=pending, dead=dead)
+        return await read_payloads(dsn, "SELECT args FROM soniq_jobs WHERE status IN ('queued', 'processing')",
+                                   f"SELECT args FROM {DEAD_TABLE}", decode=_payload)
 
 
 async def _never_called(payload_b64: str, job: JobContext) -> None:
