@@ -7,7 +7,6 @@ pytest with the harness plugin, so there is one way to run a scenario.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -48,18 +47,18 @@ def cmd_conformance(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415
-
+    """Every --impl on the same workload, one PostgreSQL, a fresh database each; exit 1 if none was measured."""
     from harness.bench import print_bench, run_bench  # noqa: PLC0415
     from harness.provision.postgres import provision  # noqa: PLC0415
 
     server = provision()
     try:
-        result = asyncio.run(run_bench(server.dsn, messages=ns.messages, probes=ns.probes, impls=ns.impl or ["reference"]))
+        result = run_bench(server.dsn, messages=ns.messages, probes=ns.probes, impls=ns.impl or ["reference"],
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         server.stop()
     print_bench(result)
-    return 0
+    return 0 if any(r["throughput_msgs_per_s"] for r in result["impls"]) else 1
 
 
 def cmd_size(ns: argparse.Namespace) -> int:
@@ -88,10 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--strict", action="store_true", help="exit non-zero when any implementation fails a guarantee")
     conf.set_defaults(func=cmd_conformance)
 
-    bench = sub.add_parser("bench", help="drain throughput vs the raw-SQL floor, NOTIFY latency, memory")
-    bench.add_argument("--impl", action="append", help="implementations to measure (default: reference)")
-    bench.add_argument("--messages", type=int, default=100_000)
-    bench.add_argument("--probes", type=int, default=200)
+    bench = sub.add_parser("bench", help="implementations side by side: drain throughput vs the raw-SQL floor, "
+                                         "wake-up latency, consumer memory")
+    bench.add_argument("--impl", action="append",
+                       help="alias or package.module:attribute, repeatable, measured in order (default: reference)")
+    bench.add_argument("--messages", type=int, default=100_000, help="messages to drain (default: %(default)s)")
+    bench.add_argument("--probes", type=int, default=200,
+                       help="single messages for the wake-up latency (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
