@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class Supervisor:
         self.history = history  # the runner's own history, for lifecycle notes
         self.restart_delay = restart_delay
         self.slots: dict[str, Slot] = {}
+        self._lock = threading.RLock()  # the monitor and nemesis threads both replace incarnations
         self._monitor: asyncio.Task[None] | None = None
 
     # -- processes -----------------------------------------------------------------
@@ -147,12 +149,16 @@ class Supervisor:
         slot.config = {**slot.config, **overrides}
 
     def restart(self, name: str) -> None:
-        """Stops the current incarnation by pid (if alive) and starts the next one."""
+        """Stops the current incarnation by pid (if alive) and starts the next one.
+
+        Called by nemeses from their own thread, hence the lock shared with the monitor."""
         slot = self.slots[name]
-        if slot.proc is not None and slot.proc.poll() is None:
-            slot.stopping = True
-            guard.kill_and_forget(slot.proc.pid)
-        self._spawn(slot)
+        with self._lock:
+            proc = slot.proc
+            if proc is not None and proc.poll() is None:
+                slot.stopping = True
+                guard.kill_and_forget(proc.pid)
+            self._spawn(slot)
 
     # -- monitoring ------------------------------------------------------------------
     def start_monitor(self) -> None:
@@ -163,24 +169,23 @@ class Supervisor:
         while True:
             await asyncio.sleep(0.05)
             for slot in self.slots.values():
-                proc = slot.proc
-                if proc is None or proc.poll() is None:
-                    continue
-                code = proc.returncode
-                guard.forget(proc.pid)
-                slot.exits.append(code)
-                self.history.record("info", "worker", event="died" if not slot.stopping else "stopped",
-                                    process=slot.process, code=code)
-                slot.proc = None
-                if slot.held or slot.stopping:
-                    continue
+                with self._lock:
+                    proc = slot.proc
+                    if proc is None or proc.poll() is None:
+                        continue
+                    code = proc.returncode
+                    guard.forget(proc.pid)
+                    slot.exits.append(code)
+                    self.history.record("info", "worker", event="died" if not slot.stopping else "stopped",
+                                        process=slot.process, code=code)
+                    slot.proc = None
+                    if slot.held or slot.stopping:
+                        continue
                 crash_loop = len(slot.exits) >= 2 and slot.exits[-1] != 0 and slot.exits[-2] != 0
                 await asyncio.sleep(self.restart_delay * (4 if crash_loop else 1))
-                if not slot.held and slot.proc is None:  # a nemesis may have restarted it meanwhile
-                    self._spawn(slot)
-
-    def stopped_slots(self) -> list[str]:
-        return [s.name for s in self.slots.values() if s.proc is None]
+                with self._lock:
+                    if not slot.held and slot.proc is None:  # a nemesis may have restarted it meanwhile
+                        self._spawn(slot)
 
     async def stop_all(self, timeout: float) -> dict[str, int | None]:
         """SIGTERM everyone, wait up to ``timeout``, then SIGKILL by pid whatever is left."""

@@ -52,7 +52,7 @@ log = logging.getLogger("outbox.subscriber")
 #: Errors that mean "the database is unreachable or the connection is gone": retry later.
 TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
              asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError,
-             sa_exc.TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError)
+             sa_exc.TimeoutError, sa_exc.DBAPIError)  # SQLAlchemy wraps errors of connect/checkout only
 
 
 @dataclass(slots=True)
@@ -286,15 +286,22 @@ class Subscriber:
                             idle = min(idle * 2, self.max_fetch_interval)
             except TRANSIENT as exc:
                 self._fetch_outage.failed(exc)
-                await self._sleep(idle)
+                await self._pause(idle)
                 idle = min(idle * 2, self.max_fetch_interval)
-            except Exception:  # e.g. the table is missing: loud, then keep trying; the loop never dies
-                log.exception("fetch on %r failed; retrying in max_fetch_interval", self.queue)
-                await self._sleep(self.max_fetch_interval)
+            except Exception as exc:  # e.g. the table is missing: loud, then keep trying; the loop never dies
+                log.error("fetch on %r failed: %s: %s; retrying in max_fetch_interval", self.queue,
+                          type(exc).__name__, exc, exc_info=True)
+                await self._pause(self.max_fetch_interval)
 
     async def _sleep(self, seconds: float) -> None:
+        """Idle wait: a NOTIFY, a worker running low or stop() ends it early."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """Back-off after an error: only stop() ends it early, so a failing fetch never spins."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     # -- handling ------------------------------------------------------------------
     async def _work_loop(self) -> None:
