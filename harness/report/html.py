@@ -191,7 +191,7 @@ def write_html(path: Path, doc: dict[str, Any], entries: list[Entry]) -> None:
     ]
     if multi:
         body += ["<h2>Conformance matrix</h2>",
-                 '<p class="sub">Worst verdict over all scenarios per implementation and guarantee.</p>',
+                 '<p class="sub">Worst verdict over the scenarios per implementation and guarantee; a decided verdict outranks skipped and not applicable ones.</p>',
                  _matrix_table(doc["matrix"])]
     body.append("<h2>Scenarios</h2>")
     body += [_section(e, path.parent) for e in entries]
