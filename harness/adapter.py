@@ -62,6 +62,17 @@ class RetryConfig:
     max_attempts: int = 10
     jitter_factor: float = 0.2
 
+    def build(self, *, exponential: Callable[..., Any], constant: Callable[..., Any], none: Callable[[], Any]) -> Any:
+        """The library's own strategy object, for libraries whose retry classes take faststream-outbox's
+        keyword names (the reference outbox and faststream-outbox do)."""
+        if self.kind == "none":
+            return none()
+        if self.kind == "constant":
+            return constant(delay_seconds=self.initial_delay_seconds, max_attempts=self.max_attempts)
+        return exponential(initial_delay_seconds=self.initial_delay_seconds, multiplier=self.multiplier,
+                           max_delay_seconds=self.max_delay_seconds, max_attempts=self.max_attempts,
+                           jitter_factor=self.jitter_factor)
+
     def delay(self, attempt: int) -> float:
         """Nominal delay (no jitter) before the retry that follows failure number ``attempt`` (1-based)."""
         if self.kind == "none":

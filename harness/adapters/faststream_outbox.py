@@ -40,7 +40,7 @@ from faststream_outbox import (
     make_outbox_table,
 )
 from faststream_outbox.annotations import OutboxMessage
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, RetryConfig, read_payloads
 
 TABLE = "harness_outbox"
 DLQ_TABLE = "harness_outbox_dlq"
@@ -133,7 +133,7 @@ class FaststreamOutboxAdapter:
                               graceful_timeout=cfg.graceful_timeout, metrics_recorder=recorder,
                               logger=logging.getLogger("faststream_outbox.broker"), log_level=logging.DEBUG)
 
-        @broker.subscriber(cfg.queue, max_workers=cfg.max_workers, retry_strategy=_retry(cfg),
+        @broker.subscriber(cfg.queue, max_workers=cfg.max_workers, retry_strategy=_retry(cfg.retry),
                            fetch_batch_size=cfg.fetch_batch_size, min_fetch_interval=cfg.min_fetch_interval,
                            max_fetch_interval=cfg.max_fetch_interval, lease_ttl_seconds=cfg.lease_ttl_seconds,
                            max_deliveries=cfg.max_deliveries)
@@ -176,15 +176,9 @@ def _record(ctx: ConsumerContext, calls: dict[asyncio.Task[Any], tuple[bytes, De
         ctx.settled(call[0], outcome, call[1])
 
 
-def _retry(cfg: ConsumerConfig) -> ExponentialRetry | ConstantRetry | NoRetry:
-    r = cfg.retry
-    if r.kind == "none":
-        return NoRetry()
-    if r.kind == "constant":
-        return ConstantRetry(delay_seconds=r.initial_delay_seconds, max_attempts=r.max_attempts)
-    return ExponentialRetry(initial_delay_seconds=r.initial_delay_seconds, multiplier=r.multiplier,
-                            max_delay_seconds=r.max_delay_seconds, max_attempts=r.max_attempts,
-                            jitter_factor=r.jitter_factor)
+
+def _retry(retry: RetryConfig) -> ExponentialRetry | ConstantRetry | NoRetry:
+    return retry.build(exponential=ExponentialRetry, constant=ConstantRetry, none=NoRetry)
 
 
 adapter = FaststreamOutboxAdapter()

@@ -63,7 +63,8 @@ class ReferenceAdapter:
         sub = self.outbox.subscriber(
             engine, queue=cfg.queue, handler=handle, max_workers=cfg.max_workers,
             fetch_batch_size=cfg.fetch_batch_size, lease_ttl_seconds=cfg.lease_ttl_seconds,
-            max_deliveries=cfg.max_deliveries, retry=_retry(cfg), graceful_timeout=cfg.graceful_timeout,
+            max_deliveries=cfg.max_deliveries, graceful_timeout=cfg.graceful_timeout,
+            retry=cfg.retry.build(exponential=ExponentialRetry, constant=ConstantRetry, none=NoRetry),
             min_fetch_interval=cfg.min_fetch_interval, max_fetch_interval=cfg.max_fetch_interval,
             statement_timeout=cfg.statement_timeout_seconds, listen_connect_args={"server_settings": settings},
             metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome, info(m)),
@@ -78,16 +79,6 @@ class ReferenceAdapter:
     async def read_state(self, dsn: str) -> OutboxState:
         return await read_payloads(dsn, f"SELECT payload FROM {TABLE}", f"SELECT payload FROM {DLQ_TABLE}")
 
-
-def _retry(cfg: ConsumerConfig) -> ExponentialRetry | ConstantRetry | NoRetry:
-    r = cfg.retry
-    if r.kind == "none":
-        return NoRetry()
-    if r.kind == "constant":
-        return ConstantRetry(delay_seconds=r.initial_delay_seconds, max_attempts=r.max_attempts)
-    return ExponentialRetry(initial_delay_seconds=r.initial_delay_seconds, multiplier=r.multiplier,
-                            max_delay_seconds=r.max_delay_seconds, max_attempts=r.max_attempts,
-                            jitter_factor=r.jitter_factor)
 
 
 adapter = ReferenceAdapter()
