@@ -61,7 +61,7 @@ class Listener:
                         warned = False
                     self._wake()  # catch up on anything committed while we were away
                     await self._wait_lost()
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except Exception as exc:  # noqa: BLE001 - polling covers for any failure; keep retrying
                     if not warned:
                         self.warnings += 1
                         log.warning(

@@ -60,10 +60,11 @@ class Statements:
 
     @property
     def ack(self) -> str:
-        """$1 ids bigint[], $2 tokens uuid[]. Deletes only rows still leased by these tokens."""
+        """$1 ids bigint[], $2 tokens uuid[]. Deletes only rows still leased by these tokens; returns
+        (id, token) pairs, since one batch may hold a row twice (a stale holder and its reclaimer)."""
         return (
             f"DELETE FROM {self.table} AS o USING unnest($1::bigint[], $2::uuid[]) AS a(id, token) "
-            f"WHERE o.id = a.id AND o.acquired_token = a.token RETURNING o.id"
+            f"WHERE o.id = a.id AND o.acquired_token = a.token RETURNING o.id, o.acquired_token"
         )
 
     @property

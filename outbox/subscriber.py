@@ -152,7 +152,9 @@ class Subscriber:
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
-        self._writers = asyncio.Semaphore(max(1, max_workers - 1))
+        # The fetch loop holds one pool connection; acks and retry/dead-letter writes share the other
+        # max_workers, so the subscriber never holds more than max_workers + 1 (L2).
+        self._writers = asyncio.Semaphore(max_workers)
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
         self._workers: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
@@ -211,8 +213,9 @@ class Subscriber:
         unstarted: list[Message] = []
         while not self._queue.empty():
             unstarted.append(self._queue.get_nowait())
-        if unstarted:
-            await self._release(unstarted)
+        if unstarted:  # best effort within the deadline: otherwise the lease hands them back
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._release(unstarted), timeout=max(0.01, deadline - time.monotonic()))
         busy = [t for t in self._workers if t in self._busy]
         if busy:
             _, late = await asyncio.wait(busy, timeout=max(0.0, deadline - time.monotonic()))
@@ -315,6 +318,8 @@ class Subscriber:
                 if self._queue.qsize() < self.max_workers:
                     self._wake.set()
                 await self._handle(msg)
+            except Exception:  # noqa: BLE001 - a worker must outlive any failure; the lease decides the row
+                log.exception("settling row %s failed; it is redelivered after its lease expires", msg.id)
             finally:
                 self._busy.discard(me)
 
@@ -409,7 +414,7 @@ class Subscriber:
                 continue
             batch, self._acks = self._acks, []
             try:
-                async with self._connection() as conn:
+                async with self._writers, self._connection() as conn:
                     rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
                                             timeout=self.statement_timeout)
                 outage.ok()
@@ -418,10 +423,10 @@ class Subscriber:
                 self._settle_unknown(batch)
                 await asyncio.sleep(self.min_fetch_interval)
                 continue
-            done = {r[0] for r in rows}
+            done = {(r[0], r[1]) for r in rows}
             self.metrics.add("acked", len(done))
             for m in batch:
-                if m.id in done:
+                if (m.id, m.token) in done:
                     self._settled(m, "acked")
                 else:
                     self._lease_lost(m)
@@ -439,7 +444,7 @@ class Subscriber:
                                    timeout=self.statement_timeout)
             for m in msgs:
                 self._settled(m, "released")
-        except TRANSIENT as exc:
+        except Exception as exc:  # noqa: BLE001 - the lease hands them back anyway
             log.warning("could not hand back %d unstarted rows (%s); they are reclaimed after their lease",
                         len(msgs), exc)
 

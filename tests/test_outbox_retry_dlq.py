@@ -226,3 +226,20 @@ async def test_dlq_drift_rolls_back_then_heals(tables, subscribers, wait_until, 
     assert sub.metrics.counts["dlq_written"] == 1
     assert sub.metrics.counts["nacked_terminal"] == dead["deliveries"]
     assert outcomes[-1] == (dead["deliveries"], "dead_lettered")
+
+
+async def test_ack_batch_holding_a_row_twice_acks_only_the_live_lease(tables, dsn):
+    """D6: one ack group may hold a row twice (a slow handler's stale lease and its reclaimer's live
+    one); the DELETE matches the live token only and says which, so the stale one is lease_lost."""
+    st = tables.outbox.statements
+    conn = await asyncpg.connect(dsn)
+    try:
+        (row_id,) = await tables.publish(b"x")
+        (stale,) = await conn.fetch(st.fetch, "q", 60.0, 10)
+        await conn.execute(f"UPDATE {st.table} SET acquired_at = now() - interval '2 minutes'")
+        (live,) = await conn.fetch(st.fetch, "q", 60.0, 10)
+        assert stale["acquired_token"] != live["acquired_token"]
+        done = await conn.fetch(st.ack, [row_id, row_id], [stale["acquired_token"], live["acquired_token"]])
+    finally:
+        await conn.close()
+    assert [(r[0], r[1]) for r in done] == [(row_id, live["acquired_token"])]

@@ -33,10 +33,10 @@ def _durability(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
     figures = {**loss, "crashes": crashes}
     if not any(crashes.values()):
         return Verdict("P2", NAME, "unknown", "no crash took effect; durability was not exercised", figures)
+    if not ctx.drained:  # a message still pending may yet be delivered: undecided, not lost
+        return Verdict("P2", NAME, "unknown", "the outbox did not drain; durability undecided", figures)
     if loss["lost"]:
         return Verdict("P2", NAME, "fail", f"{loss['lost']} committed messages did not survive the crashes", figures)
-    if not ctx.drained:
-        return Verdict("P2", NAME, "unknown", "the outbox did not drain; durability undecided", figures)
     return Verdict("P2", NAME, "pass", f"all {loss['committed']} committed messages survived {crashes}", figures)
 
 
@@ -53,10 +53,10 @@ def _network(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
                       and last_heal is not None and e.t > last_heal and e.process in survivors})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
                "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
-    if loss["lost"]:
-        return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
     if last_heal is None or not ctx.drained:
         return Verdict("L4", NAME, "unknown", "the faults did not heal or the outbox did not drain", figures)
+    if loss["lost"]:
+        return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
     after_heal = [e for e in history if e.f == "deliver" and e.type == "invoke" and e.t > last_heal]
     if not resumed:
         if not after_heal or not survivors:

@@ -36,10 +36,11 @@ class Kill:
     def start(self) -> dict[str, Any]:
         name = self._pick()
         busy = self.in_flight(self.supervisor.slots[name].process) if self.in_flight else None
+        proc = self.supervisor.slots[name].proc  # waited on directly: the monitor may clear the slot first
         figures = self.supervisor.signal(name, signal.SIGKILL)
-        if not figures["delivered"]:
+        if not figures["delivered"] or proc is None:
             raise FaultNotApplied(f"SIGKILL of {name} not delivered: {figures.get('reason')}")
-        code = self.supervisor.wait_exit(name, timeout=5)
+        code = proc.wait(timeout=5)
         if code != -signal.SIGKILL:
             raise FaultNotApplied(f"{figures['process']} did not die of SIGKILL (exit {code})")
         return {**figures, "in_flight": busy, "exit": code}

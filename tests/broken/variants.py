@@ -165,7 +165,9 @@ class TokenlessAckStatements(Statements):
 
     @property
     def ack(self) -> str:
-        return _swap(super().ack, " AND o.acquired_token = a.token", "")
+        # ...and, like any implementation that never checks the token, reports the caller's token back.
+        return _swap(super().ack, " AND o.acquired_token = a.token RETURNING o.id, o.acquired_token",
+                     " RETURNING o.id, a.token")
 
 
 # -- claim without FOR UPDATE SKIP LOCKED (D3) ----------------------------------------------------
