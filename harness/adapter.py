@@ -28,7 +28,10 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from harness.provision.postgres import asyncpg_url
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,17 @@ class ConsumerContext:
 class OutboxState:
     pending: list[bytes]  # payloads still in the outbox (leased or not)
     dead: list[bytes]  # payloads in the dead-letter table, one entry per row
+
+
+async def recreate_tables(dsn: str, metadata: MetaData) -> None:
+    """``create_schema`` for adapters whose library describes its tables as SQLAlchemy metadata."""
+    engine = create_async_engine(asyncpg_url(dsn))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+            await conn.run_sync(metadata.create_all)
+    finally:
+        await engine.dispose()
 
 
 async def read_payloads(dsn: str, pending_sql: str, dead_sql: str | None = None,

@@ -65,7 +65,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from harness.adapter import Adapter, ConsumerConfig, OutboxState, PublishTx, load_adapter
 from harness.benchworker import payload
 from harness.provision import guard
-from harness.provision.postgres import PostgresServer, plain_dsn
+from harness.provision.postgres import PostgresServer, asyncpg_url, plain_dsn
 
 __all__ = ["DEFAULTS", "BenchConfig", "arun_bench", "consumer_config", "print_bench", "run_bench"]
 
@@ -201,10 +201,6 @@ class _Worker:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _engine_url(dsn: str) -> str:
-    return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
-
-
 def _percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)
@@ -240,7 +236,7 @@ async def _server_info(dsn: str) -> dict[str, Any]:
 async def _publish(adapter: Adapter, dsn: str, seqs: range, config: BenchConfig) -> float:
     """Publishes ``payload(seq)`` for every seq in transactions of ``publish_chunk``; returns the
     monotonic time just before the last COMMIT."""
-    engine = create_async_engine(_engine_url(dsn), pool_size=1, max_overflow=0)
+    engine = create_async_engine(asyncpg_url(dsn), pool_size=1, max_overflow=0)
     t0 = 0.0
     try:
         for start in range(0, len(seqs), config.publish_chunk):
@@ -283,7 +279,7 @@ async def _floor(server: PostgresServer, config: BenchConfig, say: Callable[[str
     try:
         metadata = MetaData()
         outbox = Outbox(make_outbox_table(metadata, "bench_floor"))
-        engine = create_async_engine(_engine_url(dsn), pool_size=1, max_overflow=0)
+        engine = create_async_engine(asyncpg_url(dsn), pool_size=1, max_overflow=0)
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)

@@ -35,7 +35,7 @@ from harness.checkers import CheckContext, run_checkers
 from harness.history import Event, HistoryWriter, merge, read_events, write_history
 from harness.nemesis.base import FaultNotApplied, Nemesis
 from harness.payload import decode, encode
-from harness.provision.postgres import PostgresServer
+from harness.provision.postgres import PostgresServer, asyncpg_url
 from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult, Verdict
 
@@ -258,7 +258,7 @@ class _Publisher:
         self.history = history
         self.mids = mids
         self.engine = create_async_engine(
-            dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=2, max_overflow=0, pool_pre_ping=True,
+            asyncpg_url(dsn), pool_size=2, max_overflow=0, pool_pre_ping=True,
             connect_args={"timeout": 3, "command_timeout": 5, "server_settings": {"application_name": "harness-publisher"}},
         )
 

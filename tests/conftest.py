@@ -29,22 +29,18 @@ import pytest_asyncio
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from harness.provision.postgres import asyncpg_url
 from outbox import Outbox, Subscriber, make_dlq_table, make_outbox_table
 
 POOL_SIZE = 24
 _serial = itertools.count(1)
 
 
-def engine_url(dsn: str) -> str:
-    """``postgresql://`` DSN → the ``postgresql+asyncpg://`` URL SQLAlchemy needs."""
-    return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
-
-
 def make_engine(dsn: str, **kwargs: Any) -> AsyncEngine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", POOL_SIZE)
         kwargs.setdefault("max_overflow", 0)
-    return create_async_engine(engine_url(dsn), **kwargs)
+    return create_async_engine(asyncpg_url(dsn), **kwargs)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

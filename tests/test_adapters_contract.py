@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from harness.adapter import ALIASES, Adapter, Capabilities, ConsumerConfig, PublishTx, load_adapter
 from harness.payload import decode, encode
+from harness.provision.postgres import asyncpg_url
 
 # (--impl spec, module its library is imported as; None when it needs nothing beyond the project)
 SHIPPED = [
@@ -63,7 +64,7 @@ def test_loads_and_satisfies_the_protocol(spec: str) -> None:
 async def _publish(adapter: Adapter, dsn: str, mids: Sequence[str], *, commit: bool, first: bool = False) -> None:
     """What the runner does: a business row and the outbox rows in one transaction it owns. With ``first``
     the publish is the transaction's first statement (as in the bench): SQLAlchemy has not sent BEGIN yet."""
-    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(asyncpg_url(dsn))
     try:
         async with engine.connect() as conn:
             tx = await conn.begin()
@@ -81,7 +82,7 @@ async def _fresh(postgres_server, spec: str) -> tuple[Adapter, str]:
     adapter = load_adapter(spec)
     dsn = await postgres_server.create_database(("contract_" + re.sub(r"\W+", "_", spec))[:60])
     await adapter.create_schema(dsn, CONFIG)
-    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    engine = create_async_engine(asyncpg_url(dsn))
     try:
         async with engine.begin() as conn:
             await conn.exec_driver_sql("CREATE TABLE contract_business (mid text PRIMARY KEY)")

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from eventsource import DomainEvent, PostgreSQLOutboxRepository, register_event
 from eventsource.migrations import get_schema
 from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
+from harness.provision.postgres import asyncpg_url
 
 TABLE = "event_outbox"
 _AGGREGATES = uuid.UUID("6f1c3b0e-2f4a-4d8e-9a57-0c1d2e3f4a5b")  # namespace for per-queue aggregate ids
@@ -44,10 +45,6 @@ class HarnessMessage(DomainEvent):
     aggregate_type: str = "HarnessQueue"
     queue: str
     body_b64: str
-
-
-def engine_url(dsn: str) -> str:
-    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def _attempt_budget(cfg: ConsumerConfig) -> int:
@@ -100,7 +97,7 @@ class EventsourceAdapter:
         cfg = ctx.config
         pool_size = cfg.pool_size if cfg.pool_size is not None else cfg.max_workers
         engine = create_async_engine(
-            engine_url(ctx.dsn), pool_size=max(1, pool_size), max_overflow=0,
+            asyncpg_url(ctx.dsn), pool_size=max(1, pool_size), max_overflow=0,
             pool_timeout=cfg.statement_timeout_seconds,
             connect_args={"server_settings": {"application_name": ctx.application_name},
                           "timeout": cfg.statement_timeout_seconds},

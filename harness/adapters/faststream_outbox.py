@@ -40,7 +40,8 @@ from faststream_outbox import (
     make_outbox_table,
 )
 from faststream_outbox.annotations import OutboxMessage
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, RetryConfig, read_payloads
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, RetryConfig, read_payloads, recreate_tables
+from harness.provision.postgres import asyncpg_url
 
 TABLE = "harness_outbox"
 DLQ_TABLE = "harness_outbox_dlq"
@@ -61,7 +62,7 @@ _CLOSING = {"acked": "acked", "nacked_retried": "retry", "nacked_terminal": None
 
 
 def engine_url(dsn: str, application_name: str | None = None) -> Any:
-    url = make_url(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+    url = make_url(asyncpg_url(dsn))
     if application_name is not None:
         # read by asyncpg.connect(dsn=...): leftover query keys become server settings, so the broker's
         # own LISTEN connection (built from the URL alone) carries the name as well
@@ -96,13 +97,7 @@ class FaststreamOutboxAdapter:
         return config.max_workers + 2
 
     async def create_schema(self, dsn: str, config: ConsumerConfig) -> None:
-        engine = create_async_engine(engine_url(dsn))
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(self._metadata.drop_all)
-                await conn.run_sync(self._metadata.create_all)
-        finally:
-            await engine.dispose()
+        await recreate_tables(dsn, self._metadata)
 
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         if payloads:

@@ -7,15 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx, read_payloads, recreate_tables
+from harness.provision.postgres import asyncpg_url
 from outbox import ConstantRetry, ExponentialRetry, Message, NoRetry, Outbox, make_dlq_table, make_outbox_table
 
 TABLE = "harness_outbox"
 DLQ_TABLE = "harness_outbox_dlq"
-
-
-def engine_url(dsn: str) -> str:
-    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 class ReferenceAdapter:
@@ -35,13 +32,7 @@ class ReferenceAdapter:
         return config.max_workers + 2  # max_workers + 1 pool connections and one LISTEN connection
 
     async def create_schema(self, dsn: str, config: ConsumerConfig) -> None:
-        engine = create_async_engine(engine_url(dsn))
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(self._metadata.drop_all)
-                await conn.run_sync(self._metadata.create_all)
-        finally:
-            await engine.dispose()
+        await recreate_tables(dsn, self._metadata)
 
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         await self.outbox.publish_batch(tx.sa_connection, list(payloads), queue=queue)
@@ -51,7 +42,7 @@ class ReferenceAdapter:
         settings = {"application_name": ctx.application_name}
         connect_args = {"server_settings": settings, "timeout": cfg.statement_timeout_seconds}
         pool_size = cfg.pool_size if cfg.pool_size is not None else cfg.max_workers + 1
-        engine = create_async_engine(engine_url(ctx.dsn), pool_size=pool_size, max_overflow=0,
+        engine = create_async_engine(asyncpg_url(ctx.dsn), pool_size=pool_size, max_overflow=0,
                                      pool_timeout=cfg.statement_timeout_seconds, connect_args=connect_args)
 
         def info(msg: Message) -> DeliveryInfo:

@@ -54,6 +54,11 @@ def plain_dsn(url: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
 
 
+def asyncpg_url(dsn: str) -> str:
+    """The ``postgresql+asyncpg://`` URL SQLAlchemy's async engine needs, from any PostgreSQL DSN."""
+    return "postgresql+asyncpg://" + plain_dsn(dsn).split("://", 1)[1]
+
+
 def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
