@@ -30,12 +30,15 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from harness import business
 from harness.adapter import Adapter, ConsumerConfig, PublishTx
 from harness.checkers import CheckContext, run_checkers
 from harness.history import Event, HistoryWriter, merge, read_events, write_history
+from harness.names import PUBLISHER_APP, WORKER_APP_LIKE, scenario_database
 from harness.nemesis.base import FaultNotApplied, Nemesis
 from harness.payload import decode, encode
 from harness.provision.postgres import PostgresServer, asyncpg_url
+from harness.sampler import sample_connections
 from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult, Verdict
 
@@ -127,10 +130,9 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     if scenario.controls_server and not server.embedded:
         return _not_run(scenario, adapter, "skipped",
                         "crashes PostgreSQL, which needs the harness's own server: unset DATABASE_URL")
-    db = f"scn_{scenario.name}"[:60]
-    admin_dsn = await server.create_database(db)
+    admin_dsn = await server.create_database(scenario_database(scenario.name))
     await adapter.create_schema(admin_dsn, scenario.config)
-    await _create_business_table(admin_dsn)
+    await business.create(admin_dsn)
     proxy = toxiproxy.proxy(f"pg_{scenario.name}", server.host, server.port) if toxiproxy is not None else None
     worker_dsn = proxy.dsn_for(admin_dsn) if proxy is not None else admin_dsn
 
@@ -147,7 +149,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         for i in range(scenario.workers):
             supervisor.add(f"w{i + 1}")
         supervisor.start_monitor()
-        sampler = asyncio.create_task(_sample_connections(admin_dsn, history))
+        sampler = asyncio.create_task(sample_connections(admin_dsn, history, like=WORKER_APP_LIKE))
         await supervisor.wait_started(timeout=20)
         say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
         publisher = _Publisher(adapter, worker_dsn, scenario, history, mids)
@@ -239,14 +241,6 @@ class _Mids:
         return f"m{self.n}"
 
 
-async def _create_business_table(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS harness_business (mid text PRIMARY KEY, at timestamptz DEFAULT now())")
-    finally:
-        await conn.close()
-
-
 class _Publisher:
     """Transactions the harness owns: one business row per message plus the outbox rows."""
 
@@ -259,7 +253,7 @@ class _Publisher:
         self.mids = mids
         self.engine = create_async_engine(
             asyncpg_url(dsn), pool_size=2, max_overflow=0, pool_pre_ping=True,
-            connect_args={"timeout": 3, "command_timeout": 5, "server_settings": {"application_name": "harness-publisher"}},
+            connect_args={"timeout": 3, "command_timeout": 5, "server_settings": {"application_name": PUBLISHER_APP}},
         )
 
     async def run(self, total: int, poison: int = 0) -> None:
@@ -295,7 +289,7 @@ class _Publisher:
         try:
             async with self.engine.connect() as conn:
                 tx = await conn.begin()
-                await conn.exec_driver_sql("INSERT INTO harness_business (mid) SELECT unnest($1::text[])", (mids,))
+                await conn.exec_driver_sql(business.INSERT, (mids,))
                 raw = (await conn.get_raw_connection()).driver_connection
                 await self.adapter.publish(PublishTx(conn, raw), payloads, self.scenario.config.queue)
                 if rollback:
@@ -391,26 +385,6 @@ def _in_flight(supervisor: Supervisor, process: str) -> int:
     return sum(1 for v in open_.values() if v > 0)
 
 
-async def _sample_connections(dsn: str, history: HistoryWriter, every: float = 0.25) -> None:
-    """Backends per worker process by ``application_name`` (L2), sampled from outside the proxy."""
-    conn: asyncpg.Connection | None = None
-    while True:
-        try:
-            if conn is None or conn.is_closed():
-                conn = await asyncpg.connect(dsn, timeout=2)
-            rows = await conn.fetch(
-                "SELECT application_name, count(*) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'harness-w%' GROUP BY 1", timeout=2)
-            history.record("info", "sample", backends={r[0]: r[1] for r in rows})
-        except asyncio.CancelledError:
-            if conn is not None:
-                conn.terminate()
-            raise
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn = None  # the server may be restarting; try again
-        await asyncio.sleep(every)
-
-
 async def _drain(dsn: str, adapter: Adapter, deadline_s: float) -> bool:
     """Healthy workers run until every committed message is handled or dead, or the deadline passes."""
     deadline = time.monotonic() + deadline_s
@@ -430,10 +404,5 @@ async def _resolve_unknown(dsn: str, mids: _Mids, history: HistoryWriter) -> Non
     """A publish whose COMMIT raised is resolved by looking for its business row."""
     if not mids.unknown:
         return
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT mid FROM harness_business WHERE mid = ANY($1::text[])", list(mids.unknown))
-    finally:
-        await conn.close()
-    found = {r[0] for r in rows}
+    found = await business.committed(dsn, list(mids.unknown))
     history.record("info", "resolve", committed=sorted(found), absent=sorted(mids.unknown - found))

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.adapter import ConsumerConfig, ConsumerContext, DeliveryInfo, load_adapter
 from harness.history import HistoryWriter
+from harness.names import worker_app
 from harness.payload import decode
 
 EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
@@ -107,7 +108,7 @@ async def run(spec: WorkerSpec) -> int:
         totals[name] = totals.get(name, 0.0) + value
         history.record("info", "metric", name=name, value=totals[name], labels=labels)
 
-    ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=f"harness-{spec.process}",
+    ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
                           handler=handler, stopping=stopping, settled=settled, metric=metric)
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -228,8 +227,3 @@ def fault_events(history: Iterable[Event], kind: str) -> list[Event]:
 def examples(items: Iterable[Any]) -> list[Any]:
     return list(items)[:EXAMPLES]
 
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]

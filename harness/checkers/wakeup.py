@@ -6,7 +6,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import FaultWindow, examples, fault_windows, percentile
+from harness.checkers._index import FaultWindow, examples, fault_windows
+from harness.stats import percentile
 from harness.checkers.context import CheckContext
 from harness.history import Event
 from harness.verdict import Verdict

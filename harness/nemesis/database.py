@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from harness.names import HOG_APP
 from harness.nemesis.base import FaultNotApplied
 from harness.provision.postgres import PostgresServer, ProvisioningError
 
@@ -75,7 +76,7 @@ class ConnectionHog:
     async def _grab(self) -> bool:
         try:
             self._conns.append(await asyncpg.connect(self.admin_dsn, timeout=5,
-                                                     server_settings={"application_name": "harness-hog"}))
+                                                     server_settings={"application_name": HOG_APP}))
             return True
         except (asyncpg.TooManyConnectionsError, asyncpg.PostgresError, OSError, asyncio.TimeoutError):
             return False

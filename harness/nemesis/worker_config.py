@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from harness.history import read_events
+from harness.names import WORKER_APP_LIKE
 from harness.nemesis.base import FaultNotApplied
 from harness.supervisor import Supervisor
 
@@ -95,7 +96,8 @@ class ListenLoss:
             try:
                 rows = await conn.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'harness-w%' AND query ~* '^\\s*LISTEN\\M' AND pid <> pg_backend_pid()")
+                    "WHERE application_name LIKE $1 AND query ~* '^\\s*LISTEN\\M' AND pid <> pg_backend_pid()",
+                    WORKER_APP_LIKE)
                 return len(rows)
             finally:
                 await conn.close()

@@ -18,7 +18,8 @@ from typing import Any
 
 from harness.report.html import write_html
 from harness.report.junit import write_junit
-from harness.report.results import document, new_run_id, place, write_results
+from harness.names import new_run_id
+from harness.report.results import document, place, write_results
 from harness.verdict import ScenarioResult
 
 __all__ = ["write_report"]

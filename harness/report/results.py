@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +34,6 @@ class Entry:
     @property
     def evidence(self) -> str:
         return f"report.html#{self.anchor}"
-
-
-def new_run_id() -> str:
-    """UTC timestamp (sorts by time) plus a random suffix (two runs in one second do not collide)."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def guarantee_key(gid: str) -> tuple[int, int, str]:
