@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 
 from harness.provision.postgres import asyncpg_url
 
@@ -184,10 +184,24 @@ async def read_payloads(dsn: str, pending_sql: str, dead_sql: str | None = None,
 
 @dataclass
 class PublishTx:
-    """One open transaction owned by the harness; both views share it."""
+    """One open transaction owned by the harness; both views share it.
+
+    The transaction has begun on the server before the adapter sees it (:meth:`begin`), so an adapter may
+    write on the raw asyncpg connection at once: nothing it sends autocommits. It must never commit or roll
+    back."""
 
     sa_connection: AsyncConnection
     connection: asyncpg.Connection
+
+    @classmethod
+    async def begin(cls, conn: AsyncConnection) -> tuple[AsyncTransaction, PublishTx]:
+        """Begins a transaction on ``conn`` and makes BEGIN reach the server (SQLAlchemy sends it lazily, and a
+        statement on the raw connection before it would autocommit)."""
+        tx = await conn.begin()
+        raw = (await conn.get_raw_connection()).driver_connection
+        if not raw.is_in_transaction():
+            await conn.exec_driver_sql("SELECT 1")
+        return tx, cls(conn, raw)
 
 
 @runtime_checkable
@@ -223,6 +237,10 @@ ALIASES = {
 
 class AdapterLoadError(RuntimeError):
     pass
+
+
+def alias_help() -> str:
+    return ", ".join(ALIASES)
 
 
 def load_adapter(spec: str) -> Adapter:

@@ -242,11 +242,8 @@ async def _publish(adapter: Adapter, dsn: str, seqs: range, config: BenchConfig)
         for start in range(0, len(seqs), config.publish_chunk):
             chunk = [payload(s, config.payload_bytes) for s in seqs[start:start + config.publish_chunk]]
             async with engine.connect() as conn:
-                tx = await conn.begin()
-                # SQLAlchemy sends BEGIN lazily; the runner's business row makes it happen, this does here
-                await conn.exec_driver_sql("SELECT 1")
-                raw = (await conn.get_raw_connection()).driver_connection
-                await adapter.publish(PublishTx(conn, raw), chunk, QUEUE)
+                tx, ptx = await PublishTx.begin(conn)
+                await adapter.publish(ptx, chunk, QUEUE)
                 t0 = time.monotonic()
                 await tx.commit()
     finally:

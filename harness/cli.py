@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.adapter import ALIASES, alias_help
+
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
@@ -37,13 +39,26 @@ def cmd_conformance(ns: argparse.Namespace) -> int:
     verdicts are findings about an implementation, reported in the matrix, and also do not fail
     the command unless --strict is given.
     """
-    impls = ns.impl or ["reference", "faststream-outbox", "pgqueuer", "soniq", "eventsource-py"]
+    impls = ns.impl or list(ALIASES)
     args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", "--allow-unknown",
             f"--reports-dir={ns.reports_dir}"] + [f"--impl={i}" for i in impls]
     if ns.k:
         args += ["-k", ns.k]
     code = _pytest(args)
     return code if ns.strict else (0 if code in (0, 1) else code)
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    """Judge a saved run again from its histories; exit 1 on a fail (or an unknown without --allow-unknown)."""
+    from harness.check import NotARunDirectory, check_run  # noqa: PLC0415
+
+    try:
+        results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None)
+    except NotARunDirectory as exc:
+        print(f"outbox-harness check: {exc}", file=sys.stderr)
+        return 2
+    statuses = {v.status for r in results for v in r.verdicts}
+    return 1 if "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else 0
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -72,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--impl", action="append", help="alias or package.module:attribute (repeatable)")
+        p.add_argument("--impl", action="append",
+                       help=f"an alias ({alias_help()}) or package.module:attribute (repeatable)")
         p.add_argument("--scenarios", type=Path, default=SCENARIOS, help="scenario directory (default: %(default)s)")
         p.add_argument("--reports-dir", default="reports")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
@@ -86,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(conf)
     conf.add_argument("--strict", action="store_true", help="exit non-zero when any implementation fails a guarantee")
     conf.set_defaults(func=cmd_conformance)
+
+    check = sub.add_parser("check", help="judge a saved run again, offline, from its histories")
+    check.add_argument("run_dir", metavar="RUN_DIR", help="a report directory, e.g. reports/latest")
+    check.add_argument("--json", metavar="OUT", help="also write the verdicts in results.json's format to OUT")
+    check.add_argument("--allow-unknown", action="store_true", help="exit 0 when verdicts are only undecided")
+    check.set_defaults(func=cmd_check)
 
     bench = sub.add_parser("bench", help="implementations side by side: drain throughput vs the raw-SQL floor, "
                                          "wake-up latency, consumer memory")

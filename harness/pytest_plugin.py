@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.adapter import load_adapter
+from harness.adapter import alias_help, load_adapter
 from harness.provision.postgres import PostgresServer, provision
 from harness.verdict import ScenarioResult
 
@@ -31,8 +31,8 @@ REPORT_DIR = pytest.StashKey[Path]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("outbox-harness")
     group.addoption("--impl", action="append", default=[],
-                    help="implementation under test: an alias (reference, faststream-outbox, pgqueuer, soniq, "
-                         "eventsource-py) or package.module:attribute; repeat for a conformance run")
+                    help=f"implementation under test: an alias ({alias_help()}) or package.module:attribute; "
+                         "repeat for a conformance run")
     group.addoption("--reports-dir", default="reports", help="where scenario reports are written (default: reports)")
     group.addoption("--live", action="store_true", help="print each scenario's phases and faults as they happen")
     group.addoption("--allow-unknown", action="store_true",
@@ -89,7 +89,8 @@ def scenario_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer,
                  impl_spec: str, scenario_workdir: Path) -> Callable[..., ScenarioResult]:
-    from harness.runner import Scenario, run_scenario as run  # noqa: PLC0415
+    from harness.runner import run_scenario as run  # noqa: PLC0415
+    from harness.scenario import Scenario  # noqa: PLC0415
 
     def runner(scenario: Scenario, *, check: bool = True) -> ScenarioResult:
         adapter = load_adapter(impl_spec)

@@ -1,21 +1,15 @@
-"""The verdict table printed at the end of a run: scenario rows, guarantee columns."""
+"""The verdict table printed at the end of a run: scenario rows, guarantee columns in catalogue order."""
 
 from __future__ import annotations
 
-import re
-
+from harness.guarantees import ordered
 from harness.verdict import ScenarioResult, worst
 
 SYMBOL = {"pass": "ok", "fail": "FAIL", "unknown": "?", "not_applicable": "n/a", "skipped": "skip"}
 
 
-def _key(gid: str) -> tuple[str, int]:
-    m = re.match(r"([A-Z]+)(\d+)", gid)
-    return (m.group(1), int(m.group(2))) if m else (gid, 0)
-
-
 def verdict_table(results: list[ScenarioResult]) -> list[str]:
-    ids = sorted({v.guarantee for r in results for v in r.verdicts}, key=_key)
+    ids = ordered({v.guarantee for r in results for v in r.verdicts})
     rows = []
     for r in results:
         cells = []

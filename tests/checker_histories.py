@@ -12,8 +12,17 @@ from typing import Any
 from harness.adapter import Capabilities, ConsumerConfig, RetryConfig
 from harness.checkers import CheckContext
 from harness.history import Event, EventType
+from harness.nemesis.database import ConnectionHog, CrashRestart, DlqDrift
+from harness.nemesis.network import Bandwidth, BlackHole, Latency, Partition, ResetPeer
+from harness.nemesis.process import Kill, Term
+from harness.nemesis.worker_config import ClockSkew, ListenLoss, PoolBelowBudget
 
 DB_EPOCH = 1_700_000_000.0
+#: Each fault kind's category, as its nemesis declares it.
+NEMESES = (Kill, Term, CrashRestart, ConnectionHog, DlqDrift, ClockSkew, PoolBelowBudget, ListenLoss, Partition,
+           BlackHole, ResetPeer, Latency, Bandwidth)
+CATEGORY = {n.kind: n.category for n in NEMESES}
+ENDS_PROCESS = {n.kind for n in NEMESES if n.ends_process}
 ALL_CAPS = Capabilities(dlq=True, max_deliveries=True, retry_schedule=True, lease_ttl=True, lease_times=True,
                         settle_outcomes=True, notify=True, graceful_drain=True, metrics=True, connection_budget=True)
 CONFIG = ConsumerConfig(lease_ttl_seconds=3.0, max_fetch_interval=1.0, graceful_timeout=5.0,
@@ -26,16 +35,12 @@ def retry(**changes: Any) -> RetryConfig:
 
 
 def ctx(**overrides: Any) -> CheckContext:
-    """A context where every capability is on and the drain finished, unless told otherwise."""
+    """A context where every capability is on, unless told otherwise."""
     caps = overrides.pop("caps", {})
     cfg = overrides.pop("cfg", {})
     base: dict[str, Any] = {
         "config": replace(CONFIG, **cfg),
         "capabilities": replace(ALL_CAPS, **caps),
-        "final_pending": [],
-        "final_dead": [],
-        "drained": True,
-        "poison": set(),
         "connection_budget": 5,
     }
     return CheckContext(**(base | overrides))
@@ -46,16 +51,33 @@ class H:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self._final: tuple[list[str], list[str]] = ([], [])
+        self._drained = True
+
+    def final(self, *, pending: list[str] | None = None, dead: list[str] | None = None,
+              drained: bool | None = None) -> H:
+        """The final read of the tables and the drain outcome, as the runner records them after the run;
+        by default nothing is left and the drain finished."""
+        self._final = (pending or [], dead or [])
+        if drained is not None:
+            self._drained = drained
+        return self
 
     def add(self, t: float, writer: str, type_: EventType, f: str, /, **value: Any) -> H:
         self.events.append(Event(t, DB_EPOCH + t, writer, type_, f, value))
         return self
 
     def build(self) -> list[Event]:
-        return sorted(self.events, key=lambda e: e.t)
+        end = max((e.t for e in self.events), default=0.0) + 1.0
+        pending, dead = self._final
+        tail = [Event(end, DB_EPOCH + end, "runner", "ok" if self._drained else "fail", "drain", {}),
+                Event(end + 0.1, DB_EPOCH + end, "runner", "ok", "read", {"pending": pending, "dead": dead})]
+        return sorted(self.events, key=lambda e: e.t) + tail
 
-    def publish(self, t: float, *mids: str, outcome: EventType = "ok", probe: bool = False) -> H:
-        self.add(t, "publisher", "invoke", "publish", mids=list(mids), rollback=outcome == "fail")
+    def publish(self, t: float, *mids: str, outcome: EventType = "ok", probe: bool = False,
+                poison: tuple[str, ...] = ()) -> H:
+        self.add(t, "publisher", "invoke", "publish", mids=list(mids), rollback=outcome == "fail",
+                 **({"poison": list(poison)} if poison else {}))
         extra = {"probe": True} if probe else {}
         return self.add(t + 0.001, "publisher", outcome, "publish", mids=list(mids), **extra)
 
@@ -79,7 +101,12 @@ class H:
         return self.add(t, process, type_, "settle", mid=mid, outcome=outcome)
 
     def fault(self, t: float, kind: str, type_: EventType, **value: Any) -> H:
-        return self.add(t, "nemesis", type_, "fault", kind=kind, **value)
+        """A fault event tagged as the scheduler tags it: its nemesis's category, and ``ends_process`` on the ok
+        of a fault that ends a process."""
+        tags: dict[str, Any] = {"category": CATEGORY[kind]}
+        if type_ == "ok" and kind in ENDS_PROCESS:
+            tags["ends_process"] = True
+        return self.add(t, "nemesis", type_, "fault", kind=kind, **tags, **value)
 
     def window(self, start: float, end: float | None, kind: str) -> H:
         """A fault that takes effect at ``start`` and heals at ``end`` (None: never heals)."""

@@ -63,16 +63,15 @@ def test_loads_and_satisfies_the_protocol(spec: str) -> None:
 
 async def _publish(adapter: Adapter, dsn: str, mids: Sequence[str], *, commit: bool, first: bool = False) -> None:
     """What the runner does: a business row and the outbox rows in one transaction it owns. With ``first``
-    the publish is the transaction's first statement (as in the bench): SQLAlchemy has not sent BEGIN yet."""
+    the publish is the transaction's first statement (as in the bench)."""
     engine = create_async_engine(asyncpg_url(dsn))
     try:
         async with engine.connect() as conn:
-            tx = await conn.begin()
+            tx, ptx = await PublishTx.begin(conn)
             if not first:
                 await conn.exec_driver_sql("INSERT INTO contract_business (mid) SELECT unnest($1::text[])",
                                            (list(mids),))
-            raw = (await conn.get_raw_connection()).driver_connection
-            await adapter.publish(PublishTx(conn, raw), [encode(m, pad=16) for m in mids], CONFIG.queue)
+            await adapter.publish(ptx, [encode(m, pad=16) for m in mids], CONFIG.queue)
             await (tx.commit() if commit else tx.rollback())
     finally:
         await engine.dispose()

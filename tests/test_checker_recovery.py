@@ -7,8 +7,8 @@ from harness.verdict import Verdict
 from tests.checker_histories import H, ctx
 
 
-def verdicts(h: H, **context: object) -> dict[str, Verdict]:
-    return {v.guarantee: v for v in check_recovery(h.build(), ctx(**context))}
+def verdicts(h: H) -> dict[str, Verdict]:
+    return {v.guarantee: v for v in check_recovery(h.build(), ctx())}
 
 
 def crash_history(lose: bool = False) -> H:
@@ -43,7 +43,7 @@ def test_p2_is_unknown_without_a_crash() -> None:
 
 
 def test_p2_is_unknown_when_the_outbox_did_not_drain() -> None:
-    assert verdicts(crash_history(), drained=False, final_pending=[])["P2"].status == "unknown"
+    assert verdicts(crash_history().final(drained=False))["P2"].status == "unknown"
 
 
 def test_l4_passes_when_a_surviving_worker_delivers_after_the_heal() -> None:

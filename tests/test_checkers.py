@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.checkers import (
-    ALL_CHECKERS,
-    GUARANTEES,
+    REGISTRY,
     CheckContext,
     check_budget,
     check_dlq,
@@ -21,8 +20,12 @@ from harness.checkers import (
     check_stale_ack,
     check_total_queue,
     check_wakeup,
+    checker,
+    checkers_for,
     run_checkers,
 )
+from harness.checkers.context import Registered
+from harness.guarantees import BY_ID
 from harness.checkers._index import index_deliveries, parse_lease_at
 from harness.history import EventType
 from harness.verdict import Verdict
@@ -100,7 +103,7 @@ def test_lost_message_fails_d1() -> None:
 
 def test_lost_candidate_while_undrained_is_unknown() -> None:
     h = valid_queue().publish(2, "m3")
-    assert status(check_total_queue(h.build(), ctx(drained=False, final_pending=["m3"])), "D1") == "unknown"
+    assert status(check_total_queue(h.final(pending=["m3"], drained=False).build(), ctx()), "D1") == "unknown"
 
 
 def test_no_committed_message_is_unknown() -> None:
@@ -109,8 +112,8 @@ def test_no_committed_message_is_unknown() -> None:
 
 
 def test_dead_lettered_poison_is_not_lost() -> None:
-    h = valid_queue().publish(2, "p1").deliver(3, "p1", end="fail", settle="dead_lettered")
-    assert status(check_total_queue(h.build(), ctx(poison={"p1"}, final_dead=["p1"])), "D1") == "pass"
+    h = valid_queue().publish(2, "p1", poison=("p1",)).deliver(3, "p1", end="fail", settle="dead_lettered")
+    assert status(check_total_queue(h.final(dead=["p1"]).build(), ctx()), "D1") == "pass"
 
 
 def test_uncertain_publish_is_reported_never_failed() -> None:
@@ -136,7 +139,7 @@ def test_phantom_after_rollback_fails_p1_and_d2() -> None:
 
 
 def test_rolled_back_row_left_in_the_outbox_fails_p1() -> None:
-    assert status(check_total_queue(valid_queue().build(), ctx(final_pending=["r1"])), "P1") == "fail"
+    assert status(check_total_queue(valid_queue().final(pending=["r1"]).build(), ctx()), "P1") == "fail"
 
 
 def test_corrupted_payload_fails_d2() -> None:
@@ -198,18 +201,18 @@ def test_iso_lease_times_are_understood() -> None:
 
 def test_stolen_lease_by_skewed_worker_fails_d4() -> None:
     h = H().publish(0, "m1", "m2").deliver(1, "m1", "w1", took=5).deliver(2, "m1", "w2").deliver(3, "m2", "w1")
-    v = by_id(check_lease(h.build(), ctx(extra={"skewed_workers": ["w2"]})))
+    v = by_id(check_lease(h.worker(0.5, "w2", "spawned", clock_offset="+10s").build(), ctx()))
     assert v["D3"].status == "fail" and v["D4"].status == "fail"
     assert v["D4"].figures["stolen_with_skewed"] == 1
 
 
 def test_skewed_worker_that_steals_nothing_passes_d4() -> None:
-    v = by_id(check_lease(reclaimed(3.2, thief="w9").build(), ctx(extra={"skewed_workers": ["w9"]})))
+    v = by_id(check_lease(reclaimed(3.2, thief="w9").worker(0.5, "w9", "spawned", clock_offset="+10s").build(), ctx()))
     assert v["D4"].status == "pass" and v["D4"].figures["skewed_deliveries"] == 1
 
 
 def test_skewed_worker_that_delivered_nothing_is_unknown() -> None:
-    assert status(check_lease(reclaimed(3.2).build(), ctx(extra={"skewed_workers": ["w9"]})), "D4") == "unknown"
+    assert status(check_lease(reclaimed(3.2).worker(0.5, "w9", "spawned", clock_offset="-10s").build(), ctx()), "D4") == "unknown"
 
 
 def test_lease_falls_back_to_the_monotonic_clock_leniently() -> None:
@@ -263,7 +266,7 @@ def test_kill_that_caught_nothing_in_flight_is_unknown() -> None:
 def test_killed_delivery_never_redelivered_fails_when_drained() -> None:
     h = H().publish(0, "m1").deliver(1, "m1", "w1", took=None).kill(1.5, "w1")
     assert check_reclaim(h.build(), ctx())[0].status == "fail"
-    assert check_reclaim(h.build(), ctx(drained=False, final_pending=["m1"]))[0].status == "unknown"
+    assert check_reclaim(h.final(pending=["m1"], drained=False).build(), ctx())[0].status == "unknown"
 
 
 def test_reclaim_not_applicable_without_lease_ttl() -> None:
@@ -318,8 +321,8 @@ def test_stale_ack_not_applicable_without_settle_outcomes() -> None:
 # --- dlq: R1..R4 ------------------------------------------------------------------------------------------------
 
 def poison(p: str = "p1", gaps: tuple[float, ...] = (1.0, 2.0), start: float = 1.0) -> H:
-    """A poison message failing 1 + len(gaps) times, the last one terminal."""
-    h = H().publish(0, p)
+    """A poison message failing 1 + len(gaps) times, the last one terminal, and then in the DLQ."""
+    h = H().publish(0, p, poison=(p,)).final(dead=[p])
     t = start
     for i in range(len(gaps) + 1):
         h.deliver(t, p, f"w{i}", took=0.05, end="fail", settle="retry" if i < len(gaps) else "dead_lettered")
@@ -328,7 +331,7 @@ def poison(p: str = "p1", gaps: tuple[float, ...] = (1.0, 2.0), start: float = 1
 
 
 def dlq_ctx(**overrides: Any) -> CheckContext:
-    return ctx(**({"poison": {"p1"}, "final_dead": ["p1"], "cfg": {"max_deliveries": 3}} | overrides))
+    return ctx(**({"cfg": {"max_deliveries": 3}} | overrides))
 
 
 def test_dlq_passes_a_valid_poison_history() -> None:
@@ -363,21 +366,21 @@ def test_r2_not_applicable_without_a_cap() -> None:
 
 
 def test_double_dlq_fails_r3() -> None:
-    v = by_id(check_dlq(poison().build(), dlq_ctx(final_dead=["p1", "p1"])))
+    v = by_id(check_dlq(poison().final(dead=["p1", "p1"]).build(), dlq_ctx()))
     assert v["R3"].status == "fail" and v["R3"].figures["dead_lettered_twice"] == 1
 
 
 def test_poison_in_both_tables_fails_r3() -> None:
-    assert status(check_dlq(poison().build(), dlq_ctx(final_pending=["p1"])), "R3") == "fail"
+    assert status(check_dlq(poison().final(pending=["p1"], dead=["p1"]).build(), dlq_ctx()), "R3") == "fail"
 
 
 def test_poison_in_neither_table_fails_r3() -> None:
-    v = by_id(check_dlq(poison().build(), dlq_ctx(final_dead=[])))
+    v = by_id(check_dlq(poison().final(dead=[]).build(), dlq_ctx()))
     assert v["R3"].status == "fail" and v["R3"].figures["in_neither_table"] == 1
 
 
 def test_poison_still_retrying_is_unknown_for_r3() -> None:
-    v = check_dlq(poison().build(), dlq_ctx(final_dead=[], final_pending=["p1"], drained=False))
+    v = check_dlq(poison().final(pending=["p1"], drained=False).build(), dlq_ctx())
     assert status(v, "R3") == "unknown"
 
 
@@ -389,7 +392,7 @@ def test_no_poison_leaves_dlq_unknown() -> None:
 def drifted(nacked: float, written: float) -> H:
     """p1 goes terminal at its third failure while the DLQ write is broken (3.5 to 12): the move fails, the row is
     reclaimed after its lease and fails again, until after the heal it lands; counters as the worker reported."""
-    h = (H().publish(0, "p1").deliver(1, "p1", "w0", end="fail", settle="retry")
+    h = (H().publish(0, "p1", poison=("p1",)).final(dead=["p1"]).deliver(1, "p1", "w0", end="fail", settle="retry")
          .deliver(2, "p1", "w0", end="fail", settle="retry"))
     for t in (4.0, 7.5, 11.0):
         h.deliver(t, "p1", "w0", end="fail", settle="error", settle_type="fail")
@@ -399,24 +402,24 @@ def drifted(nacked: float, written: float) -> H:
 
 
 def test_visible_divergence_passes_r4() -> None:
-    v = by_id(check_dlq(drifted(3, 0).build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})))
+    v = by_id(check_dlq(drifted(3, 0).build(), dlq_ctx(cfg={})))
     assert v["R4"].status == "pass" and v["R1"].status == "pass"
     assert v["R4"].figures["windows"][0]["terminal_failures"] == 3
 
 
 def test_invisible_divergence_fails_r4() -> None:
-    v = by_id(check_dlq(drifted(3, 3).build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})))
+    v = by_id(check_dlq(drifted(3, 3).build(), dlq_ctx(cfg={})))
     assert v["R4"].status == "fail" and "not visible" in v["R4"].summary
 
 
 def test_poison_not_dead_lettered_after_the_heal_fails_r4() -> None:
-    v = by_id(check_dlq(drifted(3, 0).build(), dlq_ctx(cfg={}, final_dead=[], extra={"dlq_drift": True})))
+    v = by_id(check_dlq(drifted(3, 0).final(dead=[]).build(), dlq_ctx(cfg={})))
     assert v["R4"].status == "fail"
 
 
 def test_drift_without_terminal_failure_is_unknown() -> None:
     h = poison().window(20.0, 25.0, "dlq_drift")
-    assert status(check_dlq(h.build(), dlq_ctx(cfg={}, extra={"dlq_drift": True})), "R4") == "unknown"
+    assert status(check_dlq(h.build(), dlq_ctx(cfg={})), "R4") == "unknown"
 
 
 # --- budget: L2, L3 ---------------------------------------------------------------------------------------------
@@ -447,19 +450,24 @@ def test_budget_unknown_without_samples_and_na_without_budget() -> None:
         "not_applicable"
 
 
+def exhausted(h: H) -> H:
+    """The connection slots were filled by the hog from 0.2 s to 5 s."""
+    return h.window(0.2, 5.0, "max_connections")
+
+
 def test_exhaustion_reported_and_nothing_lost_passes_l3() -> None:
     h = consumers().log(0.8, "w1", "QueuePool limit of size 2 overflow 0 reached, connection timed out")
-    assert status(check_budget(h.build(), ctx(extra={"exhaustion": True})), "L3") == "pass"
+    assert status(check_budget(exhausted(h).build(), ctx()), "L3") == "pass"
 
 
 def test_silent_exhaustion_is_unknown() -> None:
-    v = by_id(check_budget(consumers().build(), ctx(extra={"exhaustion": True})))["L3"]
+    v = by_id(check_budget(exhausted(consumers()).build(), ctx()))["L3"]
     assert v.status == "unknown" and "may not have bitten" in v.summary
 
 
 def test_exhaustion_that_loses_a_message_fails_l3() -> None:
     h = consumers().publish(2, "m2").worker(3, "w3", "refused", message="FATAL: too many clients already")
-    v = by_id(check_budget(h.build(), ctx(extra={"exhaustion": True})))["L3"]
+    v = by_id(check_budget(exhausted(h).build(), ctx()))["L3"]
     assert v.status == "fail" and v.figures["clear_errors"] == 1
 
 
@@ -569,15 +577,37 @@ def test_wakeup_not_applicable_without_notify() -> None:
 # --- registry ---------------------------------------------------------------------------------------------------
 
 def test_run_checkers_runs_every_checker_in_order() -> None:
-    verdicts = run_checkers(list(ALL_CHECKERS), valid_queue().build(), ctx())
-    assert [v.guarantee for v in verdicts] == [g for name in ALL_CHECKERS for g in GUARANTEES[name]]
+    verdicts = run_checkers(list(REGISTRY), valid_queue().build(), ctx())
+    assert [v.guarantee for v in verdicts] == [g for entry in REGISTRY.values() for g in entry.decides]
+
+
+def test_every_decided_guarantee_is_in_the_catalogue_and_decided_once() -> None:
+    decided = [g for entry in REGISTRY.values() for g in entry.decides]
+    assert len(decided) == len(set(decided))
+    assert set(decided) <= set(BY_ID)
+
+
+def test_checkers_follow_from_guarantees() -> None:
+    assert checkers_for(["D3", "D1", "D4", "L4", "P1"]) == ["lease", "total_queue", "recovery"]
+    assert checkers_for(["P3"]) == []  # decided by tests, not by a checker
+
+
+def test_the_decorator_registers_a_checker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("harness.checkers.context.REGISTRY", dict(REGISTRY))
+    from harness.checkers import context  # noqa: PLC0415
+
+    @checker("always_unknown", decides=("O1",))
+    def always_unknown(history: object, c: object) -> list[Verdict]:
+        return [Verdict("O1", "always_unknown", "unknown", "nothing to see")]
+
+    assert "always_unknown" in context.REGISTRY and "always_unknown" not in REGISTRY
 
 
 def test_run_checkers_turns_a_crash_into_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(history: object, context: object) -> list[Verdict]:
         raise RuntimeError("bad history")
 
-    monkeypatch.setitem(ALL_CHECKERS, "lease", boom)
+    monkeypatch.setitem(REGISTRY, "lease", Registered("lease", REGISTRY["lease"].decides, boom))
     verdicts = run_checkers(["lease"], [], ctx())
     assert [(v.guarantee, v.status) for v in verdicts] == [("D3", "unknown"), ("D4", "unknown")]
     with pytest.raises(KeyError):

@@ -1,7 +1,7 @@
 """Negative controls: each scenario catches the breakage it targets.
 
-Every test runs a stock scenario (its definition is taken from ``scenarios/``
-as is, only renamed so it gets its own database) through the real harness
+Every test runs a stock scenario (its definition is taken from the catalogue in
+``harness/scenarios/`` as is, only renamed so it gets its own database) through the real harness
 (worker processes, nemeses, checkers) against a deliberately broken variant
 of the reference outbox from ``tests/broken/variants.py``, and asserts that
 the guarantee the scenario targets gets a "fail" verdict. That the same
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,22 +24,13 @@ from typing import Any
 import pytest
 
 from harness.adapter import load_adapter
-from harness.runner import Scenario, run_scenario
+from harness.runner import run_scenario
+from harness.scenario import Scenario
+from harness.scenarios import by_name
 from harness.verdict import ScenarioResult, Verdict
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = REPO / "scenarios"
 VARIANTS = "tests.broken.variants"
-
-
-def stock_scenario(module_file: str, name: str) -> Scenario:
-    """The Scenario constant ``name`` of a ``scenarios/`` module, exactly as the suite runs it."""
-    path = SCENARIOS / module_file
-    spec = importlib.util.spec_from_file_location(f"_negative_controls_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 @pytest.fixture(scope="module")
@@ -117,35 +107,43 @@ def test_variants_load_in_a_worker_like_process(variants_importable: None, tmp_p
 
 
 def test_ack_before_handler_loses_messages_under_sigkill(run_broken: Run) -> None:
-    result = run_broken("ack_before_handler", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    result = run_broken("ack_before_handler", by_name("sigkill_storm"))
     assert_caught(result, "D1")
     assert verdict(result, "D1").figures["lost"] > 0
 
 
 def test_worker_clock_lease_steals_live_leases_under_skew(run_broken: Run) -> None:
-    result = run_broken("worker_clock_lease", stock_scenario("test_clock_skew.py", "CLOCK_SKEW"))
+    result = run_broken("worker_clock_lease", by_name("clock_skew"))
     assert_caught(result, "D4", "D3")
     assert verdict(result, "D4").figures["stolen_with_skewed"] > 0
 
 
 def test_non_atomic_dead_letter_loses_rows_on_dlq_drift(run_broken: Run) -> None:
-    result = run_broken("non_atomic_dead_letter", stock_scenario("test_dlq_drift.py", "DLQ_DRIFT"))
+    result = run_broken("non_atomic_dead_letter", by_name("dlq_drift"))
     assert_caught(result, "R3", "D1")
     assert verdict(result, "R3").figures["in_neither_table"] > 0
 
 
 def test_tokenless_ack_removes_rows_leased_by_another(run_broken: Run) -> None:
-    result = run_broken("tokenless_ack", stock_scenario("test_slow_handlers.py", "SLOW_HANDLERS"))
+    result = run_broken("tokenless_ack", by_name("slow_handlers"))
     assert_caught(result, "D6")
     assert verdict(result, "D6").figures["stale_removals"] > 0
 
 
 def test_claim_without_skip_locked_double_claims(run_broken: Run) -> None:
-    result = run_broken("no_skip_locked", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    result = run_broken("no_skip_locked", by_name("sigkill_storm"))
     assert_caught(result, "D3")
 
 
 def test_publish_outside_tx_leaks_rolled_back_messages(run_broken: Run) -> None:
-    result = run_broken("publish_outside_tx", stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM"))
+    result = run_broken("publish_outside_tx", by_name("sigkill_storm"))
     assert_caught(result, "P1", "D2")
     assert verdict(result, "P1").figures["delivered_after_rollback"] > 0
+
+
+def test_tokenless_ack_is_caught_by_a_zombie_worker(run_broken: Run) -> None:
+    """The paused-worker scenario is a detector too: a frozen worker that resumes and acks by id alone removes
+    rows that another worker holds."""
+    result = run_broken("tokenless_ack", by_name("paused_worker"))
+    assert_caught(result, "D6")
+    assert verdict(result, "D6").figures["stale_removals"] > 0

@@ -206,3 +206,11 @@ def test_a_pass_is_not_hidden_by_a_scenario_that_could_not_exercise_it(tmp_path:
     run = write_report(results, reports_dir=tmp_path, run_id="R2", meta={})
     m = json.loads((run / "results.json").read_text())["matrix"]["peer"]
     assert (m["D1"]["status"], m["L4"]["status"], m["D3"]["status"]) == ("pass", "skipped", "not_applicable")
+
+
+def test_the_guarantees_doc_shows_the_catalogue_as_generated() -> None:
+    """docs/guarantees.md carries the table generated from the catalogue, the checkers and the scenarios."""
+    from harness.guarantees import markdown_table  # noqa: PLC0415
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    assert markdown_table() in doc, "regenerate the table: python -m harness.guarantees"

@@ -38,10 +38,7 @@ class ExampleAdapter:
             await conn.close()
 
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
-        # the harness's own transaction: never commit or roll back here. SQLAlchemy sends BEGIN lazily, so
-        # make sure it has before writing on the raw connection (or the INSERT would autocommit)
-        if not tx.connection.is_in_transaction():
-            await tx.sa_connection.exec_driver_sql("SELECT 1")
+        # the harness's own transaction, already begun on the server: never commit or roll back here
         await tx.connection.executemany(f"INSERT INTO {TABLE} (queue, payload) VALUES ($1, $2)",
                                         [(queue, p) for p in payloads])
 

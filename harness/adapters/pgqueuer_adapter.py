@@ -96,9 +96,6 @@ class PgQueuerAdapter:
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         if not payloads:
             return
-        if not tx.connection.is_in_transaction():
-            # SQLAlchemy sends BEGIN lazily: make it happen, or the raw connection would autocommit
-            await tx.sa_connection.exec_driver_sql("SELECT 1")
         n = len(payloads)
         await Queries(AsyncpgDriver(tx.connection)).enqueue([queue] * n, list(payloads), [0] * n)
 

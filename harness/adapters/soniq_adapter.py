@@ -184,8 +184,7 @@ class SoniqAdapter:
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue: str) -> None:
         app = self._publisher(tx)
         for payload in payloads:
-            # the SQLAlchemy connection, not the raw one: Soniq's SQLAlchemy integration makes sure the
-            # transaction has really begun (SQLAlchemy sends BEGIN lazily) before it enqueues on the driver
+            # Soniq's SQLAlchemy integration: it enqueues on the caller's connection and transaction
             await app.enqueue(JOB, args={"payload_b64": base64.b64encode(payload).decode()}, queue=queue,
                               connection=tx.sa_connection)
 

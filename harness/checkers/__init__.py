@@ -1,73 +1,68 @@
-"""Checkers: pure functions from a merged history and the final read of the tables to verdicts.
+"""Checkers: pure functions from a merged history to verdicts.
 
 Each takes ``(history, ctx)`` with the history ordered by ``Event.t`` and returns one verdict per guarantee it
-speaks for. A checker that cannot decide says "unknown", never "pass".
+decides. A checker that cannot decide says "unknown", never "pass". Every module in this package that registers
+a checker with ``@checker(name, decides=...)`` is found here: adding a checker is adding one module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import importlib
+import pkgutil
+from collections.abc import Iterable
 
-from harness.checkers.budget import check_budget
-from harness.checkers.context import CheckContext
-from harness.checkers.dlq import check_dlq
-from harness.checkers.drain import check_drain
-from harness.checkers.lease import check_lease
-from harness.checkers.reclaim import check_reclaim
-from harness.checkers.recovery import check_recovery
-from harness.checkers.stale_ack import check_stale_ack
-from harness.checkers.total_queue import QueueTally, check_total_queue, tally
-from harness.checkers.wakeup import check_wakeup
+from harness.checkers.context import REGISTRY, Checker, CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
 
-Checker = Callable[[list[Event], CheckContext], list[Verdict]]
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "context":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-ALL_CHECKERS: dict[str, Checker] = {
-    "total_queue": check_total_queue,
-    "lease": check_lease,
-    "reclaim": check_reclaim,
-    "stale_ack": check_stale_ack,
-    "dlq": check_dlq,
-    "budget": check_budget,
-    "drain": check_drain,
-    "wakeup": check_wakeup,
-    "recovery": check_recovery,
-}
+from harness.checkers.budget import check_budget  # noqa: E402 - after discovery, for callers' convenience
+from harness.checkers.dlq import check_dlq  # noqa: E402
+from harness.checkers.drain import check_drain  # noqa: E402
+from harness.checkers.lease import check_lease  # noqa: E402
+from harness.checkers.reclaim import check_reclaim  # noqa: E402
+from harness.checkers.recovery import check_recovery  # noqa: E402
+from harness.checkers.stale_ack import check_stale_ack  # noqa: E402
+from harness.checkers.total_queue import QueueTally, check_total_queue, tally  # noqa: E402
+from harness.checkers.wakeup import check_wakeup  # noqa: E402
 
-#: Guarantee ids each checker speaks for, in the order it returns them.
-GUARANTEES: dict[str, tuple[str, ...]] = {
-    "total_queue": ("D1", "D2", "P1"),
-    "lease": ("D3", "D4"),
-    "reclaim": ("D5",),
-    "stale_ack": ("D6",),
-    "dlq": ("R1", "R2", "R3", "R4"),
-    "budget": ("L2", "L3"),
-    "drain": ("L1",),
-    "wakeup": ("D7", "D8"),
-    "recovery": ("P2", "L4"),
-}
+#: Guarantee id -> the checker that decides it.
+DECIDED_BY: dict[str, str] = {g: r.name for r in REGISTRY.values() for g in r.decides}
+
+
+def checkers_for(guarantees: Iterable[str]) -> list[str]:
+    """The checkers that decide these guarantees, in the order the guarantees are named."""
+    out: list[str] = []
+    for g in guarantees:
+        name = DECIDED_BY.get(g)
+        if name is not None and name not in out:
+            out.append(name)
+    return out
 
 
 def run_checkers(names: Iterable[str], history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """Runs the named checkers in order. An unknown name raises KeyError before any runs; a checker that crashes
     yields "unknown" for its guarantees with the error, so one bug does not hide the other verdicts."""
     chosen = list(names)
-    if missing := [n for n in chosen if n not in ALL_CHECKERS]:
-        raise KeyError(f"unknown checkers {missing}; known: {sorted(ALL_CHECKERS)}")
+    if missing := [n for n in chosen if n not in REGISTRY]:
+        raise KeyError(f"unknown checkers {missing}; known: {sorted(REGISTRY)}")
     verdicts: list[Verdict] = []
     for name in chosen:
+        entry = REGISTRY[name]
         try:
-            verdicts += ALL_CHECKERS[name](history, ctx)
+            verdicts += entry.run(history, ctx)
         except Exception as exc:  # noqa: BLE001 - reported as the checker's verdicts
             verdicts += [Verdict(g, name, "unknown", f"checker crashed: {type(exc).__name__}: {exc}")
-                         for g in GUARANTEES[name]]
+                         for g in entry.decides]
     return verdicts
 
 
 __all__ = [
-    "ALL_CHECKERS",
-    "GUARANTEES",
+    "DECIDED_BY",
+    "REGISTRY",
     "CheckContext",
     "Checker",
     "QueueTally",
@@ -80,6 +75,8 @@ __all__ = [
     "check_stale_ack",
     "check_total_queue",
     "check_wakeup",
+    "checker",
+    "checkers_for",
     "run_checkers",
     "tally",
 ]

@@ -94,7 +94,7 @@ def _same_call(invoke: Event, other: Event) -> bool:
 
 def _process_ended(event: Event) -> bool:
     if event.f == "fault" and event.type == "ok":
-        return event.value.get("kind") == "sigkill"
+        return bool(event.value.get("ends_process"))
     return event.f == "worker" and event.value.get("event") in ("exited", "died", "stopped", "started")
 
 
@@ -219,11 +219,59 @@ def fault_windows(history: Iterable[Event], kind: str) -> list[FaultWindow]:
     return [w for w in opened if not w.failed]
 
 
-def fault_events(history: Iterable[Event], kind: str) -> list[Event]:
-    """Faults of one kind that took effect (``fault`` ok), e.g. sigkill or sigterm of one process."""
-    return [e for e in history if e.f == "fault" and e.type == "ok" and e.value.get("kind") == kind]
+def process_ends(history: Iterable[Event]) -> list[Event]:
+    """Faults that took effect and ended a process (``fault`` ok of a nemesis declared ``ends_process``)."""
+    return [e for e in history if e.f == "fault" and e.type == "ok" and e.value.get("ends_process")]
 
 
 def examples(items: Iterable[Any]) -> list[Any]:
     return list(items)[:EXAMPLES]
 
+
+
+def kinds_of(history: Iterable[Event], category: str) -> list[str]:
+    """Fault kinds of one category (as their nemeses declared it) that ran in this history, in first-run order."""
+    return list(dict.fromkeys(str(e.value.get("kind")) for e in history
+                              if e.f == "fault" and e.type == "invoke" and e.value.get("category") == category))
+
+
+# -- observations the runner recorded: the final read, the drain, the poison set -----------------------------
+
+@dataclass(frozen=True)
+class FinalRead:
+    """The tables after the drain: mids still pending, and mids in the DLQ (one entry per row)."""
+
+    pending: list[str]
+    dead: list[str]
+
+
+def final_read(history: Iterable[Event]) -> FinalRead:
+    """The last successful ``read`` of the tables; empty when the history holds none."""
+    last: Event | None = None
+    for e in history:
+        if e.f == "read" and e.type == "ok":
+            last = e
+    if last is None:
+        return FinalRead([], [])
+    return FinalRead([str(m) for m in last.value.get("pending") or ()], [str(m) for m in last.value.get("dead") or ()])
+
+
+def drained(history: Iterable[Event]) -> bool:
+    """The drain reached an empty outbox before its deadline (``drain`` ok); False when not recorded."""
+    outcome = None
+    for e in history:
+        if e.f == "drain" and e.type in ("ok", "fail"):
+            outcome = e.type
+    return outcome == "ok"
+
+
+def poison(history: Iterable[Event]) -> set[str]:
+    """Mids published as poison (the handler always raises), in transactions not rolled back on purpose."""
+    return {str(m) for e in history if e.f == "publish" and e.type == "invoke" and not e.value.get("rollback")
+            for m in e.value.get("poison") or ()}
+
+
+def skewed_workers(history: Iterable[Event]) -> set[str]:
+    """Worker incarnations spawned with a faked wall clock."""
+    return {str(e.value["process"]) for e in history
+            if e.f == "worker" and e.value.get("event") == "spawned" and e.value.get("clock_offset")}

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import re
 
-from harness.checkers._index import examples, target
-from harness.checkers.context import CheckContext
+from harness.checkers._index import examples, kinds_of, target
+from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import tally
 from harness.history import Event
+from harness.names import APP_PREFIX
+from harness.nemesis.base import CAPACITY
 from harness.verdict import Verdict
 
 NAME = "budget"
-APP_PREFIX = "harness-"  # each worker sets application_name = "harness-<process>"; samples may key by either
 CLEAR_ERROR = re.compile(
     r"QueuePool limit|too many connections|too many clients|remaining connection slots|pool|budget|exhaust",
     re.IGNORECASE,
 )
 
 
+@checker(NAME, decides=('L2', 'L3'))
 def check_budget(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """L2 connection budget, L3 pool exhaustion is loud, not lossy.
 
@@ -52,15 +54,16 @@ def _l2(history: list[Event], ctx: CheckContext) -> Verdict:
 
 
 def _l3(history: list[Event], ctx: CheckContext) -> Verdict:
-    if not ctx.extra.get("exhaustion"):
+    if not kinds_of(history, CAPACITY):
         return Verdict("L3", NAME, "not_applicable", "connections were not made scarce in this scenario")
-    lost = tally(history, ctx).lost
+    counts = tally(history, ctx)
+    lost = counts.lost
     errors = [str(e.value.get("message") or e.value.get("error") or "") for e in history
               if e.f in ("log", "worker") and e.type == "info"]
     clear = [m for m in errors if CLEAR_ERROR.search(m)]
     figures = {"lost": len(lost), "lost_examples": examples(sorted(lost)), "clear_errors": len(clear),
-               "error_examples": examples(m[:200] for m in clear), "drained": ctx.drained}
-    if lost and ctx.drained:
+               "error_examples": examples(m[:200] for m in clear), "drained": counts.drained}
+    if lost and counts.drained:
         return Verdict("L3", NAME, "fail", f"{len(lost)} committed messages were lost under connection shortage",
                        figures)
     if lost:

@@ -14,26 +14,31 @@ from harness.checkers._index import (
     fault_windows,
     gap,
     index_deliveries,
+    kinds_of,
     uses_db_clock,
 )
-from harness.checkers.context import CheckContext
-from harness.checkers.total_queue import tally
+from harness.checkers.context import CheckContext, checker
+from harness.checkers.total_queue import QueueTally, tally
 from harness.history import Event
+from harness.nemesis.base import SCHEMA
 from harness.verdict import Verdict
 
 NAME = "dlq"
 _RETRY_EPS = 0.05  # retry delays are judged with this much rounding on the database clock
 
 
+@checker(NAME, decides=('R1', 'R2', 'R3', 'R4'))
 def check_dlq(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """R1 retry schedule, R2 bounded deliveries, R3 atomic dead-lettering, R4 divergence is visible.
 
     Why: a message that always fails must not spin (too-early retries, deliveries past the cap), must end in
     the DLQ exactly once (the move is one statement, so never in both tables, never in neither), and when the
     DLQ write itself fails the metrics must let an operator see terminal nacks outrunning DLQ writes."""
-    poison = ctx.poison & tally(history, ctx).committed
+    counts = tally(history, ctx)
+    poison = counts.poison & counts.committed
     groups = by_mid(index_deliveries(history))
-    return [_r1(groups, poison, ctx), _r2(groups, poison, ctx), _r3(poison, ctx), _r4(history, groups, poison, ctx)]
+    return [_r1(groups, poison, ctx), _r2(groups, poison, ctx), _r3(poison, counts, ctx),
+            _r4(history, groups, poison, counts, ctx)]
 
 
 def _no_poison(guarantee: str) -> Verdict:
@@ -118,13 +123,13 @@ def _r2(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     return Verdict("R2", NAME, "pass", f"{reached} messages reached the cap of {cap} and went no further", figures)
 
 
-def _r3(poison: set[str], ctx: CheckContext) -> Verdict:
+def _r3(poison: set[str], counts: QueueTally, ctx: CheckContext) -> Verdict:
     if not (ctx.capabilities.dlq and ctx.config.dlq):
         return Verdict("R3", NAME, "not_applicable", "no dead-letter table in force")
     if not poison:
         return _no_poison("R3")
-    dead = Counter(ctx.final_dead)
-    pending = set(ctx.final_pending)
+    dead = Counter(counts.final.dead)
+    pending = set(counts.final.pending)
     twice = sorted(m for m, n in dead.items() if n > 1)
     both = sorted(poison & pending & set(dead))
     neither = sorted(poison - pending - set(dead))
@@ -177,14 +182,16 @@ def _terminal_failures(groups: dict[str, list[Delivery]], poison: set[str], star
                if d.failed and start <= d.t <= end and _terminal(ds, d, ctx))
 
 
-def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
-    if not ctx.extra.get("dlq_drift"):
+def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], counts: QueueTally,
+        ctx: CheckContext) -> Verdict:
+    drift_kinds = kinds_of(history, SCHEMA)
+    if not drift_kinds:
         return Verdict("R4", NAME, "not_applicable", "the DLQ write was not made to fail in this scenario")
     if not (ctx.capabilities.metrics and ctx.capabilities.dlq and ctx.config.dlq):
         return Verdict("R4", NAME, "not_applicable", "the implementation reports no metrics or has no DLQ")
     if not poison:
         return _no_poison("R4")
-    windows = [w for w in fault_windows(history, "dlq_drift") if w.applied is not None]
+    windows = [w for k in drift_kinds for w in fault_windows(history, k) if w.applied is not None]
     if not windows:
         return Verdict("R4", NAME, "unknown", "the DLQ drift never took effect")
     drifts: list[_Drift] = []
@@ -194,7 +201,7 @@ def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str
         delta = {name: after[name] - before[name] for name in ("nacked_terminal", "dlq_written", "lease_lost")}
         drifts.append(_Drift(_terminal_failures(groups, poison, w.invoked, end, ctx), **delta,
                              healed=w.healed is not None))
-    dead = Counter(ctx.final_dead)
+    dead = Counter(counts.final.dead)
     not_once = sorted(m for m in poison if dead[m] != 1)
     figures = {"windows": [asdict(d) for d in drifts], "poison": len(poison), "poison_not_dead_once": len(not_once),
                "examples": examples(not_once)}
@@ -202,7 +209,7 @@ def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str
     if any(not d.visible for d in tested):
         return Verdict("R4", NAME, "fail", "divergence not visible: terminal failures during the DLQ drift did not"
                        " put nacked_terminal ahead of dlq_written", figures)
-    if any(dead[m] > 1 for m in not_once) or (not_once and ctx.drained):
+    if any(dead[m] > 1 for m in not_once) or (not_once and counts.drained):
         return Verdict("R4", NAME, "fail", f"after the heal {len(not_once)} poison messages did not reach the DLQ"
                        " exactly once", figures)
     if not tested:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from harness.checkers._index import Delivery, examples, fault_windows, index_deliveries, target
-from harness.checkers.context import CheckContext
+from harness.checkers._index import Delivery, FinalRead, examples, fault_windows, final_read, index_deliveries, kinds_of, target
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
+from harness.nemesis.base import STOP
 from harness.verdict import Verdict
 
 NAME = "drain"
 EXIT_GRACE = 2.0  # seconds beyond graceful_timeout + slack for the process to be gone
 
 
+@checker(NAME, decides=('L1',))
 def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """L1 graceful drain.
 
@@ -21,10 +23,11 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     by the figures of the fault ok."""
     if not ctx.capabilities.graceful_drain:
         return [Verdict("L1", NAME, "not_applicable", "the implementation does not drain on stop")]
-    stops = [w for w in fault_windows(history, "sigterm") if w.applied is not None]
+    stops = [w for k in kinds_of(history, STOP) for w in fault_windows(history, k) if w.applied is not None]
     if not stops:
         return [Verdict("L1", NAME, "unknown", "no worker was sent SIGTERM")]
     deliveries = index_deliveries(history)
+    final = final_read(history)
     cfg, slack = ctx.config, ctx.slack_seconds
     late_fetch: list[dict[str, object]] = []
     in_flight = finished = 0
@@ -52,7 +55,7 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
                 overran.append(str(d.mid))
             else:
                 cut_off.append(str(d.mid))
-                if not _comes_back(d, deliveries, ctx):
+                if not _comes_back(d, deliveries, final):
                     cut_off_lost.append(str(d.mid))
     figures = {"sigterms": len(stops), "in_flight": in_flight, "finished_in_time": finished,
                "cut_off": len(cut_off), "cut_off_lost": len(cut_off_lost), "overran_and_acked": len(overran),
@@ -96,7 +99,7 @@ def _done_by(d: Delivery, deadline: float, settles: bool) -> bool:
     return ended and (not settles or (d.settle is not None and d.settle.t <= deadline))
 
 
-def _comes_back(d: Delivery, deliveries: list[Delivery], ctx: CheckContext) -> bool:
+def _comes_back(d: Delivery, deliveries: list[Delivery], final: FinalRead) -> bool:
     """A cut-off call's row is delivered again later, dead-lettered, or still in the outbox: not lost."""
     again = any(o.mid == d.mid and o.t > d.t for o in deliveries)
-    return again or d.mid in ctx.final_dead or d.mid in ctx.final_pending
+    return again or d.mid in final.dead or d.mid in final.pending

@@ -5,8 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from harness.checkers._index import EPS, Delivery, by_mid, clock_note, examples, gap, index_deliveries, uses_db_clock
-from harness.checkers.context import CheckContext
+from harness.checkers._index import (
+    EPS,
+    Delivery,
+    by_mid,
+    clock_note,
+    examples,
+    gap,
+    index_deliveries,
+    skewed_workers,
+    uses_db_clock,
+)
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
 
@@ -25,6 +35,7 @@ class Steal:
         return {"mid": self.mid, "holder": self.holder, "thief": self.thief, "gap_s": round(self.gap_s, 3)}
 
 
+@checker(NAME, decides=('D3', 'D4'))
 def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D3 no double claim, D4 lease exclusivity under clock skew.
 
@@ -39,7 +50,7 @@ def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     steals = [s for ds in groups.values() for a, b in pairwise(ds) if (s := _steal(a, b, ctx, db_clock))]
     redelivered = sum(len(ds) - 1 for ds in groups.values())
     mode = clock_note(db_clock) if ctx.capabilities.lease_ttl else " (no leases: calls of one row must not overlap)"
-    return [_d3(steals, len(deliveries), redelivered, mode), _d4(steals, deliveries, ctx, mode)]
+    return [_d3(steals, len(deliveries), redelivered, mode), _d4(steals, deliveries, skewed_workers(history), ctx, mode)]
 
 
 def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> Steal | None:
@@ -66,8 +77,7 @@ def _d3(steals: list[Steal], deliveries: int, redelivered: int, mode: str) -> Ve
     return Verdict("D3", NAME, "pass", f"{redelivered} redeliveries, none while a lease was live{mode}", figures)
 
 
-def _d4(steals: list[Steal], deliveries: list[Delivery], ctx: CheckContext, mode: str) -> Verdict:
-    skewed = set(ctx.extra.get("skewed_workers") or ())
+def _d4(steals: list[Steal], deliveries: list[Delivery], skewed: set[str], ctx: CheckContext, mode: str) -> Verdict:
     if not skewed:
         return Verdict("D4", NAME, "not_applicable", "no worker's clock was skewed in this scenario")
     if not ctx.capabilities.lease_ttl:

@@ -7,19 +7,22 @@ from harness.checkers._index import (
     by_mid,
     clock_note,
     examples,
-    fault_events,
+    drained,
+    final_read,
+    process_ends,
     gap,
     index_deliveries,
     target,
     uses_db_clock,
 )
-from harness.checkers.context import CheckContext
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "reclaim"
 
 
+@checker(NAME, decides=('D5',))
 def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D5 bounded reclaim.
 
@@ -29,8 +32,9 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     verdict is unknown. The gap is lease to lease by the database clock when the adapter reports lease times."""
     if not ctx.capabilities.lease_ttl:
         return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL to reclaim by")]
-    kills = fault_events(history, "sigkill")
+    kills = process_ends(history)
     deliveries = index_deliveries(history)
+    final, is_drained = final_read(history), drained(history)
     killed = [d for d in deliveries if d.mid is not None and d.end is None and d.settle is None
               and any(target(k) == d.process and k.t > d.t for k in kills)]
     db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
@@ -48,7 +52,7 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
         later = ds[ds.index(d) + 1:]
         if not later:
             # still pending, undrained, or gone terminal without a handler call: nothing to time, nothing lost
-            accounted = d.mid in ctx.final_dead or d.mid in ctx.final_pending or not ctx.drained
+            accounted = d.mid in final.dead or d.mid in final.pending or not is_drained
             (undecided if accounted else never).append(str(d.mid))
             continue
         delay = gap(d, later[0], db_clock)

@@ -9,39 +9,39 @@ nothing committed is missing. Without the fault, both are unknown.
 
 from __future__ import annotations
 
-from harness.checkers._index import examples, fault_windows, target
-from harness.checkers.context import CheckContext
-from harness.checkers.total_queue import tally
+from harness.checkers._index import examples, fault_windows, kinds_of, target
+from harness.checkers.context import CheckContext, checker
+from harness.checkers.total_queue import QueueTally, tally
 from harness.history import Event
+from harness.nemesis.base import CRASH, NETWORK
 from harness.verdict import Verdict
 
 NAME = "recovery"
-CRASHES = ("pg_crash_restart", "sigkill")
-NETWORK = ("partition", "black_hole", "reset_peer", "latency", "bandwidth")
 
 
+@checker(NAME, decides=('P2', 'L4'))
 def check_recovery(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     counts = tally(history, ctx)
     lost = sorted(counts.lost)
     loss = {"committed": len(counts.committed), "lost": len(lost), "lost_examples": examples(lost),
-            "drained": ctx.drained}
-    return [_durability(history, ctx, loss), _network(history, ctx, loss)]
+            "drained": counts.drained}
+    return [_durability(history, counts, loss), _network(history, counts, loss)]
 
 
-def _durability(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
-    crashes = {k: sum(1 for w in fault_windows(history, k) if w.applied) for k in CRASHES}
+def _durability(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
+    crashes = {k: sum(1 for w in fault_windows(history, k) if w.applied) for k in kinds_of(history, CRASH)}
     figures = {**loss, "crashes": crashes}
     if not any(crashes.values()):
         return Verdict("P2", NAME, "unknown", "no crash took effect; durability was not exercised", figures)
-    if not ctx.drained:  # a message still pending may yet be delivered: undecided, not lost
+    if not counts.drained:  # a message still pending may yet be delivered: undecided, not lost
         return Verdict("P2", NAME, "unknown", "the outbox did not drain; durability undecided", figures)
     if loss["lost"]:
         return Verdict("P2", NAME, "fail", f"{loss['lost']} committed messages did not survive the crashes", figures)
     return Verdict("P2", NAME, "pass", f"all {loss['committed']} committed messages survived {crashes}", figures)
 
 
-def _network(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
-    windows = [w for k in NETWORK for w in fault_windows(history, k) if w.applied]
+def _network(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
+    windows = [w for k in kinds_of(history, NETWORK) for w in fault_windows(history, k) if w.applied]
     if not windows:
         return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
     last_heal = max((w.healed for w in windows if w.healed is not None), default=None)
@@ -53,7 +53,7 @@ def _network(history: list[Event], ctx: CheckContext, loss: dict) -> Verdict:
                       and last_heal is not None and e.t > last_heal and e.process in survivors})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
                "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
-    if last_heal is None or not ctx.drained:
+    if last_heal is None or not counts.drained:
         return Verdict("L4", NAME, "unknown", "the faults did not heal or the outbox did not drain", figures)
     if loss["lost"]:
         return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from harness.checkers._index import Delivery, by_mid, examples, index_deliveries
-from harness.checkers.context import CheckContext
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
 
@@ -13,6 +13,7 @@ NAME = "stale_ack"
 _REMOVALS = ("acked", "dead_lettered")
 
 
+@checker(NAME, decides=('D6',))
 def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D6 stale ack is harmless.
 

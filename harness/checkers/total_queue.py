@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import examples
-from harness.checkers.context import CheckContext
+from harness.checkers._index import FinalRead, drained, examples, final_read, poison
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
 
@@ -25,6 +25,9 @@ class QueueTally:
     corrupt: list[str]  # delivered payloads that failed their checksum or could not be read
     lost: set[str]  # committed, never handled, not dead-lettered, not dropped by design
     dropped: set[str]  # poison mids gone without a DLQ to land in: expected
+    final: FinalRead  # the tables after the drain
+    drained: bool  # the drain reached an empty outbox
+    poison: set[str]  # mids published as poison
 
     @property
     def duplicates(self) -> int:
@@ -65,13 +68,15 @@ def tally(history: list[Event], ctx: CheckContext) -> QueueTally:
         delivered.add(mid)
         if mid not in committed and mid not in uncertain:
             phantoms.append(mid)
+    final, bad = final_read(history), poison(history)
     has_dlq = ctx.config.dlq and ctx.capabilities.dlq
-    gone = committed - set(handled) - set(ctx.final_dead)
-    dropped = set() if has_dlq else (gone & ctx.poison) - set(ctx.final_pending)
+    gone = committed - set(handled) - set(final.dead)
+    dropped = set() if has_dlq else (gone & bad) - set(final.pending)
     return QueueTally(committed, rolled_back, uncertain, handled, delivered, deliveries, phantoms, corrupt,
-                      gone - dropped, dropped)
+                      gone - dropped, dropped, final, drained(history), bad)
 
 
+@checker(NAME, decides=('D1', 'D2', 'P1'))
 def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D1 at-least-once, D2 no unexpected delivery, P1 atomic publish.
 
@@ -83,26 +88,26 @@ def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
 
 
 def _d1(q: QueueTally, ctx: CheckContext) -> Verdict:
-    in_tables = set(ctx.final_pending) | set(ctx.final_dead)
+    in_tables = set(q.final.pending) | set(q.final.dead)
     recovered = q.uncertain & (q.delivered | in_tables)
     figures = {
         "committed": len(q.committed),
         "handled": len(q.committed & set(q.handled)),
-        "dead_lettered": len(q.committed & set(ctx.final_dead)),
+        "dead_lettered": len(q.committed & set(q.final.dead)),
         "lost": len(q.lost),
         "lost_examples": examples(sorted(q.lost)),
-        "lost_still_pending": len(q.lost & set(ctx.final_pending)),
+        "lost_still_pending": len(q.lost & set(q.final.pending)),
         "dropped_poison_without_dlq": len(q.dropped),
         "duplicates": q.duplicates,
         "duplicated_examples": examples(sorted(m for m, n in q.handled.items() if n > 1)),
         "uncertain_publishes": len(q.uncertain),
         "uncertain_recovered": len(recovered),
         "uncertain_not_seen": len(q.uncertain - recovered),
-        "drained": ctx.drained,
+        "drained": q.drained,
     }
     if not q.committed:
         return Verdict("D1", NAME, "unknown", "no message was committed, so none could be lost", figures)
-    if q.lost and not ctx.drained:
+    if q.lost and not q.drained:
         return Verdict("D1", NAME, "unknown",
                        f"{len(q.lost)} committed messages unaccounted for, but the drain did not finish", figures)
     if q.lost:
@@ -130,7 +135,7 @@ def _d2(q: QueueTally) -> Verdict:
 
 def _p1(q: QueueTally, ctx: CheckContext) -> Verdict:
     seen_delivered = q.rolled_back & q.delivered
-    seen_in_tables = q.rolled_back & (set(ctx.final_pending) | set(ctx.final_dead))
+    seen_in_tables = q.rolled_back & (set(q.final.pending) | set(q.final.dead))
     figures = {
         "rolled_back": len(q.rolled_back),
         "delivered_after_rollback": len(seen_delivered),

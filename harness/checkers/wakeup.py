@@ -6,14 +6,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import FaultWindow, examples, fault_windows
+from harness.checkers._index import FaultWindow, drained, examples, fault_windows, kinds_of
 from harness.stats import percentile
-from harness.checkers.context import CheckContext
+from harness.checkers.context import CheckContext, checker
 from harness.history import Event
+from harness.nemesis.base import WAKEUP
 from harness.verdict import Verdict
 
 NAME = "wakeup"
 LISTEN_WORDS = re.compile(r"listen|notify", re.IGNORECASE)
+D7_P50_MS, D7_P99_MS = 100, 500  # "milliseconds, not a polling interval"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ def probes(history: list[Event]) -> list[Probe]:
             for e in history if e.f == "publish" and e.type == "ok" and e.value.get("probe") and e.value.get("mids")]
 
 
+@checker(NAME, decides=('D7', 'D8'))
 def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D7 wake-up latency, D8 polling fallback.
 
@@ -46,7 +49,7 @@ def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
         return [Verdict(g, NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")
                 for g in ("D7", "D8")]
     found = probes(history)
-    windows = fault_windows(history, "listen_loss")
+    windows = [w for k in kinds_of(history, WAKEUP) for w in fault_windows(history, k)]
     return [_d7(found, windows, ctx), _d8(history, found, windows, ctx)]
 
 
@@ -55,7 +58,7 @@ def _d7(found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Ve
     calm = [p for p in found if not any(
         w.invoked <= p.published and (w.healed is None or p.published <= w.healed + settle_back) for w in windows)]
     ms = [1000 * p.latency for p in calm if p.latency is not None]
-    p50_max, p99_max = ctx.extra.get("d7_p50_ms", 100), ctx.extra.get("d7_p99_ms", 500)
+    p50_max, p99_max = D7_P50_MS, D7_P99_MS
     figures = {"probes": len(calm), "delivered": len(ms), "undelivered": len(calm) - len(ms),
                "p50_ms": round(percentile(ms, 50), 1) if ms else None,
                "p99_ms": round(percentile(ms, 99), 1) if ms else None,
@@ -94,7 +97,7 @@ def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ct
     problems = []
     if slow:
         problems.append(f"{len(slow)} probes took longer than {bound:.2f} s")
-    if missing and ctx.drained:
+    if missing and drained(history):
         problems.append(f"{len(missing)} probes were never delivered")
     if repeated:
         problems.append(f"WARNING repeated ({max(repeated.values())} times by one worker in one outage)")

@@ -9,14 +9,20 @@ from typing import Any
 import asyncpg
 
 from harness.names import HOG_APP
-from harness.nemesis.base import FaultNotApplied
+from harness.nemesis.base import CAPACITY, CRASH, SCHEMA, Env, Fault, FaultNotApplied
 from harness.provision.postgres import PostgresServer, ProvisioningError
 
 
-class CrashRestart:
+class CrashRestart(Fault):
     """``pg_ctl stop -m immediate`` then start: every connection dies, committed data must stay (P2)."""
 
     kind = "pg_crash_restart"
+    category = CRASH
+    controls_server = True
+
+    @classmethod
+    def build(cls, env: Env, down_seconds: float = 1.0) -> CrashRestart:
+        return cls(env.server, down_seconds)
 
     def __init__(self, server: PostgresServer, down_seconds: float = 1.0) -> None:
         self.server = server
@@ -37,7 +43,7 @@ class CrashRestart:
         return {"new_pid": self.server.pid}
 
 
-class ConnectionHog:
+class ConnectionHog(Fault):
     """Keeps the server's connection slots full but ``leave_free`` (L3).
 
     Equivalent, for the consumers, to a ``max_connections`` below their budget,
@@ -47,6 +53,11 @@ class ConnectionHog:
     """
 
     kind = "max_connections"
+    category = CAPACITY
+
+    @classmethod
+    def build(cls, env: Env, leave_free: int = 1) -> ConnectionHog:
+        return cls(env.server.dsn, leave_free=leave_free)
 
     def __init__(self, admin_dsn: str, leave_free: int, tick: float = 0.1) -> None:
         self.admin_dsn = admin_dsn
@@ -109,10 +120,15 @@ class ConnectionHog:
         return {"released": len(self._conns), "peak_held": self._peak}
 
 
-class DlqDrift:
+class DlqDrift(Fault):
     """A DDL change that makes every dead-letter insert fail, then its repair (R3, R4)."""
 
     kind = "dlq_drift"
+    category = SCHEMA
+
+    @classmethod
+    def build(cls, env: Env) -> DlqDrift:
+        return cls(env.admin_dsn, env.adapter.dlq_table)
     CONSTRAINT = "harness_dlq_drift"
 
     def __init__(self, dsn: str, dlq_table: str | None) -> None:

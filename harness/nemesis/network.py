@@ -19,11 +19,11 @@ import socket
 import struct
 import time
 from contextlib import suppress
-from typing import Any, ClassVar
+from typing import Any
 
 import asyncpg
 
-from harness.nemesis.base import FaultNotApplied
+from harness.nemesis.base import NETWORK, Env, Fault, FaultNotApplied
 from harness.provision.toxiproxy import Proxy
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
@@ -71,10 +71,17 @@ def select_one(dsn: str, timeout: float) -> float:
     return _ms(t0)
 
 
-class NetworkFault:
+class NetworkFault(Fault):
     """One fault on one proxy: toxics added by ``start()`` and removed by ``stop()``, or a hook override."""
 
-    kind: ClassVar[str]
+    category = NETWORK
+    needs_proxy = True
+
+    @classmethod
+    def build(cls, env: Env, **params: Any) -> NetworkFault:
+        if env.proxy is None:
+            raise FaultNotApplied(f"{cls.kind} needs a Toxiproxy proxy in front of PostgreSQL")
+        return cls(env.proxy, env.admin_dsn, **params)
 
     def __init__(self, proxy: Proxy, dsn: str, *, probe_timeout: float = 1.0) -> None:
         self.proxy = proxy

@@ -7,16 +7,24 @@ import signal
 import time
 from typing import Any
 
-from harness.nemesis.base import FaultNotApplied
+from harness.nemesis.base import CRASH, STOP, Env, Fault, FaultNotApplied
 from harness.supervisor import Supervisor
 
 
-class Kill:
+class Kill(Fault):
     """SIGKILL one worker, preferably one with a handler in flight so the kill costs something."""
 
     kind = "sigkill"
+    category = CRASH
+    ends_process = True
 
-    def __init__(self, supervisor: Supervisor, name: str | None = None, *, in_flight: Any = None) -> None:
+    @classmethod
+    def build(cls, env: Env, name: str | None = None) -> Kill:
+        return cls(env.supervisor, name, in_flight=env.in_flight, rng=env.rng)
+
+    def __init__(self, supervisor: Supervisor, name: str | None = None, *, in_flight: Any = None,
+                 rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
         self.supervisor = supervisor
         self.name = name
         self.in_flight = in_flight  # callable(process) -> int: deliveries in flight on that incarnation
@@ -30,8 +38,8 @@ class Kill:
         if self.in_flight is not None:
             busy = [n for n in alive if self.in_flight(self.supervisor.slots[n].process) > 0]
             if busy:
-                return random.choice(busy)
-        return random.choice(alive)
+                return self.rng.choice(busy)
+        return self.rng.choice(alive)
 
     def start(self) -> dict[str, Any]:
         name = self._pick()
@@ -43,16 +51,18 @@ class Kill:
         code = proc.wait(timeout=5)
         if code != -signal.SIGKILL:
             raise FaultNotApplied(f"{figures['process']} did not die of SIGKILL (exit {code})")
-        return {**figures, "in_flight": busy, "exit": code}
-
-    def stop(self) -> dict[str, Any]:
-        return {}  # the supervisor restarts the worker on its own
+        return {**figures, "in_flight": busy, "exit": code}  # the supervisor restarts the worker on its own
 
 
-class Term:
+class Term(Fault):
     """SIGTERM one worker and keep it down until healed, to watch it drain (L1)."""
 
     kind = "sigterm"
+    category = STOP
+
+    @classmethod
+    def build(cls, env: Env, name: str, *, graceful_timeout: float) -> Term:
+        return cls(env.supervisor, name, graceful_timeout=graceful_timeout)
 
     def __init__(self, supervisor: Supervisor, name: str, *, graceful_timeout: float) -> None:
         self.supervisor = supervisor

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.history import read_events
 from harness.names import WORKER_APP_LIKE
-from harness.nemesis.base import FaultNotApplied
+from harness.nemesis.base import CAPACITY, CLOCK, WAKEUP, Env, Fault, FaultNotApplied
 from harness.supervisor import Supervisor
 
 
@@ -23,7 +23,7 @@ def _started_event(supervisor: Supervisor, process: str, timeout: float = 15.0) 
     raise FaultNotApplied(f"{process} did not start within {timeout}s")
 
 
-class ClockSkew:
+class ClockSkew(Fault):
     """Restarts a worker under libfaketime with its wall clock moved by ``offset_seconds`` (D4).
 
     Only the wall clock is faked (``FAKETIME_DONT_FAKE_MONOTONIC=1``); the
@@ -31,6 +31,11 @@ class ClockSkew:
     """
 
     kind = "clock_skew"
+    category = CLOCK
+
+    @classmethod
+    def build(cls, env: Env, name: str, offset_seconds: float) -> ClockSkew:
+        return cls(env.supervisor, name, offset_seconds)
 
     def __init__(self, supervisor: Supervisor, name: str, offset_seconds: float) -> None:
         self.supervisor = supervisor
@@ -55,10 +60,15 @@ class ClockSkew:
         return {"restarted": slot.process}
 
 
-class PoolBelowBudget:
+class PoolBelowBudget(Fault):
     """Restarts workers with an engine pool smaller than ``max_workers + 1`` (L3)."""
 
     kind = "pool_exhaustion"
+    category = CAPACITY
+
+    @classmethod
+    def build(cls, env: Env, names: list[str], pool_size: int) -> PoolBelowBudget:
+        return cls(env.supervisor, names, pool_size)
 
     def __init__(self, supervisor: Supervisor, names: list[str], pool_size: int) -> None:
         self.supervisor = supervisor
@@ -78,10 +88,15 @@ class PoolBelowBudget:
         return {"workers": self.names, "pool_size": "budget"}
 
 
-class ListenLoss:
+class ListenLoss(Fault):
     """Terminates the workers' LISTEN backends (D8): delivery must go on by polling."""
 
     kind = "listen_loss"
+    category = WAKEUP
+
+    @classmethod
+    def build(cls, env: Env) -> ListenLoss:
+        return cls(env.admin_dsn)
 
     def __init__(self, admin_dsn: str) -> None:
         self.admin_dsn = admin_dsn
@@ -106,6 +121,3 @@ class ListenLoss:
         if killed == 0:
             raise FaultNotApplied("no LISTEN backend found to terminate")
         return {"terminated": killed}
-
-    def stop(self) -> dict[str, Any]:
-        return {}

@@ -17,7 +17,8 @@ from typing import Any
 
 from harness.history import Event, read_events
 from harness.report.plots import latency_svg, publish_outcomes, series, throughput_svg
-from harness.report.results import Entry, by_guarantee, guarantee_ids, guarantee_key, worst_verdicts
+from harness.guarantees import order_key
+from harness.report.results import Entry, by_guarantee, guarantee_ids, worst_verdicts
 
 _LABEL = {"pass": "pass", "fail": "fail", "unknown": "unknown", "not_applicable": "n/a", "skipped": "skipped"}
 _LIST_ITEMS = 5
@@ -123,7 +124,7 @@ def _verdict_table(entries: list[Entry], gids: list[str], multi: bool) -> str:
 
 
 def _matrix_table(matrix: dict[str, dict[str, dict[str, Any]]]) -> str:
-    gids = sorted({g for row in matrix.values() for g in row}, key=guarantee_key)
+    gids = sorted({g for row in matrix.values() for g in row}, key=order_key)
     rows = ['<table class="grid matrix-table"><tr><th>impl</th>'
             + "".join(f'<th class="gid">{escape(g)}</th>' for g in gids) + "</tr>"]
     for impl, row in matrix.items():

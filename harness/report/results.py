@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.guarantees import order_key
 from harness.verdict import SEVERITY, ScenarioResult, Verdict, worst
 
-#: Catalog sections in the order guarantees.md lists them.
-_SECTION_ORDER = "PDRLO"
 
 
 @dataclass(frozen=True)
@@ -36,16 +35,8 @@ class Entry:
         return f"report.html#{self.anchor}"
 
 
-def guarantee_key(gid: str) -> tuple[int, int, str]:
-    """Sorts ids as the catalog does (P1..P3, D1..D8, R.., L.., O..); unknown ids go last."""
-    m = re.fullmatch(r"([A-Z])(\d+)", gid)
-    if m and m.group(1) in _SECTION_ORDER:
-        return (_SECTION_ORDER.index(m.group(1)), int(m.group(2)), "")
-    return (len(_SECTION_ORDER), 0, gid)
-
-
 def guarantee_ids(results: list[ScenarioResult]) -> list[str]:
-    return sorted({v.guarantee for r in results for v in r.verdicts}, key=guarantee_key)
+    return sorted({v.guarantee for r in results for v in r.verdicts}, key=order_key)
 
 
 def by_guarantee(result: ScenarioResult) -> dict[str, list[Verdict]]:
@@ -53,7 +44,7 @@ def by_guarantee(result: ScenarioResult) -> dict[str, list[Verdict]]:
     groups: dict[str, list[Verdict]] = {}
     for v in result.verdicts:
         groups.setdefault(v.guarantee, []).append(v)
-    return dict(sorted(groups.items(), key=lambda kv: guarantee_key(kv[0])))
+    return dict(sorted(groups.items(), key=lambda kv: order_key(kv[0])))
 
 
 def worst_verdicts(verdicts: list[Verdict]) -> tuple[str, list[Verdict]]:
@@ -66,6 +57,31 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
 
 
+def entry_names(results: list[ScenarioResult]) -> list[str]:
+    """``<impl>/<scenario>`` per result, unique in the run (a repeated scenario gets ``-2``, ``-3``...)."""
+    used: Counter[str] = Counter()
+    names = []
+    for r in results:
+        base = f"{slug(r.impl)}/{slug(r.scenario)}"
+        used[base] += 1
+        names.append(base if used[base] == 1 else f"{base}-{used[base]}")
+    return names
+
+
+def history_file(name: str) -> str:
+    """Where an entry's history lives, relative to the run directory."""
+    return f"histories/{name}.jsonl"
+
+
+def entries_in_place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
+    """Entries for results whose histories already sit in ``run_dir`` (a re-check of a saved run)."""
+    out = []
+    for r, name in zip(results, entry_names(results)):
+        rel = Path(r.history_path).resolve().relative_to(run_dir.resolve()).as_posix() if r.history_path else None
+        out.append(Entry(r, "s-" + name.replace("/", "--"), rel))
+    return out
+
+
 def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
     """Copies each history under histories/<impl>/<scenario>.jsonl and writes the merged history.jsonl.
 
@@ -74,18 +90,14 @@ def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
     but kept verbatim in the per-scenario copies.
     """
     entries: list[Entry] = []
-    used: Counter[str] = Counter()
     with open(run_dir / "history.jsonl", "w", encoding="utf-8") as merged:
-        for r in results:
-            base = f"{slug(r.impl)}/{slug(r.scenario)}"
-            used[base] += 1
-            name = base if used[base] == 1 else f"{base}-{used[base]}"
+        for r, name in zip(results, entry_names(results)):
             anchor = "s-" + name.replace("/", "--")
             src = Path(r.history_path) if r.history_path else None
             if src is None or not src.is_file():
                 entries.append(Entry(r, anchor, None))
                 continue
-            rel = f"histories/{name}.jsonl"
+            rel = history_file(name)
             (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, run_dir / rel)
             with open(src, encoding="utf-8") as fh:
@@ -111,7 +123,7 @@ def matrix(entries: list[Entry]) -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for impl, row in cells.items():
         out[impl] = {}
-        for gid in sorted(row, key=guarantee_key):
+        for gid in sorted(row, key=order_key):
             pairs = row[gid]
             status = worst([s for s, _ in pairs])
             decider = next(e for s, e in pairs if s == status)

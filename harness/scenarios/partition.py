@@ -5,7 +5,7 @@ cut are resolved, and no lease was shared (D3)."""
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.network import BlackHole, Partition
-from harness.runner import FaultStep, Scenario, Workload
+from harness.scenario import FaultStep, Scenario, Workload
 
 CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, statement_timeout_seconds=2.0)
 
@@ -13,19 +13,13 @@ CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, statement
 PARTITION_AND_BLACK_HOLE = Scenario(
     name="partition_black_hole",
     guarantees=["L4", "D1", "D2", "P1", "D3"],
-    checkers=["total_queue", "lease", "recovery"],
     config=CONFIG,
     workers=2,
     handler={"base_ms": 20, "jitter_ms": 10},
     workload=Workload(messages=500, rate=60),
     faults=[
-        FaultStep(at=1.5, make=lambda env: Partition(env.proxy, env.admin_dsn), hold=2.0),
-        FaultStep(at=5.0, make=lambda env: BlackHole(env.proxy, env.admin_dsn), hold=2.5),
+        FaultStep(at=1.5, nemesis=Partition, hold=2.0),
+        FaultStep(at=5.0, nemesis=BlackHole, hold=2.5),
     ],
-    needs_proxy=True,
     drain_deadline=45,
 )
-
-
-def test_partition_and_black_hole(run_scenario):
-    run_scenario(PARTITION_AND_BLACK_HOLE)

@@ -4,7 +4,7 @@ reclaimed (D5), so nothing is lost (D1)."""
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.process import Term
-from harness.runner import FaultStep, Scenario, Workload
+from harness.scenario import FaultStep, Scenario, Workload
 
 CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_workers=4, graceful_timeout=1.5)
 
@@ -12,17 +12,13 @@ CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_worke
 GRACEFUL_DRAIN = Scenario(
     name="graceful_drain",
     guarantees=["L1", "D1", "D2"],
-    checkers=["drain", "total_queue"],
     config=CONFIG,
     workers=2,
     # Most handlers finish well inside graceful_timeout; a few outlive it and must be reclaimed.
     handler={"base_ms": 200, "jitter_ms": 100, "slow_fraction": 0.05, "slow_s": 4.0},
     workload=Workload(messages=160, rate=40),
-    faults=[FaultStep(at=2.0, make=lambda env: Term(env.supervisor, "w1", graceful_timeout=CONFIG.graceful_timeout),
+    faults=[FaultStep(at=2.0, nemesis=Term,
+                      params={"name": "w1", "graceful_timeout": CONFIG.graceful_timeout},
                       hold=1.0)],
     requires=("graceful_drain",),
 )
-
-
-def test_graceful_drain(run_scenario):
-    run_scenario(GRACEFUL_DRAIN)

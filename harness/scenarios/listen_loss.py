@@ -4,7 +4,7 @@ delivering by polling within ``max_fetch_interval`` and logs one WARNING."""
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.worker_config import ListenLoss
-from harness.runner import Scenario, Workload
+from harness.scenario import FaultStep, Scenario, Workload
 
 MAX_FETCH = 3.0
 
@@ -12,14 +12,9 @@ MAX_FETCH = 3.0
 LISTEN_LOSS = Scenario(
     name="listen_loss",
     guarantees=["D7", "D8", "D1"],
-    checkers=["wakeup", "total_queue"],
     config=ConsumerConfig(lease_ttl_seconds=5.0, max_fetch_interval=MAX_FETCH, max_workers=2),
     workers=2,
     workload=Workload(messages=20, rate=50, probes=30, probe_interval=0.25,
-                      probe_fault=lambda env: ListenLoss(env.admin_dsn), probe_fault_hold=MAX_FETCH * 0.8),
+                      probe_fault=FaultStep(at=0.0, nemesis=ListenLoss, hold=MAX_FETCH * 0.8)),
     requires=("notify",),
 )
-
-
-def test_listen_loss(run_scenario):
-    run_scenario(LISTEN_LOSS)

@@ -7,7 +7,7 @@ from harness.adapter import ConsumerConfig
 from harness.nemesis.database import ConnectionHog
 from harness.nemesis.process import Kill
 from harness.nemesis.worker_config import PoolBelowBudget
-from harness.runner import FaultStep, Scenario, Workload
+from harness.scenario import FaultStep, Scenario, Workload
 
 CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_workers=4)
 
@@ -15,39 +15,27 @@ CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_worke
 POOL_EXHAUSTION = Scenario(
     name="pool_exhaustion",
     guarantees=["L3", "L2", "D1"],
-    checkers=["budget", "total_queue"],
     config=CONFIG,
     workers=2,
     handler={"base_ms": 20, "jitter_ms": 10},
     workload=Workload(messages=300, rate=80),
-    faults=[FaultStep(at=1.0, make=lambda env: PoolBelowBudget(env.supervisor, ["w1", "w2"], pool_size=2),
+    faults=[FaultStep(at=1.0, nemesis=PoolBelowBudget, params={"names": ["w1", "w2"], "pool_size": 2},
                       hold=2.0)],
-    extra={"exhaustion": True},
     requires=("connection_budget",),
 )
-
-
-def test_pool_exhaustion(run_scenario):
-    run_scenario(POOL_EXHAUSTION)
 
 
 MAX_CONNECTIONS_EXHAUSTION = Scenario(
     name="max_connections",
     guarantees=["L3", "L2", "D1"],
-    checkers=["budget", "total_queue"],
     config=CONFIG,
     workers=2,
     handler={"base_ms": 20, "jitter_ms": 10},
     workload=Workload(messages=300, rate=80),
     faults=[
         # Once the server's slots are full, crash a worker: its replacement must connect.
-        FaultStep(at=1.0, make=lambda env: ConnectionHog(env.server.dsn, leave_free=1), hold=3.0,
-                  inner=[FaultStep(at=0.2, make=lambda env: Kill(env.supervisor, "w1"))]),
+        FaultStep(at=1.0, nemesis=ConnectionHog, params={"leave_free": 1}, hold=3.0,
+                  inner=[FaultStep(at=0.2, nemesis=Kill, params={"name": "w1"})]),
     ],
-    extra={"exhaustion": True},
     requires=("connection_budget",),
 )
-
-
-def test_max_connections_exhaustion(run_scenario):
-    run_scenario(MAX_CONNECTIONS_EXHAUSTION)
