@@ -10,7 +10,10 @@ Shape, per subscriber:
   rows, each guarded by its own lease token; rows the DELETE did not match
   were reclaimed by someone else and are reported ``lease_lost``;
 - failures are retried (``next_attempt_at`` by the database clock) or, when
-  terminal, dead-lettered in one statement.
+  terminal, dead-lettered in one statement. Whatever a handler raises is a
+  failure, BaseExceptions included (CancelledError, GeneratorExit, ...): only
+  ``KeyboardInterrupt``/``SystemExit`` and a real cancellation of the worker
+  (stop()) pass through, and a worker that dies anyway is replaced.
 
 Connections: the fetch loop and the acker each hold one pool connection, and
 at most ``max_workers - 1`` retry/dead-letter writes run at once, so the
@@ -196,7 +199,7 @@ class Subscriber:
             self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
         self._acker = asyncio.create_task(self._ack_loop(), name="outbox-ack")
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="outbox-fetch")
-        self._workers = [asyncio.create_task(self._work_loop(), name=f"outbox-worker-{i}") for i in range(self.max_workers)]
+        self._workers = [self._spawn_worker(i) for i in range(self.max_workers)]
 
     async def stop(self) -> None:
         """Graceful drain (L1): stop fetching now, hand back unstarted rows, let handlers
@@ -307,6 +310,28 @@ class Subscriber:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     # -- handling ------------------------------------------------------------------
+    def _spawn_worker(self, i: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._work_loop(), name=f"outbox-worker-{i}")
+        task.add_done_callback(self._worker_done)
+        return task
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker that died (a settlement callback raised a BaseException, say) is logged and replaced:
+        otherwise the fetch loop would go on leasing rows for fewer and fewer workers."""
+        try:
+            exc = task.exception()
+        except asyncio.CancelledError as cancelled:
+            if task.cancelling():
+                return  # cancelled by stop() or by the loop shutting down
+            exc = cancelled  # a stray CancelledError raised inside the worker: it died
+        if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return
+        log.error("%s on %r died (%s: %s)", task.get_name(), self.queue, type(exc).__name__, exc, exc_info=exc)
+        if not self._stopping.is_set() and task in self._workers:
+            i = self._workers.index(task)
+            self._workers[i] = self._spawn_worker(i)
+            log.info("%s on %r restarted", task.get_name(), self.queue)
+
     async def _work_loop(self) -> None:
         """Runs handlers one at a time; no task per message, which keeps the hot path short."""
         me = asyncio.current_task()
@@ -329,9 +354,11 @@ class Subscriber:
             return
         try:
             await self.handler(msg)
-        except asyncio.CancelledError:
+        except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
+        except BaseException as exc:  # noqa: BLE001 - whatever the handler raises is a failure, not a crash
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # stop() cancels this worker; a CancelledError of the handler's own is a failure
             try:
                 await self._failed(msg, exc)
             except Exception:  # the write failed for a reason we cannot classify: the lease decides
@@ -341,7 +368,7 @@ class Subscriber:
         self._acks.append(msg)
         self._ack_ready.set()
 
-    async def _failed(self, msg: Message, exc: Exception) -> None:
+    async def _failed(self, msg: Message, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         delay = self.retry.delay(msg.attempts + 1)
         if delay is None:
@@ -452,6 +479,12 @@ class Subscriber:
 async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
     raw = await conn.get_raw_connection()
     return raw.driver_connection  # type: ignore[return-value]
+
+
+def _being_cancelled() -> bool:
+    """This task was asked to cancel (``Task.cancel()``), as opposed to the handler raising CancelledError."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _positive(**values: float) -> None:
