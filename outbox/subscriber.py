@@ -193,7 +193,8 @@ class Subscriber:
         self._stopping.clear()
         if self._listen:
             self.listener = Listener(
-                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, queue=self.queue,
+                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, listen_sql=self.sql.listen,
+                queue=self.queue,
                 wake=self._wake.set, retry_interval=self.max_fetch_interval,
             )
             self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
