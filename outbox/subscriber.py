@@ -43,6 +43,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox.config import MAX_COUNT, MAX_SECONDS, check_number
 from outbox.errors import OutboxConfigError
 from outbox.listener import Listener
 from outbox.metrics import Metrics, MetricsRecorder
@@ -121,14 +122,17 @@ class Subscriber:
         on_settled: SettledCallback | None = None,
     ) -> None:
         self.queue = check_queue(queue)
-        _positive(max_workers=max_workers, fetch_batch_size=fetch_batch_size)
-        _positive(lease_ttl_seconds=lease_ttl_seconds, graceful_timeout=graceful_timeout,
-                  min_fetch_interval=min_fetch_interval, max_fetch_interval=max_fetch_interval,
-                  statement_timeout=statement_timeout)
+        counts = {"max_workers": max_workers, "fetch_batch_size": fetch_batch_size, "max_deliveries": max_deliveries}
+        for name, count in counts.items():
+            if count is not None:  # max_deliveries=None: no limit
+                check_number(name, count, 1, MAX_COUNT, integer=True)
+        seconds = {"lease_ttl_seconds": lease_ttl_seconds, "graceful_timeout": graceful_timeout,
+                   "min_fetch_interval": min_fetch_interval, "max_fetch_interval": max_fetch_interval,
+                   "statement_timeout": statement_timeout}
+        for name, value in seconds.items():
+            check_number(name, value, 0, MAX_SECONDS, above=True)
         if min_fetch_interval > max_fetch_interval:
             raise OutboxConfigError("min_fetch_interval must not exceed max_fetch_interval")
-        if max_deliveries is not None:
-            _positive(max_deliveries=max_deliveries)
         if not callable(handler):
             raise OutboxConfigError(f"handler must be an async callable, got {type(handler).__name__}")
         if engine.dialect.driver != "asyncpg":
@@ -486,9 +490,3 @@ def _being_cancelled() -> bool:
     """This task was asked to cancel (``Task.cancel()``), as opposed to the handler raising CancelledError."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
-
-
-def _positive(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise OutboxConfigError(f"{name} must be a positive number, got {value!r}")
