@@ -136,6 +136,9 @@ BAD_CALLS = [
     ("object payload", PayloadError, dict(payload=object())),
     ("non-JSON dict", PayloadError, dict(payload={"a": object()})),
     ("lone surrogate str", PayloadError, dict(payload="\ud800")),
+    ("payload NaN", PayloadError, dict(payload={"x": math.nan})),
+    ("payload infinity", PayloadError, dict(payload=[1, {"y": math.inf}])),
+    ("payload -infinity", PayloadError, dict(payload={"z": [-math.inf]})),
     ("oversize bytes", PayloadTooLargeError, dict(payload=b"x" * (BIG + 1))),
     ("oversize dict", PayloadTooLargeError, dict(payload={"k": "x" * BIG})),
     ("empty queue", OutboxConfigError, dict(queue="")),
@@ -191,6 +194,8 @@ async def test_bad_input_is_refused_and_the_transaction_still_commits(tables, bu
     assert "max_payload_bytes" in failures["oversize bytes"]
     assert "queue" in failures["empty queue"] and "128" in failures["oversize queue"]
     assert "headers" in failures["headers list"] and "delay_seconds" in failures["negative delay"]
+    assert "payload" in failures["payload NaN"] and "NaN" in failures["payload NaN"]
+    assert failures["payload NaN"].split(": ", 1)[1] == failures["headers NaN"].split(": ", 1)[1]  # one rule
 
 
 async def test_bad_connection_kind_is_refused(tables):
