@@ -17,6 +17,7 @@ import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox.config import MAX_COUNT, check_number
 from outbox.errors import (
     OutboxConfigError,
     OutboxError,
@@ -46,8 +47,7 @@ class Outbox:
     def __init__(self, table: Table | str, dlq_table: Table | str | None = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.statements = Statements(_name(table), _name(dlq_table) if dlq_table is not None else None)
-        if not isinstance(max_payload_bytes, int) or max_payload_bytes <= 0:
-            raise OutboxConfigError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
+        check_number("max_payload_bytes", max_payload_bytes, 1, MAX_COUNT, integer=True)
         self.max_payload_bytes = max_payload_bytes
 
     @property

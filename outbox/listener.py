@@ -24,12 +24,14 @@ class Listener:
         *,
         connect_kwargs: dict[str, Any],
         channel: str,
+        listen_sql: str,
         queue: str,
         wake: Callable[[], None],
         retry_interval: float,
     ) -> None:
         self._connect_kwargs = connect_kwargs
         self._channel = channel
+        self._listen_sql = listen_sql
         self._queue = queue
         self._wake = wake
         self._retry_interval = retry_interval
@@ -90,7 +92,7 @@ class Listener:
             except asyncio.TimeoutError:
                 # Re-LISTEN is an idempotent round trip, and keeps this backend recognisable as the
                 # LISTEN connection in pg_stat_activity.
-                await self._conn.execute(f'LISTEN "{self._channel}"', timeout=self._retry_interval)
+                await self._conn.execute(self._listen_sql, timeout=self._retry_interval)
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None

@@ -14,6 +14,7 @@ from typing import Any, Union
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from outbox.config import MAX_SECONDS, check_number
 from outbox.errors import OutboxConfigError, OutboxError, PayloadError, PayloadTooLargeError
 from outbox.sql import Statements
 
@@ -22,9 +23,9 @@ Payload = Union[bytes, bytearray, memoryview, str, Mapping[str, Any], list]
 
 MAX_QUEUE_NAME = 128
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
-#: About 31 years. Far larger values overflow PostgreSQL's interval/timestamp range, and that
-#: server-side error would abort the caller's transaction instead of refusing the call up front.
-MAX_DELAY_SECONDS = 1e9
+#: Far larger delays overflow PostgreSQL's interval/timestamp range, and that server-side error
+#: would abort the caller's transaction instead of refusing the call up front.
+MAX_DELAY_SECONDS = MAX_SECONDS
 
 
 def check_queue(queue: object) -> str:
@@ -38,7 +39,8 @@ def check_queue(queue: object) -> str:
 
 
 def encode_payload(payload: object, max_bytes: int) -> bytes:
-    """bytes pass through, str is UTF-8, dict/list become JSON; anything else is refused."""
+    """bytes pass through, str is UTF-8, dict/list become standard JSON (no NaN, as for headers);
+    anything else is refused."""
     if isinstance(payload, (bytes, bytearray, memoryview)):
         data = bytes(payload)
     elif isinstance(payload, str):
@@ -47,10 +49,7 @@ def encode_payload(payload: object, max_bytes: int) -> bytes:
         except UnicodeEncodeError as exc:
             raise PayloadError(f"payload str is not encodable as UTF-8: {exc}") from exc
     elif isinstance(payload, (Mapping, list)):
-        try:
-            data = json.dumps(payload, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"payload is not JSON-serialisable: {exc}") from exc
+        data = _json(payload, "payload is").encode()
     else:
         raise PayloadError(f"payload must be bytes, str, dict or list, got {type(payload).__name__}")
     if len(data) > max_bytes:
@@ -66,15 +65,24 @@ def encode_headers(headers: object) -> str:
         return "{}"
     if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
         raise PayloadError(f"headers must be a dict with string keys, got {type(headers).__name__}")
-    try:
-        # allow_nan=False: NaN/Infinity are not JSON and the server's ::jsonb cast would refuse them,
-        # aborting the caller's transaction; so would a NUL character (\u0000) in any string.
-        text = json.dumps(dict(headers), separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise PayloadError(f"headers are not JSON-serialisable: {exc}") from exc
+    # The server's ::jsonb cast would refuse NaN/Infinity (see _json), aborting the caller's
+    # transaction; so would a NUL character (\u0000) in any string.
+    text = _json(dict(headers), "headers are")
     if not _json_text_ok(headers):
         raise PayloadError("headers contain a NUL character or invalid UTF-8, which PostgreSQL jsonb cannot store")
     return text
+
+
+def _json(value: object, subject: str) -> str:
+    """Standard JSON, or a PayloadError before anything is sent: NaN and infinities have no JSON form,
+    and PostgreSQL's jsonb and most consumers outside Python refuse them."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except TypeError as exc:
+        raise PayloadError(f"{subject} not JSON-serialisable: {exc}") from exc
+    except ValueError as exc:
+        raise PayloadError(f"{subject} not JSON-serialisable: {exc} (NaN, infinities and circular references "
+                           "have no JSON form)") from exc
 
 
 def _is_text(value: str) -> bool:
@@ -111,9 +119,7 @@ async def insert(
     check_queue(queue)
     if isinstance(payloads, (str, bytes, bytearray, memoryview, Mapping)):
         raise PayloadError("publish_batch takes a sequence of payloads; use publish() for one")
-    if (isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float))
-            or not 0 <= delay_seconds <= MAX_DELAY_SECONDS):  # also refuses NaN and infinities
-        raise OutboxConfigError(f"delay_seconds must be a number from 0 to {MAX_DELAY_SECONDS:g}, got {delay_seconds!r}")
+    check_number("delay_seconds", delay_seconds, 0, MAX_DELAY_SECONDS)
     data = [encode_payload(p, max_payload_bytes) for p in payloads]
     if not data:
         return []

@@ -3,7 +3,8 @@
 Identifiers are derived here and only here, and checked against PostgreSQL's
 63-byte limit when the table is built: an over-long name is refused with
 ``ValueError`` instead of being silently truncated by the server (which would
-make LISTEN and NOTIFY disagree on the channel).
+make LISTEN and NOTIFY disagree on the channel). The limit is on the name
+itself; the quotes every statement puts around it do not count.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class Names:
 
 
 def check_identifier(name: str, what: str = "table name") -> str:
-    """A plain lower-case identifier, so it never needs quoting and never changes case."""
+    """A plain lower-case identifier, so quoted and unquoted references to it agree (no case folding).
+
+    Reserved words (``order``, ``user``) are plain identifiers too; statements quote every name.
+    """
     if not isinstance(name, str) or not _NAME.match(name):
         raise OutboxConfigError(
             f"{what} {name!r} is not a plain lower-case identifier; "
@@ -66,6 +70,11 @@ def check_identifier(name: str, what: str = "table name") -> str:
     if len(name.encode()) > MAX_IDENTIFIER_BYTES:
         raise OutboxConfigError(f"{what} {name!r} is over PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifier limit")
     return name
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier, for every statement that names a table or channel."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def names_for(table_name: str) -> Names:

@@ -4,14 +4,16 @@ One place to read what touches the database. Statements use asyncpg's ``$n``
 parameters and run on the driver connection under SQLAlchemy's pool. Every
 write after a claim is guarded by the lease token: a write that matches no row
 means the lease was lost (D6). Lease expiry is judged by the server's clock,
-``now() - make_interval(secs => ...)``, never by the worker's (D4).
+``now() - make_interval(secs => ...)``, never by the worker's (D4). Table and
+channel names are quoted: a reserved word (``order``, ``user``) is a valid name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-from outbox.schema import check_identifier, names_for
+from outbox.schema import check_identifier, names_for, quote_identifier
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,23 @@ class Statements:
 
     @property
     def channel(self) -> str:
+        """The NOTIFY channel as a string value (pg_notify, asyncpg's add_listener); LISTEN quotes it."""
         return names_for(self.table).channel
+
+    @cached_property
+    def quoted_table(self) -> str:
+        return quote_identifier(self.table)
+
+    @cached_property
+    def quoted_dlq_table(self) -> str:
+        if self.dlq_table is None:
+            raise ValueError("no dead-letter table configured")
+        return quote_identifier(self.dlq_table)
+
+    @property
+    def listen(self) -> str:
+        """LISTEN takes an identifier, not a string: quoted, it is exactly the channel pg_notify uses."""
+        return f"LISTEN {quote_identifier(self.channel)}"
 
     @property
     def insert(self) -> str:
@@ -36,7 +54,7 @@ class Statements:
         rollback drops the wake-up with the rows (P1).
         """
         return (
-            f"WITH ins AS (INSERT INTO {self.table} (queue, payload, headers, next_attempt_at) "
+            f"WITH ins AS (INSERT INTO {self.quoted_table} (queue, payload, headers, next_attempt_at) "
             f"SELECT $1, p, h::jsonb, now() + make_interval(secs => $4) "
             f"FROM unnest($2::bytea[], $3::text[]) AS x(p, h) RETURNING id), "
             f"n AS (SELECT pg_notify($5, $1)) "
@@ -47,11 +65,11 @@ class Statements:
     def fetch(self) -> str:
         """$1 queue, $2 lease TTL seconds, $3 limit. Claims and leases in one statement (D3)."""
         return (
-            f"WITH picked AS (SELECT id FROM {self.table} "
+            f"WITH picked AS (SELECT id FROM {self.quoted_table} "
             f"WHERE queue = $1 AND next_attempt_at <= now() "
             f"AND (acquired_token IS NULL OR acquired_at < now() - make_interval(secs => $2)) "
             f"ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            f"UPDATE {self.table} AS o SET acquired_token = gen_random_uuid(), acquired_at = now(), "
+            f"UPDATE {self.quoted_table} AS o SET acquired_token = gen_random_uuid(), acquired_at = now(), "
             f"deliveries = o.deliveries + 1 "
             f"FROM picked WHERE o.id = picked.id "
             f"RETURNING o.id, o.payload, o.headers::text, o.acquired_token, o.acquired_at, "
@@ -63,7 +81,7 @@ class Statements:
         """$1 ids bigint[], $2 tokens uuid[]. Deletes only rows still leased by these tokens; returns
         (id, token) pairs, since one batch may hold a row twice (a stale holder and its reclaimer)."""
         return (
-            f"DELETE FROM {self.table} AS o USING unnest($1::bigint[], $2::uuid[]) AS a(id, token) "
+            f"DELETE FROM {self.quoted_table} AS o USING unnest($1::bigint[], $2::uuid[]) AS a(id, token) "
             f"WHERE o.id = a.id AND o.acquired_token = a.token RETURNING o.id, o.acquired_token"
         )
 
@@ -71,7 +89,7 @@ class Statements:
     def release(self) -> str:
         """$1 ids, $2 tokens. Hands back rows fetched but never started (graceful stop)."""
         return (
-            f"UPDATE {self.table} AS o SET acquired_token = NULL, acquired_at = NULL, "
+            f"UPDATE {self.quoted_table} AS o SET acquired_token = NULL, acquired_at = NULL, "
             f"deliveries = o.deliveries - 1 "
             f"FROM unnest($1::bigint[], $2::uuid[]) AS r(id, token) "
             f"WHERE o.id = r.id AND o.acquired_token = r.token"
@@ -81,7 +99,7 @@ class Statements:
     def retry(self) -> str:
         """$1 id, $2 token, $3 delay seconds, $4 error. Schedules by the database clock (R1)."""
         return (
-            f"UPDATE {self.table} SET acquired_token = NULL, acquired_at = NULL, attempts = attempts + 1, "
+            f"UPDATE {self.quoted_table} SET acquired_token = NULL, acquired_at = NULL, attempts = attempts + 1, "
             f"next_attempt_at = now() + make_interval(secs => $3), last_error = $4 "
             f"WHERE id = $1 AND acquired_token = $2 RETURNING id"
         )
@@ -89,7 +107,7 @@ class Statements:
     @property
     def drop(self) -> str:
         """$1 id, $2 token. Terminal failure without a dead-letter table."""
-        return f"DELETE FROM {self.table} WHERE id = $1 AND acquired_token = $2 RETURNING id"
+        return f"DELETE FROM {self.quoted_table} WHERE id = $1 AND acquired_token = $2 RETURNING id"
 
     @property
     def dead_letter(self) -> str:
@@ -99,12 +117,10 @@ class Statements:
         insert fails (schema drift) the delete rolls back with it, and the row
         waits for its lease to expire (R4).
         """
-        if self.dlq_table is None:
-            raise ValueError("no dead-letter table configured")
         return (
-            f"WITH moved AS (DELETE FROM {self.table} WHERE id = $1 AND acquired_token = $2 "
+            f"WITH moved AS (DELETE FROM {self.quoted_table} WHERE id = $1 AND acquired_token = $2 "
             f"RETURNING id, queue, payload, headers, created_at, attempts, deliveries) "
-            f"INSERT INTO {self.dlq_table} (original_id, queue, payload, headers, created_at, "
+            f"INSERT INTO {self.quoted_dlq_table} (original_id, queue, payload, headers, created_at, "
             f"attempts, deliveries, reason, last_error) "
             f"SELECT id, queue, payload, headers, created_at, attempts + $5, deliveries, $3, $4 FROM moved "
             f"RETURNING original_id"

@@ -10,7 +10,10 @@ Shape, per subscriber:
   rows, each guarded by its own lease token; rows the DELETE did not match
   were reclaimed by someone else and are reported ``lease_lost``;
 - failures are retried (``next_attempt_at`` by the database clock) or, when
-  terminal, dead-lettered in one statement.
+  terminal, dead-lettered in one statement. Whatever a handler raises is a
+  failure, BaseExceptions included (CancelledError, GeneratorExit, ...): only
+  ``KeyboardInterrupt``/``SystemExit`` and a real cancellation of the worker
+  (stop()) pass through, and a worker that dies anyway is replaced.
 
 Connections: the fetch loop and the acker each hold one pool connection, and
 at most ``max_workers - 1`` retry/dead-letter writes run at once, so the
@@ -40,6 +43,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from outbox.config import MAX_COUNT, MAX_SECONDS, check_number
 from outbox.errors import OutboxConfigError
 from outbox.listener import Listener
 from outbox.metrics import Metrics, MetricsRecorder
@@ -118,14 +122,17 @@ class Subscriber:
         on_settled: SettledCallback | None = None,
     ) -> None:
         self.queue = check_queue(queue)
-        _positive(max_workers=max_workers, fetch_batch_size=fetch_batch_size)
-        _positive(lease_ttl_seconds=lease_ttl_seconds, graceful_timeout=graceful_timeout,
-                  min_fetch_interval=min_fetch_interval, max_fetch_interval=max_fetch_interval,
-                  statement_timeout=statement_timeout)
+        counts = {"max_workers": max_workers, "fetch_batch_size": fetch_batch_size, "max_deliveries": max_deliveries}
+        for name, count in counts.items():
+            if count is not None:  # max_deliveries=None: no limit
+                check_number(name, count, 1, MAX_COUNT, integer=True)
+        seconds = {"lease_ttl_seconds": lease_ttl_seconds, "graceful_timeout": graceful_timeout,
+                   "min_fetch_interval": min_fetch_interval, "max_fetch_interval": max_fetch_interval,
+                   "statement_timeout": statement_timeout}
+        for name, value in seconds.items():
+            check_number(name, value, 0, MAX_SECONDS, above=True)
         if min_fetch_interval > max_fetch_interval:
             raise OutboxConfigError("min_fetch_interval must not exceed max_fetch_interval")
-        if max_deliveries is not None:
-            _positive(max_deliveries=max_deliveries)
         if not callable(handler):
             raise OutboxConfigError(f"handler must be an async callable, got {type(handler).__name__}")
         if engine.dialect.driver != "asyncpg":
@@ -190,13 +197,14 @@ class Subscriber:
         self._stopping.clear()
         if self._listen:
             self.listener = Listener(
-                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, queue=self.queue,
+                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, listen_sql=self.sql.listen,
+                queue=self.queue,
                 wake=self._wake.set, retry_interval=self.max_fetch_interval,
             )
             self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
         self._acker = asyncio.create_task(self._ack_loop(), name="outbox-ack")
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="outbox-fetch")
-        self._workers = [asyncio.create_task(self._work_loop(), name=f"outbox-worker-{i}") for i in range(self.max_workers)]
+        self._workers = [self._spawn_worker(i) for i in range(self.max_workers)]
 
     async def stop(self) -> None:
         """Graceful drain (L1): stop fetching now, hand back unstarted rows, let handlers
@@ -307,6 +315,28 @@ class Subscriber:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     # -- handling ------------------------------------------------------------------
+    def _spawn_worker(self, i: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._work_loop(), name=f"outbox-worker-{i}")
+        task.add_done_callback(self._worker_done)
+        return task
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker that died (a settlement callback raised a BaseException, say) is logged and replaced:
+        otherwise the fetch loop would go on leasing rows for fewer and fewer workers."""
+        try:
+            exc = task.exception()
+        except asyncio.CancelledError as cancelled:
+            if task.cancelling():
+                return  # cancelled by stop() or by the loop shutting down
+            exc = cancelled  # a stray CancelledError raised inside the worker: it died
+        if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return
+        log.error("%s on %r died (%s: %s)", task.get_name(), self.queue, type(exc).__name__, exc, exc_info=exc)
+        if not self._stopping.is_set() and task in self._workers:
+            i = self._workers.index(task)
+            self._workers[i] = self._spawn_worker(i)
+            log.info("%s on %r restarted", task.get_name(), self.queue)
+
     async def _work_loop(self) -> None:
         """Runs handlers one at a time; no task per message, which keeps the hot path short."""
         me = asyncio.current_task()
@@ -329,9 +359,11 @@ class Subscriber:
             return
         try:
             await self.handler(msg)
-        except asyncio.CancelledError:
+        except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - a handler failure is data, not a crash
+        except BaseException as exc:  # noqa: BLE001 - whatever the handler raises is a failure, not a crash
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # stop() cancels this worker; a CancelledError of the handler's own is a failure
             try:
                 await self._failed(msg, exc)
             except Exception:  # the write failed for a reason we cannot classify: the lease decides
@@ -341,7 +373,7 @@ class Subscriber:
         self._acks.append(msg)
         self._ack_ready.set()
 
-    async def _failed(self, msg: Message, exc: Exception) -> None:
+    async def _failed(self, msg: Message, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         delay = self.retry.delay(msg.attempts + 1)
         if delay is None:
@@ -454,7 +486,7 @@ async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
     return raw.driver_connection  # type: ignore[return-value]
 
 
-def _positive(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise OutboxConfigError(f"{name} must be a positive number, got {value!r}")
+def _being_cancelled() -> bool:
+    """This task was asked to cancel (``Task.cancel()``), as opposed to the handler raising CancelledError."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

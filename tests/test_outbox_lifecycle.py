@@ -1,9 +1,11 @@
 """Lifecycle and resources: L1 (graceful drain), L2 (connection budget, sampled from
-pg_stat_activity), L3 (an undersized pool is refused at start), O1 (metrics)."""
+pg_stat_activity), L3 (an undersized pool is refused at start), O1 (metrics); numeric options
+out of range (NaN, infinities, non-integers) are refused when built."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 import uuid
@@ -11,7 +13,7 @@ import uuid
 import pytest
 from sqlalchemy.pool import NullPool
 
-from outbox import METRIC_NAMES, ConstantRetry, OutboxConfigError
+from outbox import METRIC_NAMES, ConstantRetry, ExponentialRetry, Outbox, OutboxConfigError
 
 
 # -- L1: graceful drain ----------------------------------------------------------------------------
@@ -169,6 +171,83 @@ async def test_unbounded_pools_are_not_refused(tables, engine_factory):
 
 async def _noop(msg) -> None:
     return None
+
+
+# -- options: refused when built, not at the first fetch ---------------------------------------------
+
+SECONDS = "a finite number > 0 and <= 1e+09"
+COUNT = "an int >= 1 and <= 2147483647"
+BAD_KNOBS = [
+    ("lease_ttl_seconds", math.nan, SECONDS), ("lease_ttl_seconds", math.inf, SECONDS),
+    ("lease_ttl_seconds", 1e10, SECONDS), ("lease_ttl_seconds", 0, SECONDS), ("lease_ttl_seconds", True, SECONDS),
+    ("statement_timeout", math.nan, SECONDS), ("statement_timeout", -math.inf, SECONDS),
+    ("graceful_timeout", math.inf, SECONDS), ("max_fetch_interval", math.inf, SECONDS),
+    ("min_fetch_interval", math.nan, SECONDS), ("min_fetch_interval", "0.1", SECONDS),
+    ("fetch_batch_size", 1.5, COUNT), ("fetch_batch_size", 100.0, COUNT), ("fetch_batch_size", True, COUNT),
+    ("fetch_batch_size", 2**63, COUNT), ("max_workers", 2.0, COUNT), ("max_workers", 0, COUNT),
+    ("max_deliveries", 1.5, COUNT), ("max_deliveries", math.nan, COUNT), ("max_deliveries", False, COUNT),
+]
+
+
+@pytest.mark.parametrize("knob,value,allowed", BAD_KNOBS, ids=[f"{k}={v!r}" for k, v, _ in BAD_KNOBS])
+def test_bad_subscriber_knobs_are_refused_when_built(tables, knob, value, allowed):
+    """NaN, infinities, non-integers and bools are refused by the constructor with one error naming the
+    knob and its range; lease_ttl_seconds=nan used to be accepted and then fail every fetch."""
+    with pytest.raises(OutboxConfigError) as info:
+        tables.outbox.subscriber(tables.engine, queue="q", handler=_noop, **{knob: value})
+    assert str(info.value) == f"{knob} must be {allowed}, got {value!r}"
+
+
+BAD_RETRY_KNOBS = [
+    (ExponentialRetry, "initial_delay_seconds", math.nan, "a finite number >= 0 and <= 1e+09"),
+    (ExponentialRetry, "initial_delay_seconds", math.inf, "a finite number >= 0 and <= 1e+09"),
+    (ExponentialRetry, "multiplier", math.nan, "a finite number >= 1"),
+    (ExponentialRetry, "multiplier", math.inf, "a finite number >= 1"),
+    (ExponentialRetry, "max_delay_seconds", math.inf, "a finite number >= 0 and <= 1e+09"),
+    (ExponentialRetry, "max_attempts", 1.5, COUNT), (ExponentialRetry, "max_attempts", True, COUNT),
+    (ExponentialRetry, "jitter_factor", math.nan, "a finite number >= 0 and < 1"),
+    (ConstantRetry, "delay_seconds", math.nan, "a finite number >= 0 and <= 1e+09"),
+    (ConstantRetry, "delay_seconds", math.inf, "a finite number >= 0 and <= 1e+09"),
+    (ConstantRetry, "max_attempts", 2.0, COUNT),
+]
+
+
+@pytest.mark.parametrize("cls,knob,value,allowed", BAD_RETRY_KNOBS,
+                         ids=[f"{c.__name__}.{k}={v!r}" for c, k, v, _ in BAD_RETRY_KNOBS])
+def test_bad_retry_knobs_are_refused_when_built(cls, knob, value, allowed):
+    with pytest.raises(OutboxConfigError) as info:
+        cls(**{knob: value})
+    assert str(info.value) == f"{cls.__name__}.{knob} must be {allowed}, got {value!r}"
+
+
+def test_bad_outbox_knobs_are_refused():
+    for bad in (True, 1.5, 0, math.inf):
+        with pytest.raises(OutboxConfigError, match=f"max_payload_bytes must be {COUNT}"):
+            Outbox("ob", max_payload_bytes=bad)
+
+
+async def test_knobs_at_the_top_of_their_ranges_work_on_the_server(tables, subscribers, wait_until):
+    """The upper bounds are honest: a lease and a retry delay at the cap are within PostgreSQL's
+    interval range (the fetch and the retry write succeed), a batch size at the cap fits LIMIT, and
+    ExponentialRetry with many attempts caps its delay instead of overflowing a float."""
+    big = ExponentialRetry(jitter_factor=0, max_attempts=2**31 - 1)
+    assert big.delay(5000) == 300.0
+    assert ExponentialRetry(initial_delay_seconds=0, jitter_factor=0, max_attempts=10_000).delay(5000) == 0.0
+    outcomes = []
+
+    async def handler(msg):
+        raise RuntimeError("much later")
+
+    await subscribers(tables.outbox, tables.engine, handler=handler, lease_ttl_seconds=1e9, statement_timeout=1e9,
+                      fetch_batch_size=2**31 - 1, max_deliveries=2**31 - 1,
+                      retry=ExponentialRetry(initial_delay_seconds=1e9, max_delay_seconds=1e9, jitter_factor=0.999),
+                      on_settled=lambda m, o: outcomes.append(o))
+    (row_id,) = await tables.publish(b"x")
+    await wait_until(lambda: outcomes, timeout=5, message="the retry write")
+    assert outcomes == ["retry"]
+    (row,) = await tables.rows()
+    wait = (row["next_attempt_at"] - await tables.fetchval("SELECT now()")).total_seconds()
+    assert 1e9 * 0.001 - 10 <= wait <= 1e9 * 1.999, wait
 
 
 # -- O1: metrics -------------------------------------------------------------------------------------

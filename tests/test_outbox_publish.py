@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from harness.provision import postgres as provisioning
 from outbox import (
+    ConstantRetry,
     Outbox,
     OutboxConfigError,
     OutboxError,
@@ -135,6 +136,9 @@ BAD_CALLS = [
     ("object payload", PayloadError, dict(payload=object())),
     ("non-JSON dict", PayloadError, dict(payload={"a": object()})),
     ("lone surrogate str", PayloadError, dict(payload="\ud800")),
+    ("payload NaN", PayloadError, dict(payload={"x": math.nan})),
+    ("payload infinity", PayloadError, dict(payload=[1, {"y": math.inf}])),
+    ("payload -infinity", PayloadError, dict(payload={"z": [-math.inf]})),
     ("oversize bytes", PayloadTooLargeError, dict(payload=b"x" * (BIG + 1))),
     ("oversize dict", PayloadTooLargeError, dict(payload={"k": "x" * BIG})),
     ("empty queue", OutboxConfigError, dict(queue="")),
@@ -190,6 +194,8 @@ async def test_bad_input_is_refused_and_the_transaction_still_commits(tables, bu
     assert "max_payload_bytes" in failures["oversize bytes"]
     assert "queue" in failures["empty queue"] and "128" in failures["oversize queue"]
     assert "headers" in failures["headers list"] and "delay_seconds" in failures["negative delay"]
+    assert "payload" in failures["payload NaN"] and "NaN" in failures["payload NaN"]
+    assert failures["payload NaN"].split(": ", 1)[1] == failures["headers NaN"].split(": ", 1)[1]  # one rule
 
 
 async def test_bad_connection_kind_is_refused(tables):
@@ -255,6 +261,73 @@ async def test_longest_name_is_exactly_63_bytes_and_works(engine, dsn):
         finally:
             await conn.close()
     finally:
+        async with engine.begin() as c:
+            await c.run_sync(md.drop_all)
+
+
+RESERVED = [("order", "group"), ("user", "table"), ("select", "offset")]
+
+
+@pytest.mark.parametrize("name,dlq", RESERVED, ids=[n for n, _ in RESERVED])
+async def test_reserved_words_as_table_names_work_end_to_end(engine, dsn, subscribers, wait_until, name, dlq):
+    """P3: reserved words are valid table names, so every statement quotes its identifiers: publish
+    (NOTIFY included) inside a business transaction that goes on, LISTEN, delivery, retry, dead
+    letter, release, drop, validate_schema and its drift checks."""
+    def q(ident: str) -> str:
+        return f'"{ident}"'
+
+    md = MetaData()
+    ob = Outbox(make_outbox_table(md, name), make_dlq_table(md, dlq))
+    async with engine.begin() as conn:
+        await conn.run_sync(md.create_all)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await ob.validate_schema(engine)
+        await ob.validate_schema(conn)
+        notified: list[str] = []
+        await conn.add_listener(ob.channel, lambda *a: notified.append(a[3]))
+        async with engine.begin() as c:
+            ids = await ob.publish_batch(c, [b"ok", b"fail"], queue="q")
+            ids.append(await ob.publish(c, {"n": 1}, queue="q"))
+            assert (await c.exec_driver_sql("SELECT 1")).scalar() == 1  # the caller's transaction goes on
+        assert await conn.fetchval(f"SELECT count(*) FROM {q(name)}") == 3
+
+        delivered, outcomes = [], []
+
+        async def handler(msg):
+            if bytes(msg.payload) == b"fail":
+                raise RuntimeError("poison")
+            delivered.append(msg.id)
+
+        sub = await subscribers(ob, engine, handler=handler, retry=ConstantRetry(0.0, max_attempts=2),
+                                max_fetch_interval=0.2, on_settled=lambda m, o: outcomes.append(o))
+        await wait_until(lambda: sorted(outcomes) == ["acked", "acked", "dead_lettered", "retry"], timeout=10,
+                         message="two acks, a retry and a dead letter")
+        assert sorted(delivered) == [ids[0], ids[2]] and notified == ["q"]
+        (dead,) = await conn.fetch(f"SELECT * FROM {q(dlq)}")
+        assert (dead["original_id"], dead["reason"], dead["attempts"]) == (ids[1], "retries_exhausted", 2)
+        await asyncio.sleep(0.5)  # the listener re-issues its LISTEN every max_fetch_interval
+        assert sub.listener.connected and sub.listener.warnings == 0
+        async with engine.begin() as c:
+            await ob.publish(c, b"woken", queue="q")
+        await wait_until(lambda: outcomes.count("acked") == 3, timeout=5, message="the NOTIFY-woken delivery")
+        await sub.stop()
+
+        st, plain = ob.statements, Outbox(name)
+        async with conn.transaction():
+            kept, gone = await ob.publish_batch(conn, [b"released", b"dropped"], queue="r")
+        leased = {r["id"]: r["acquired_token"] for r in await conn.fetch(st.fetch, "r", 60.0, 10)}
+        await conn.execute(st.release, [kept], [leased[kept]])
+        assert await conn.fetchval(plain.statements.drop, gone, leased[gone]) == gone
+        assert [tuple(r) for r in await conn.fetch(f"SELECT id, acquired_token FROM {q(name)}")] == [(kept, None)]
+        await ob.validate_schema(engine)
+
+        await conn.execute(f"DROP INDEX {names_for(name).leased_index}")
+        await conn.execute(f"ALTER TABLE {q(dlq)} ADD CONSTRAINT drift CHECK (false) NOT VALID")
+        issues = await ob.schema_issues(conn)
+        assert [(i.kind, i.table) for i in issues] == [("missing_index", name), ("unexpected_check", dlq)], issues
+    finally:
+        await conn.close()
         async with engine.begin() as c:
             await c.run_sync(md.drop_all)
 

@@ -1,14 +1,19 @@
 """Retries and dead letters on the real database: R1 (schedule by database time), R2
-(max_deliveries counts reclaims), R3 (atomic dead-lettering), R4 (DLQ drift is visible and heals)."""
+(max_deliveries counts reclaims), R3 (atomic dead-lettering), R4 (DLQ drift is visible and heals);
+whatever a handler raises is a failure, never a dead worker."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 
 import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
+from harness.provision.postgres import asyncpg_url
 from outbox import ConstantRetry, ExponentialRetry, NoRetry
 
 SLACK = 0.35  # seconds between a handler failure and the retry write landing, on a loaded 2-core box
@@ -243,3 +248,124 @@ async def test_ack_batch_holding_a_row_twice_acks_only_the_live_lease(tables, ds
     finally:
         await conn.close()
     assert [(r[0], r[1]) for r in done] == [(row_id, live["acquired_token"])]
+
+
+class Fatal(BaseException):
+    """A BaseException that is neither a cancellation nor the process ending."""
+
+
+BAD_HANDLER_ERRORS = {b"cancelled": asyncio.CancelledError, b"base": Fatal, b"generator_exit": GeneratorExit}
+
+
+async def test_any_exception_from_a_handler_is_a_handler_failure(tables, subscribers, wait_until):
+    """A handler raising CancelledError, a custom BaseException or GeneratorExit is retried and
+    dead-lettered like any failure; with max_workers=2 no worker dies, ordinary messages after them
+    are delivered, and stop() still drains: a slow handler finishes, a hung one is cancelled at
+    graceful_timeout and keeps its lease (a real cancellation is not a handler failure)."""
+    calls: Counter[bytes] = Counter()
+    delivered, outcomes = [], []
+    hung = asyncio.Event()
+
+    async def handler(msg):
+        kind = bytes(msg.payload)
+        calls[kind] += 1
+        if kind in BAD_HANDLER_ERRORS:
+            raise BAD_HANDLER_ERRORS[kind](f"from the handler: {kind.decode()}")
+        if kind == b"slow":
+            await asyncio.sleep(0.3)
+        if kind == b"hang":
+            hung.set()
+            await asyncio.sleep(30)
+        delivered.append(msg.id)
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=2,
+                            retry=ConstantRetry(0.0, max_attempts=2), max_fetch_interval=0.1, graceful_timeout=1.0,
+                            on_settled=lambda m, o: outcomes.append((bytes(m.payload), o)))
+    bad_ids = await tables.publish(*BAD_HANDLER_ERRORS)
+    await wait_until(lambda: _dlq_count_is(tables, 3), timeout=10, message="three dead letters")
+    ok_ids = await tables.publish(*[b"ok"] * 20)
+    await wait_until(lambda: len(delivered) == 20, timeout=10, message="the ordinary messages")
+    assert sorted(delivered) == ok_ids
+    assert {k: calls[k] for k in BAD_HANDLER_ERRORS} == {k: 2 for k in BAD_HANDLER_ERRORS}  # one retry each
+    dead = {r["original_id"]: r for r in await tables.dlq_rows()}
+    assert sorted(dead) == bad_ids
+    for row_id, name in zip(bad_ids, ("CancelledError", "Fatal", "GeneratorExit")):
+        assert (dead[row_id]["reason"], dead[row_id]["attempts"]) == ("retries_exhausted", 2)
+        assert dead[row_id]["last_error"].startswith(f"{name}: from the handler"), dead[row_id]["last_error"]
+    assert sub.metrics.counts["nacked_retry"] == 3 and sub.metrics.counts["dlq_written"] == 3
+    assert len(sub._workers) == 2 and not any(t.done() for t in sub._workers)
+
+    slow_id, hang_id = await tables.publish(b"slow", b"hang")
+    await wait_until(lambda: hung.is_set() and calls[b"slow"], timeout=5, message="both handlers running")
+    t0 = asyncio.get_running_loop().time()
+    await sub.stop()
+    took = asyncio.get_running_loop().time() - t0
+    assert 0.9 <= took < 2.0, took
+    assert delivered[-1] == slow_id and (b"slow", "acked") in outcomes
+    assert sub.metrics.counts["drain_timeout"] == 1 and sub.metrics.counts["nacked_retry"] == 3
+    (row,) = await tables.rows()
+    assert row["id"] == hang_id and row["acquired_token"] is not None and row["attempts"] == 0
+
+
+async def test_a_worker_that_dies_anyway_is_logged_and_replaced(tables, subscribers, wait_until, caplog):
+    """Outside the handler (here: an on_settled callback raising a BaseException or a stray
+    CancelledError) a worker can still die; it is logged at ERROR and replaced, so the subscriber
+    keeps max_workers workers."""
+    delivered = []
+    traps = {b"trap-fatal": Fatal, b"trap-cancelled": asyncio.CancelledError}
+
+    async def handler(msg):
+        if bytes(msg.payload) in traps:
+            raise RuntimeError("fails, and settling it kills the worker")
+        delivered.append(msg.id)
+
+    def on_settled(msg, outcome):
+        if outcome == "retry":
+            raise traps[bytes(msg.payload)]("on_settled")
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=2,
+                            retry=ConstantRetry(0.0, max_attempts=3), max_fetch_interval=0.1, on_settled=on_settled)
+    await tables.publish(*traps)  # each fails 3 times: 2 retries (each kills its worker), then a dead letter
+    await wait_until(lambda: _dlq_count_is(tables, 2), timeout=10, message="both traps dead-lettered")
+    ok_ids = await tables.publish(*[b"ok"] * 10)
+    await wait_until(lambda: len(delivered) == 10, timeout=10, message="the ordinary messages")
+    assert sorted(delivered) == ok_ids
+    assert len(sub._workers) == 2 and not any(t.done() for t in sub._workers)
+    died = [r for r in caplog.records if r.name == "outbox.subscriber" and r.levelname == "ERROR" and "died" in r.getMessage()]
+    assert sorted(r.exc_info[0].__name__ for r in died) == ["CancelledError"] * 2 + ["Fatal"] * 2
+
+
+async def _dlq_count_is(tables, n) -> bool:
+    return await tables.dlq_count() == n
+
+
+
+@pytest.mark.parametrize("ending", [SystemExit, KeyboardInterrupt])
+async def test_the_process_ending_in_a_handler_still_ends_it(tables, ending):
+    """SystemExit / KeyboardInterrupt from a handler are not handler failures: they end the event loop
+    (run here in a loop of its own, in a thread) and leave the row leased, with no retry recorded."""
+    (row_id,) = await tables.publish(b"exit")
+
+    async def run() -> None:
+        engine = create_async_engine(asyncpg_url(tables.dsn), poolclass=NullPool)
+        try:
+            async def handler(msg):
+                raise ending("the process ends")
+
+            sub = tables.outbox.subscriber(engine, queue="q", handler=handler, max_fetch_interval=0.1)
+            await sub.start()
+            await asyncio.sleep(10)
+        finally:
+            await engine.dispose()
+
+    def in_own_loop() -> BaseException | None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001 - what ended the loop is the result
+            return exc
+        return None
+
+    ended = await asyncio.wait_for(asyncio.to_thread(in_own_loop), timeout=8)
+    assert type(ended) is ending
+    (row,) = await tables.rows()
+    assert row["id"] == row_id and row["acquired_token"] is not None and row["attempts"] == 0
