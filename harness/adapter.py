@@ -48,6 +48,7 @@ class Capabilities:
     graceful_drain: bool = False  # stop() drains in-flight work within graceful_timeout (L1)
     metrics: bool = False  # reports O1 counters through ctx.metric
     connection_budget: bool = False  # declares a per-process connection budget (L2, L3)
+    prefetch: bool = False  # claimed rows may wait in memory before their handler starts (see ctx.claimed)
     notes: str = ""  # shown beside the implementation's verdicts
 
     def missing(self, *names: str) -> list[str]:
@@ -139,6 +140,7 @@ class ConsumerContext:
         stopping: asyncio.Event,
         settled: Callable[..., None],
         metric: Callable[[str, float, dict[str, str]], None],
+        claimed: Callable[..., None] = lambda payloads, lease_at=None: None,
     ) -> None:
         self.dsn = dsn  # plain postgresql:// DSN through the harness's proxy
         self.config = config
@@ -150,6 +152,10 @@ class ConsumerContext:
         # DeliveryInfo of the call when known, so two calls of one message can be told apart.
         self.settled = settled
         self.metric = metric  # metric(name, value, labels)
+        # claimed(payloads, lease_at=None): call right after a claim statement returns, with the rows it leased
+        # (and the lease start by the database clock when known). Optional; it lets the harness judge leases by
+        # their claims rather than by handler starts, which an implementation that prefetches delays.
+        self.claimed = claimed
         self.log = logging.getLogger("harness.adapter")
 
 

@@ -16,7 +16,9 @@ import os
 import random
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +110,12 @@ async def run(spec: WorkerSpec) -> int:
         totals[name] = totals.get(name, 0.0) + value
         history.record("info", "metric", name=name, value=totals[name], labels=labels)
 
+    def claimed(payloads: Sequence[bytes], lease_at: datetime | None = None) -> None:
+        history.record("ok", "claim", mids=[decode(p)[0] for p in payloads],
+                       **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
+
     ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
-                          handler=handler, stopping=stopping, settled=settled, metric=metric)
+                          handler=handler, stopping=stopping, settled=settled, metric=metric, claimed=claimed)
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:
         adapter = load_adapter(spec.impl)

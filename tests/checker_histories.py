@@ -97,6 +97,10 @@ class H:
                      **(key if echo else {}))
         return self
 
+    def claim(self, t: float, process: str, *mids: str, lease_at: float | None = None) -> H:
+        """The implementation reported a claim (``ctx.claimed``) of these rows."""
+        return self.add(t, process, "ok", "claim", mids=list(mids), **({"lease_at": lease_at} if lease_at else {}))
+
     def settle(self, t: float, mid: str, process: str, outcome: str, type_: EventType = "ok") -> H:
         return self.add(t, process, type_, "settle", mid=mid, outcome=outcome)
 

@@ -20,6 +20,7 @@ from harness.checkers import (
     check_stale_ack,
     check_total_queue,
     check_wakeup,
+    check_warnings,
     checker,
     checkers_for,
     run_checkers,
@@ -178,7 +179,8 @@ def test_stolen_live_lease_fails_d3() -> None:
     h = H().publish(0, "m1").deliver(1, "m1", "w1", took=5).deliver(2, "m1", "w2")
     v = by_id(check_lease(h.build(), ctx()))
     assert v["D3"].status == "fail"
-    assert v["D3"].figures["examples"][0] == {"mid": "m1", "holder": "w1", "thief": "w2", "gap_s": 1.0}
+    assert v["D3"].figures["examples"][0] == {"mid": "m1", "holder": "w1", "thief": "w2", "gap_s": 1.0,
+                                              "evidence": "database-clock lease times"}
 
 
 def test_failed_handler_releases_the_row_early() -> None:
@@ -219,6 +221,51 @@ def test_lease_falls_back_to_the_monotonic_clock_leniently() -> None:
     lenient = check_lease(reclaimed(2.0).build(), ctx(caps={"lease_times": False}))
     assert status(lenient, "D3") == "pass" and "monotonic" in by_id(lenient)["D3"].summary
     assert status(check_lease(reclaimed(1.0).build(), ctx(caps={"lease_times": False})), "D3") == "fail"
+
+
+NO_LEASE_TIMES = {"lease_times": False}
+PREFETCH = {"lease_times": False, "prefetch": True}
+
+
+def test_a_prefetched_row_that_only_looks_reclaimed_early_is_unknown() -> None:
+    """Handler starts 0.5 s apart, but A's row may have sat in a prefetch buffer since its publish at 0."""
+    h = H().publish(0, "m1").deliver(4, "m1", "w1", took=None, lease_at=None).kill(4.2, "w1")
+    h.deliver(4.5, "m1", "w2", lease_at=None)
+    v = by_id(check_lease(h.build(), ctx(caps=PREFETCH)))["D3"]
+    assert v.status == "unknown" and v.figures["undecided"] == 1 and "prefetch" in v.summary
+    assert status(check_lease(h.build(), ctx(caps=NO_LEASE_TIMES)), "D3") == "fail"  # handed straight to handlers
+
+
+def test_a_prefetched_reclaim_within_the_lease_of_any_possible_claim_fails() -> None:
+    """B started 2 s after the publish: whenever A's lease began, it was still live (TTL 3 s)."""
+    h = H().publish(0, "m1").deliver(1, "m1", "w1", took=None, lease_at=None).kill(1.2, "w1")
+    h.deliver(2, "m1", "w2", lease_at=None)
+    assert status(check_lease(h.build(), ctx(caps=PREFETCH)), "D3") == "fail"
+
+
+def test_reported_claims_decide_where_handler_starts_cannot() -> None:
+    buffered = (H().publish(0, "m1").claim(1.0, "w1", "m1").deliver(3.0, "m1", "w1", took=None, lease_at=None)
+                .kill(3.5, "w1").claim(4.1, "w2", "m1").deliver(4.2, "m1", "w2", lease_at=None))
+    assert status(check_lease(buffered.build(), ctx(caps=PREFETCH)), "D3") == "pass"
+    stolen = (H().publish(0, "m1").claim(1.0, "w1", "m1").deliver(3.0, "m1", "w1", took=None, lease_at=None)
+              .claim(1.2, "w2", "m1").deliver(3.1, "m1", "w2", lease_at=None))
+    v = by_id(check_lease(stolen.build(), ctx(caps=PREFETCH)))["D3"]
+    assert v.status == "fail" and v.figures["examples"][0]["evidence"] == "claim / claim"
+
+
+def test_a_claim_that_reports_the_database_lease_time_is_judged_by_it() -> None:
+    h = (H().publish(0, "m1").claim(1.0, "w1", "m1", lease_at=DB_EPOCH + 1.0)
+         .deliver(3.0, "m1", "w1", took=None, lease_at=None).kill(3.5, "w1")
+         .claim(4.5, "w2", "m1", lease_at=DB_EPOCH + 4.5).deliver(4.6, "m1", "w2", lease_at=None))
+    v = by_id(check_lease(h.build(), ctx()))["D3"]
+    assert v.status == "pass" and "monotonic" not in v.summary
+
+
+def test_overlapping_locks_across_a_network_fault_are_undecided() -> None:
+    """A lock-based implementation loses its row lock when the fault ends its backend: not a definite steal."""
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=3, settle=None).window(1.5, 2.5, "partition")
+         .deliver(2.8, "m1", "w2"))
+    assert status(check_lease(h.build(), ctx(caps={"lease_ttl": False})), "D3") == "unknown"
 
 
 def test_without_leases_calls_of_one_row_must_not_overlap() -> None:
@@ -267,6 +314,21 @@ def test_killed_delivery_never_redelivered_fails_when_drained() -> None:
     h = H().publish(0, "m1").deliver(1, "m1", "w1", took=None).kill(1.5, "w1")
     assert check_reclaim(h.build(), ctx())[0].status == "fail"
     assert check_reclaim(h.final(pending=["m1"], drained=False).build(), ctx())[0].status == "unknown"
+
+
+def test_prefetched_reclaims_are_dated_by_claims_or_left_undecided() -> None:
+    """A row that waited in a prefetch buffer: handler starts 1 s apart (looks early), 9 s apart (looks late)."""
+    early = (H().publish(0, "m1").deliver(4, "m1", "w1", took=None, lease_at=None).kill(4.2, "w1")
+             .deliver(5, "m1", "w2", lease_at=None))
+    late = (H().publish(0, "m1").deliver(1, "m1", "w1", took=None, lease_at=None).kill(1.2, "w1")
+            .deliver(10, "m1", "w2", lease_at=None))
+    for h in (early, late):
+        v = check_reclaim(h.build(), ctx(caps=PREFETCH))[0]
+        assert v.status == "unknown" and v.figures["undated"] == 1, v
+        assert check_reclaim(h.build(), ctx(caps=NO_LEASE_TIMES))[0].status == "fail"
+    dated = (H().publish(0, "m1").claim(1, "w1", "m1").deliver(1.5, "m1", "w1", took=None, lease_at=None)
+             .kill(1.8, "w1").claim(4.5, "w2", "m1").deliver(10, "m1", "w2", lease_at=None))
+    assert check_reclaim(dated.build(), ctx(caps=PREFETCH))[0].status == "pass"
 
 
 def test_reclaim_not_applicable_without_lease_ttl() -> None:
@@ -349,6 +411,11 @@ def test_too_early_retry_fails_r1() -> None:
 def test_too_late_retry_fails_r1() -> None:
     v = by_id(check_dlq(poison(gaps=(1.0, 30.0)).build(), dlq_ctx()))
     assert v["R1"].status == "fail" and v["R1"].figures["too_late"] == 1
+
+
+def test_a_late_looking_retry_of_a_prefetching_implementation_is_undecided() -> None:
+    assert status(check_dlq(poison(gaps=(1.0, 30.0)).build(), dlq_ctx(caps=PREFETCH)), "R1") == "unknown"
+    assert status(check_dlq(poison(gaps=(1.0, 30.0)).build(), dlq_ctx(caps=NO_LEASE_TIMES)), "R1") == "fail"
 
 
 def test_r1_not_applicable_under_no_retry() -> None:
@@ -555,7 +622,7 @@ def listen_lost(latency: float) -> H:
 
 def test_polling_fallback_passes_d8_and_outage_probes_stay_out_of_d7() -> None:
     v = by_id(check_wakeup(listen_lost(0.9).build(), ctx()))
-    assert v["D8"].status == "pass" and v["D8"].figures["listen_warnings"] == 1
+    assert v["D8"].status == "pass" and v["D8"].figures["probes"] == 3
     assert v["D7"].status == "pass" and v["D7"].figures["probes"] == 6
 
 
@@ -563,10 +630,24 @@ def test_slow_polling_fails_d8() -> None:
     assert status(check_wakeup(listen_lost(5.0).build(), ctx()), "D8") == "fail"
 
 
-def test_repeated_warning_fails_d8() -> None:
+def test_a_repeated_warning_fails_o2_and_leaves_d8_to_delivery() -> None:
     h = listen_lost(0.9).log(110, "w1", "could not LISTEN: connection refused")
-    v = by_id(check_wakeup(h.build(), ctx()))["D8"]
-    assert v.status == "fail" and "WARNING repeated" in v.summary
+    assert status(check_wakeup(h.build(), ctx()), "D8") == "pass"
+    v = check_warnings(h.build(), ctx())[0]
+    assert v.status == "fail" and v.figures["repeated"] == {"outage 1 / w1": 2}
+
+
+def test_one_warning_per_worker_and_outage_passes_o2() -> None:
+    h = listen_lost(0.9).log(101, "w2", "LISTEN connection lost")
+    v = check_warnings(h.build(), ctx())[0]
+    assert v.status == "pass" and v.figures["listen_warnings"] == 2
+
+
+def test_silence_about_a_lost_listen_is_unknown_for_o2() -> None:
+    h = probes(H(), 0, 6, 0.02).window(100, 120, "listen_loss")
+    assert check_warnings(probes(h, 105, 3, 0.9).build(), ctx())[0].status == "unknown"
+    assert check_warnings(probes(H(), 0, 6, 0.02).build(), ctx())[0].status == "unknown"
+    assert check_warnings(h.build(), ctx(caps={"notify": False}))[0].status == "not_applicable"
 
 
 def test_wakeup_not_applicable_without_notify() -> None:

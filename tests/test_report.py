@@ -213,4 +213,4 @@ def test_the_guarantees_doc_shows_the_catalogue_as_generated() -> None:
     from harness.guarantees import markdown_table  # noqa: PLC0415
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "guarantees.md").read_text(encoding="utf-8")
-    assert markdown_table() in doc, "regenerate the table: python -m harness.guarantees"
+    assert markdown_table() in doc, "regenerate the table: python -m harness.guarantees --write docs/guarantees.md"

@@ -28,6 +28,7 @@ from harness.checkers.recovery import check_recovery  # noqa: E402
 from harness.checkers.stale_ack import check_stale_ack  # noqa: E402
 from harness.checkers.total_queue import QueueTally, check_total_queue, tally  # noqa: E402
 from harness.checkers.wakeup import check_wakeup  # noqa: E402
+from harness.checkers.warnings import check_warnings  # noqa: E402
 
 #: Guarantee id -> the checker that decides it.
 DECIDED_BY: dict[str, str] = {g: r.name for r in REGISTRY.values() for g in r.decides}
@@ -75,6 +76,7 @@ __all__ = [
     "check_stale_ack",
     "check_total_queue",
     "check_wakeup",
+    "check_warnings",
     "checker",
     "checkers_for",
     "run_checkers",

@@ -43,7 +43,9 @@ class Delivery:
     """One handler call: its invoke, how it ended, and what the implementation did afterwards."""
 
     invoke: Event
-    lease_at: float | None  # database clock, when the adapter reports it
+    lease_at: float | None  # database clock, when the adapter reports it (with the call or with its claim)
+    claim: Event | None = None  # the ``claim`` the implementation reported for this row before the call
+    published: float | None = None  # the publish invoke of this mid: no lease of it can start earlier
     end: Event | None = None  # deliver ok | fail
     settle: Event | None = None  # settle ok | fail matched to this call
     cut_at: float | None = None  # the process died (killed, exited, restarted) with the call unfinished
@@ -106,10 +108,22 @@ def index_deliveries(history: Iterable[Event]) -> list[Delivery]:
     out: list[Delivery] = []
     running: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # no end yet
     unsettled: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # ended, no settle yet
+    claims: dict[tuple[str, str], Event] = {}  # the latest claim of a mid by a process, not yet handled
+    published: dict[str, float] = {}
     for e in history:
         key = (e.process, e.mid)
-        if e.f == "deliver" and e.type == "invoke":
-            call = Delivery(e, parse_lease_at(e.value.get("lease_at")))
+        if e.f == "publish" and e.type == "invoke":
+            for m in e.value.get("mids") or ():
+                published.setdefault(str(m), e.t)
+        elif e.f == "claim" and e.type == "ok":
+            for m in e.value.get("mids") or ():
+                claims[(e.process, str(m))] = e
+        elif e.f == "deliver" and e.type == "invoke":
+            claim = claims.pop((e.process, str(e.mid)), None)
+            lease_at = parse_lease_at(e.value.get("lease_at"))
+            if lease_at is None and claim is not None:
+                lease_at = parse_lease_at(claim.value.get("lease_at"))
+            call = Delivery(e, lease_at, claim, published.get(str(e.mid)))
             out.append(call)
             running[key].append(call)
         elif e.f == "deliver" and e.type in ("ok", "fail"):
@@ -170,6 +184,30 @@ def uses_db_clock(deliveries: Iterable[Delivery], lease_times: bool) -> bool:
 
 def clock_note(db_clock: bool) -> str:
     return "" if db_clock else " (no DB-clock lease times: judged on the monotonic clock with scheduling slack)"
+
+
+@dataclass(frozen=True)
+class LeaseStart:
+    """When a call's lease began, as far as the history tells, on the monotonic clock: within [lo, hi]."""
+
+    lo: float
+    hi: float
+    source: str  # the evidence: "claim", "handler start", "handler start, possibly prefetched"
+
+
+def lease_start(d: Delivery, slack: float, prefetch: bool) -> LeaseStart:
+    """The bounds of a call's lease start without a database-clock lease time.
+
+    A reported claim dates it within the claim statement's round trip (``slack``). Without a claim, the handler
+    start bounds it from above; from below, by the scheduling slack when the implementation hands claimed rows
+    straight to its handlers, or only by the message's publish when it may hold them in a prefetch buffer first
+    (for as long as it likes)."""
+    if d.claim is not None:
+        return LeaseStart(d.claim.t - slack, d.claim.t, "claim")
+    if prefetch:
+        lo = d.published if d.published is not None else float("-inf")
+        return LeaseStart(lo, d.t, "handler start, possibly prefetched")
+    return LeaseStart(d.t - slack, d.t, "handler start")
 
 
 @dataclass
@@ -275,3 +313,19 @@ def skewed_workers(history: Iterable[Event]) -> set[str]:
     """Worker incarnations spawned with a faked wall clock."""
     return {str(e.value["process"]) for e in history
             if e.f == "worker" and e.value.get("event") == "spawned" and e.value.get("clock_offset")}
+
+
+#: Fault categories that can end PostgreSQL backends (and with them the locks they hold).
+BACKEND_ENDING = ("network", "crash")
+
+
+def backend_ends(history: Iterable[Event]) -> list[tuple[float, float]]:
+    """Windows (invoke to heal) of faults that may have ended backends: connections cut or the server crashed."""
+    kinds = {k for c in BACKEND_ENDING for k in kinds_of(history, c)}
+    return [(w.invoked, w.healed if w.healed is not None else float("inf"))
+            for k in kinds for w in fault_windows(history, k)]
+
+
+def listen_outages(history: Iterable[Event]) -> list[FaultWindow]:
+    """Windows in which the consumers' LISTEN was lost (faults of the ``wakeup`` category)."""
+    return [w for k in kinds_of(history, "wakeup") for w in fault_windows(history, k)]

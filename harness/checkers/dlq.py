@@ -72,6 +72,7 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     cfg, j = ctx.config, retry.jitter_factor
     gaps = early = late = 0
     bad: list[dict[str, object]] = []
+    undated: list[dict[str, object]] = []
     for m in poison:
         ds = groups.get(m, [])
         for a, b in pairwise(ds):
@@ -84,12 +85,15 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
             low = delay * (1 - j) - rounding
             high = (a.end.t - a.t) + delay * (1 + j) + cfg.max_fetch_interval + ctx.slack_seconds
             high += cfg.lease_ttl_seconds if reclaim else 0.0
-            g = gap(a, b, db_clock)
+            # the next claim, as well as it is known: its lease time, its reported claim, or its handler start
+            g = gap(a, b, db_clock) if db_clock or b.claim is None else b.claim.t - a.t
             gaps += 1
             row = {"mid": m, "failure": n, "gap_s": round(g, 3), "bounds_s": [round(low, 3), round(high, 3)]}
             if g < low and not reclaim:
                 early += 1
                 bad.append(row)
+            elif g > high and not db_clock and b.claim is None and ctx.capabilities.prefetch:
+                undated.append(row)  # claimed on time, perhaps, and kept in a prefetch buffer
             elif g > high:
                 late += 1
                 bad.append(row)
@@ -102,6 +106,11 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
                        figures)
     if not gaps:
         return Verdict("R1", NAME, "unknown", "no poison message was retried", figures)
+    if undated:
+        figures.update(undated=len(undated), examples=examples(undated))
+        return Verdict("R1", NAME, "unknown", f"{len(undated)} retries look late by handler starts, which cannot"
+                       " date the claims of an implementation that prefetches; report claims (ctx.claimed) or"
+                       " database-clock lease times to decide", figures)
     return Verdict("R1", NAME, "pass", f"{gaps} retries followed the schedule{note}", figures)
 
 

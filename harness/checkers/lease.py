@@ -12,7 +12,9 @@ from harness.checkers._index import (
     clock_note,
     examples,
     gap,
+    backend_ends,
     index_deliveries,
+    lease_start,
     skewed_workers,
     uses_db_clock,
 )
@@ -30,12 +32,14 @@ class Steal:
     holder: str  # process whose live lease was taken
     thief: str
     gap_s: float
+    evidence: str  # what dated the two leases
 
     def as_dict(self) -> dict[str, object]:
-        return {"mid": self.mid, "holder": self.holder, "thief": self.thief, "gap_s": round(self.gap_s, 3)}
+        return {"mid": self.mid, "holder": self.holder, "thief": self.thief, "gap_s": round(self.gap_s, 3),
+                "evidence": self.evidence}
 
 
-@checker(NAME, decides=('D3', 'D4'))
+@checker(NAME, decides=("D3", "D4"))
 def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D3 no double claim, D4 lease exclusivity under clock skew.
 
@@ -43,53 +47,98 @@ def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     does not excuse. With leases (capabilities.lease_ttl) the next claim of a row must come at least
     lease_ttl_seconds after the previous one, unless the previous call failed or gave the row back (retry),
     and then not before it ended. Without leases the row is held while handled, so calls must not overlap.
-    D4 is the same judgement restricted to pairs that involve a worker the scenario skewed."""
+    D4 is the same judgement restricted to pairs that involve a worker the scenario skewed.
+
+    A steal fails only on definite evidence: database-clock lease times, reported claims, or handler starts of an
+    implementation that hands claimed rows straight to its handlers. A reclaim that merely looks early (rows may
+    have waited in a prefetch buffer; a lock may have died with its backend in a network fault) is "unknown"."""
     deliveries = index_deliveries(history)
     groups = by_mid(deliveries)
     db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
-    steals = [s for ds in groups.values() for a, b in pairwise(ds) if (s := _steal(a, b, ctx, db_clock))]
+    ends = backend_ends(history)
+    definite: list[Steal] = []
+    suspect: list[Steal] = []
+    for ds in groups.values():
+        for a, b in pairwise(ds):
+            found = _steal(a, b, ctx, db_clock, ends)
+            if found is not None:
+                (definite if found[0] else suspect).append(found[1])
     redelivered = sum(len(ds) - 1 for ds in groups.values())
     mode = clock_note(db_clock) if ctx.capabilities.lease_ttl else " (no leases: calls of one row must not overlap)"
-    return [_d3(steals, len(deliveries), redelivered, mode), _d4(steals, deliveries, skewed_workers(history), ctx, mode)]
+    skewed = skewed_workers(history)
+    return [_d3(definite, suspect, len(deliveries), redelivered, mode),
+            _d4(definite, suspect, deliveries, skewed, ctx, mode)]
 
 
-def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> Steal | None:
-    if not ctx.capabilities.lease_ttl:
+def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
+           ends: list[tuple[float, float]]) -> tuple[bool, Steal] | None:
+    """(definite, steal) when B's claim may have come while A's lease was live; None when it clearly did not."""
+    def steal(gap_s: float, evidence: str) -> Steal:
+        return Steal(str(a.mid), a.process, b.process, gap_s, evidence)
+
+    if not ctx.capabilities.lease_ttl:  # a row is held while handled: calls must not overlap
         held_until = a.finished_at
-        stolen = held_until is None or b.t < held_until - EPS
-    elif a.failed or a.outcome in _RELEASES:
-        stolen = a.end is not None and b.t < a.end.t - EPS
-    else:
-        tolerance = EPS if db_clock else ctx.slack_seconds
-        stolen = gap(a, b, db_clock) < ctx.config.lease_ttl_seconds - tolerance
-    return Steal(str(a.mid), a.process, b.process, gap(a, b, db_clock)) if stolen else None
+        if held_until is not None and b.t >= held_until - EPS:
+            return None
+        # a lock dies with its backend: a fault that can end backends during A leaves the overlap undecided
+        cut = any(start <= b.t and end >= a.t for start, end in ends)
+        return (not cut, steal(b.t - a.t, "overlapping calls" + (" across a backend-ending fault" if cut else "")))
+    if a.failed or a.outcome in _RELEASES:
+        return (True, steal(b.t - a.t, "claimed before the row was given back")) if (
+            a.end is not None and b.t < a.end.t - EPS) else None
+    ttl = ctx.config.lease_ttl_seconds
+    if db_clock:
+        g = gap(a, b, True)
+        return (True, steal(g, "database-clock lease times")) if g < ttl - EPS else None
+    la = lease_start(a, ctx.slack_seconds, ctx.capabilities.prefetch)
+    lb = lease_start(b, ctx.slack_seconds, ctx.capabilities.prefetch)
+    evidence = f"{la.source} / {lb.source}"
+    if lb.hi < la.lo + ttl - EPS:
+        return True, steal(lb.hi - la.hi, evidence)
+    if lb.hi - la.hi < ttl - ctx.slack_seconds:
+        return False, steal(lb.hi - la.hi, evidence)
+    return None
 
 
-def _d3(steals: list[Steal], deliveries: int, redelivered: int, mode: str) -> Verdict:
-    figures = {"deliveries": deliveries, "redeliveries": redelivered, "stolen": len(steals),
-               "examples": examples(s.as_dict() for s in steals)}
-    if steals:
-        return Verdict("D3", NAME, "fail", f"{len(steals)} live leases were claimed again{mode}", figures)
+def _undecided(suspect: list[Steal]) -> str:
+    kinds = sorted({s.evidence for s in suspect})
+    return (f"{len(suspect)} claims came sooner than the lease by {', '.join(kinds)}, but that evidence cannot"
+            " tell whether the earlier lease had ended (rows may wait in a prefetch buffer; a lock ends with its"
+            " backend); report claims (ctx.claimed) or database-clock lease times to decide")
+
+
+def _d3(definite: list[Steal], suspect: list[Steal], deliveries: int, redelivered: int, mode: str) -> Verdict:
+    figures = {"deliveries": deliveries, "redeliveries": redelivered, "stolen": len(definite),
+               "undecided": len(suspect), "examples": examples(s.as_dict() for s in definite + suspect)}
+    if definite:
+        return Verdict("D3", NAME, "fail", f"{len(definite)} live leases were claimed again{mode}", figures)
     if not deliveries:
         return Verdict("D3", NAME, "unknown", "nothing was delivered", figures)
+    if suspect:
+        return Verdict("D3", NAME, "unknown", _undecided(suspect), figures)
     if not redelivered:
         return Verdict("D3", NAME, "pass", "no redelivery observed; no double claim possible", figures)
     return Verdict("D3", NAME, "pass", f"{redelivered} redeliveries, none while a lease was live{mode}", figures)
 
 
-def _d4(steals: list[Steal], deliveries: list[Delivery], skewed: set[str], ctx: CheckContext, mode: str) -> Verdict:
+def _d4(definite: list[Steal], suspect: list[Steal], deliveries: list[Delivery], skewed: set[str],
+        ctx: CheckContext, mode: str) -> Verdict:
     if not skewed:
         return Verdict("D4", NAME, "not_applicable", "no worker's clock was skewed in this scenario")
     if not ctx.capabilities.lease_ttl:
         return Verdict("D4", NAME, "not_applicable", "the implementation has no lease TTL to skew")
-    on_skewed = [s for s in steals if s.holder in skewed or s.thief in skewed]
+    on_skewed = [s for s in definite if s.holder in skewed or s.thief in skewed]
+    doubtful = [s for s in suspect if s.holder in skewed or s.thief in skewed]
     skewed_deliveries = sum(1 for d in deliveries if d.process in skewed)
     figures = {"skewed_workers": sorted(skewed), "skewed_deliveries": skewed_deliveries,
-               "stolen_with_skewed": len(on_skewed), "examples": examples(s.as_dict() for s in on_skewed)}
+               "stolen_with_skewed": len(on_skewed), "undecided_with_skewed": len(doubtful),
+               "examples": examples(s.as_dict() for s in on_skewed + doubtful)}
     if on_skewed:
         return Verdict("D4", NAME, "fail", f"{len(on_skewed)} live leases were stolen by or from a skewed worker"
                        f"{mode}", figures)
     if not skewed_deliveries:
         return Verdict("D4", NAME, "unknown", "the skewed workers delivered nothing", figures)
+    if doubtful:
+        return Verdict("D4", NAME, "unknown", _undecided(doubtful), figures)
     return Verdict("D4", NAME, "pass", f"skewed workers made {skewed_deliveries} deliveries without stealing a"
                    f" live lease{mode}", figures)

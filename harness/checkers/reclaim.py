@@ -12,6 +12,7 @@ from harness.checkers._index import (
     process_ends,
     gap,
     index_deliveries,
+    lease_start,
     target,
     uses_db_clock,
 )
@@ -47,6 +48,7 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     late: list[dict[str, object]] = []
     never: list[str] = []
     undecided: list[str] = []
+    doubtful: list[dict[str, object]] = []  # looks early or late, but the evidence cannot date the claims
     for d in killed:
         ds = groups[str(d.mid)]
         later = ds[ds.index(d) + 1:]
@@ -55,12 +57,24 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
             accounted = d.mid in final.dead or d.mid in final.pending or not is_drained
             (undecided if accounted else never).append(str(d.mid))
             continue
-        delay = gap(d, later[0], db_clock)
+        n = later[0]
+        row: dict[str, object] = {"mid": d.mid, "killed": d.process, "next": n.process}
+        if db_clock:
+            delay = gap(d, n, True)
+            delays.append(delay)
+            row["delay_s"] = round(delay, 3)
+            (early if delay < low else late if delay > high else []).append(row)
+            continue
+        # Without database-clock lease times: early only when every possible lease start says so; late only
+        # when the next claim is dated from below (a prefetched row may have been claimed on time and waited).
+        la, ln = (lease_start(x, ctx.slack_seconds, ctx.capabilities.prefetch) for x in (d, n))
+        delay = ln.hi - la.hi
         delays.append(delay)
-        row: dict[str, object] = {"mid": d.mid, "killed": d.process, "next": later[0].process,
-                                  "delay_s": round(delay, 3)}
-        if delay < low:
+        row.update(delay_s=round(delay, 3), evidence=f"{la.source} / {ln.source}")
+        if ln.hi < la.lo + ttl - EPS:
             early.append(row)
+        elif delay < low or (delay > high and ln.source.endswith("prefetched")):
+            doubtful.append(row)
         elif delay > high:
             late.append(row)
     figures = {
@@ -73,6 +87,7 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
         "too_late": len(late),
         "never_redelivered": len(never),
         "undecided": len(undecided),
+        "undated": len(doubtful),
         "examples": examples(early + late + [{"mid": m, "never_redelivered": True} for m in never]),
     }
     note = clock_note(db_clock)
@@ -83,5 +98,10 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
         return [Verdict("D5", NAME, "unknown", "the kill never caught a delivery in flight", figures)]
     if not delays:
         return [Verdict("D5", NAME, "unknown", "no killed delivery was handed out again to time", figures)]
+    if doubtful:
+        figures["examples"] = examples(doubtful)
+        return [Verdict("D5", NAME, "unknown", f"{len(doubtful)} reclaims look outside [{low:.3f}, {high:.3f}] s by"
+                        " handler starts, which cannot date the claims of an implementation that prefetches;"
+                        " report claims (ctx.claimed) or database-clock lease times to decide", figures)]
     return [Verdict("D5", NAME, "pass", f"{len(delays)} killed deliveries were reclaimed within"
                     f" [{low:.3f}, {high:.3f}] s{note}", figures)]

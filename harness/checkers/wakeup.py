@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import FaultWindow, drained, examples, fault_windows, kinds_of
+from harness.checkers._index import FaultWindow, drained, examples, listen_outages
 from harness.stats import percentile
 from harness.checkers.context import CheckContext, checker
 from harness.history import Event
-from harness.nemesis.base import WAKEUP
 from harness.verdict import Verdict
 
 NAME = "wakeup"
-LISTEN_WORDS = re.compile(r"listen|notify", re.IGNORECASE)
 D7_P50_MS, D7_P99_MS = 100, 500  # "milliseconds, not a polling interval"
 
 
@@ -44,12 +40,12 @@ def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D7 wake-up latency, D8 polling fallback.
 
     Why: LISTEN/NOTIFY is the reason an idle outbox feels instant; losing it must degrade to polling at
-    max_fetch_interval, not to silence, and must say so once rather than flood the log."""
+    max_fetch_interval, not to silence. What the implementation logs about the loss is judged apart (O2)."""
     if not ctx.capabilities.notify:
         return [Verdict(g, NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")
                 for g in ("D7", "D8")]
     found = probes(history)
-    windows = [w for k in kinds_of(history, WAKEUP) for w in fault_windows(history, k)]
+    windows = listen_outages(history)
     return [_d7(found, windows, ctx), _d8(history, found, windows, ctx)]
 
 
@@ -79,19 +75,9 @@ def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ct
     during = [p for p in found if any(w.active(p.published) for w in windows)]
     slow = [p for p in during if p.latency is not None and p.latency > bound]
     missing = [p for p in during if p.latency is None]
-    warnings: Counter[tuple[int, str]] = Counter()
-    for i, w in enumerate(windows):
-        if w.applied is None:
-            continue
-        end = float("inf") if w.healed is None else w.healed + ctx.slack_seconds
-        for e in history:  # from the invoke: the loss may be logged before the nemesis reports back
-            if e.f == "log" and w.invoked <= e.t <= end and LISTEN_WORDS.search(str(e.value.get("message", ""))):
-                warnings[(i, e.process)] += 1
-    repeated = {f"outage {i + 1} / {proc}": n for (i, proc), n in warnings.items() if n > 1}
     latencies = [p.latency for p in during if p.latency is not None]
     figures = {"outages": len(windows), "probes": len(during), "max_latency_s": round(max(latencies), 3)
                if latencies else None, "bound_s": round(bound, 3), "too_slow": len(slow), "undelivered": len(missing),
-               "listen_warnings": sum(warnings.values()), "repeated_warnings": repeated,
                "examples": examples([{"mid": p.mid, "latency_s": round(p.latency or 0, 3)} for p in slow]
                                     + [{"mid": p.mid, "undelivered": True} for p in missing])}
     problems = []
@@ -99,8 +85,6 @@ def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ct
         problems.append(f"{len(slow)} probes took longer than {bound:.2f} s")
     if missing and drained(history):
         problems.append(f"{len(missing)} probes were never delivered")
-    if repeated:
-        problems.append(f"WARNING repeated ({max(repeated.values())} times by one worker in one outage)")
     if problems:
         return Verdict("D8", NAME, "fail", "while LISTEN was lost: " + "; ".join(problems), figures)
     if not during:

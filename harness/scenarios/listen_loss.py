@@ -1,6 +1,6 @@
 """LISTEN/NOTIFY wake-up and polling fallback (D7, D8): an idle consumer picks up a
 single message in milliseconds; with its LISTEN backend terminated it keeps
-delivering by polling within ``max_fetch_interval`` and logs one WARNING."""
+delivering by polling within ``max_fetch_interval`` (D8) and logs one WARNING per outage (O2)."""
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.worker_config import ListenLoss
@@ -11,7 +11,7 @@ MAX_FETCH = 3.0
 
 LISTEN_LOSS = Scenario(
     name="listen_loss",
-    guarantees=["D7", "D8", "D1"],
+    guarantees=["D7", "D8", "O2", "D1"],
     config=ConsumerConfig(lease_ttl_seconds=5.0, max_fetch_interval=MAX_FETCH, max_workers=2),
     workers=2,
     workload=Workload(messages=20, rate=50, probes=30, probe_interval=0.25,

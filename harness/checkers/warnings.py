@@ -1,0 +1,52 @@
+"""O2: losing LISTEN is logged once per outage, as a WARNING, not as a flood."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from harness.checkers._index import examples, listen_outages
+from harness.checkers.context import CheckContext, checker
+from harness.history import Event
+from harness.verdict import Verdict
+
+NAME = "warnings"
+LISTEN_WORDS = re.compile(r"listen|notify", re.IGNORECASE)
+
+
+@checker(NAME, decides=("O2",))
+def check_warnings(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+    """O2 one WARNING per LISTEN outage.
+
+    Why: an operator alerts on WARNINGs; a lost LISTEN connection that logs on every poll buries every other
+    line, and one that logs nothing hides why wake-ups got slow. Only lines that reach the history count (the
+    worker records WARNING and above from Python logging), so silence is "unknown", not a failure: the
+    implementation may log somewhere the harness cannot see. Delivery during the outage is D8's business."""
+    if not ctx.capabilities.notify:
+        return [Verdict("O2", NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")]
+    outages = [w for w in listen_outages(history) if w.applied is not None]
+    if not outages:
+        return [Verdict("O2", NAME, "unknown", "LISTEN was never lost in this run")]
+    per: Counter[tuple[int, str]] = Counter()
+    lines: dict[tuple[int, str], list[str]] = {}
+    for i, w in enumerate(outages):
+        end = float("inf") if w.healed is None else w.healed + ctx.slack_seconds
+        for e in history:  # from the invoke: the loss may be logged before the nemesis reports back
+            message = str(e.value.get("message", ""))
+            if e.f == "log" and w.invoked <= e.t <= end and LISTEN_WORDS.search(message):
+                per[(i, e.process)] += 1
+                lines.setdefault((i, e.process), []).append(f"{e.value.get('level')} {e.value.get('logger')}: "
+                                                            f"{message[:160]}")
+    repeated = {f"outage {i + 1} / {proc}": n for (i, proc), n in per.items() if n > 1}
+    figures = {"outages": len(outages), "listen_warnings": sum(per.values()), "repeated": repeated,
+               "examples": examples(f"outage {i + 1} / {proc}: {line}" for (i, proc), ls in lines.items()
+                                    if (i, proc) in {k for k, n in per.items() if n > 1} for line in ls)}
+    if repeated:
+        worst_key = max(repeated, key=repeated.__getitem__)
+        return [Verdict("O2", NAME, "fail", f"the LISTEN loss was logged {repeated[worst_key]} times by one worker in"
+                        f" one outage ({worst_key})", figures)]
+    if not per:
+        return [Verdict("O2", NAME, "unknown", "no LISTEN/NOTIFY warning reached the history during the outages;"
+                        " the implementation may log where the harness cannot see", figures)]
+    return [Verdict("O2", NAME, "pass", f"{sum(per.values())} warnings over {len(outages)} outages, at most one per"
+                    " worker and outage", figures)]
