@@ -56,6 +56,27 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """How long an implementation may take to recover on its own, as it declares (``Adapter.timings``).
+
+    They bound the waits after which silence is a finding: rows of a dead holder become claimable after
+    ``reclaim_seconds`` (a lease TTL, a heartbeat timeout; None without either), and a lost connection is
+    retried within ``reconnect_seconds``. Scenarios stretch their drains to cover them."""
+
+    reclaim_seconds: float | None = None
+    reconnect_seconds: float = 5.0
+
+
+def declared_timings(adapter: Any, config: ConsumerConfig) -> Timings:
+    """``adapter.timings(config)`` when the adapter declares it; else the lease TTL (if it honours one) and a
+    5 s reconnect back-off."""
+    own = getattr(adapter, "timings", None)
+    if callable(own):
+        return own(config)
+    return Timings(config.lease_ttl_seconds if adapter.capabilities.lease_ttl else None)
+
+
+@dataclass(frozen=True)
 class RetryConfig:
     """Retry policy the harness asks for; adapters map it to their library's own."""
 

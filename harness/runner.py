@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from harness import business
-from harness.adapter import Adapter
+from harness.adapter import Adapter, declared_timings
 from harness.analysis import judge
 from harness.checkers import CheckContext
 from harness.generator import Publisher
@@ -40,6 +40,7 @@ from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult
 
 RUNNER_HISTORY = "history-runner.jsonl"
+DRAIN_MARGIN_S = 5.0
 HISTORY = "history.jsonl"
 
 
@@ -49,7 +50,8 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     seed = random.randrange(2**32) if seed is None else seed
-    ctx = CheckContext(scenario.config, adapter.capabilities, adapter.connection_budget(scenario.config))
+    ctx = CheckContext(scenario.config, adapter.capabilities, adapter.connection_budget(scenario.config),
+                       declared_timings(adapter, scenario.config))
     history = HistoryWriter(workdir / RUNNER_HISTORY, "runner")
 
     def header(**extra: Any) -> None:
@@ -92,9 +94,11 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
                 await _probe(publisher, env, scenario.workload)
         finally:
             await publisher.close()
+        # Long enough for a consumer that recovers at its own declared pace: past it, silence is a finding.
+        deadline = max(scenario.drain_deadline, ctx.liveness_bound + DRAIN_MARGIN_S)
         say("faults healed; draining")
-        drained = await _drain(admin_dsn, adapter, scenario.drain_deadline, history)
-        say("drained" if drained else f"not drained after {scenario.drain_deadline:.0f}s")
+        drained = await _drain(admin_dsn, adapter, deadline, history)
+        say("drained" if drained else f"not drained after {deadline:.0f}s")
         await publisher.resolve_unknown(admin_dsn)
     finally:
         if sampler is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from harness.adapter import Capabilities, ConsumerConfig, RetryConfig
+from harness.adapter import Capabilities, ConsumerConfig, RetryConfig, Timings
 from harness.checkers import CheckContext
 from harness.history import Event, EventType
 from harness.nemesis.database import ConnectionHog, CrashRestart, DlqDrift
@@ -42,6 +42,7 @@ def ctx(**overrides: Any) -> CheckContext:
         "config": replace(CONFIG, **cfg),
         "capabilities": replace(ALL_CAPS, **caps),
         "connection_budget": 5,
+        "timings": Timings(reclaim_seconds=CONFIG.lease_ttl_seconds, reconnect_seconds=5.0),
     }
     return CheckContext(**(base | overrides))
 
@@ -53,14 +54,16 @@ class H:
         self.events: list[Event] = []
         self._final: tuple[list[str], list[str]] = ([], [])
         self._drained = True
+        self._end: float | None = None
 
     def final(self, *, pending: list[str] | None = None, dead: list[str] | None = None,
-              drained: bool | None = None) -> H:
-        """The final read of the tables and the drain outcome, as the runner records them after the run;
-        by default nothing is left and the drain finished."""
+              drained: bool | None = None, at: float | None = None) -> H:
+        """The final read of the tables and the drain outcome (at ``at``, else a second after the last event), as
+        the runner records them after the run; by default nothing is left and the drain finished."""
         self._final = (pending or [], dead or [])
         if drained is not None:
             self._drained = drained
+        self._end = at
         return self
 
     def add(self, t: float, writer: str, type_: EventType, f: str, /, **value: Any) -> H:
@@ -68,7 +71,7 @@ class H:
         return self
 
     def build(self) -> list[Event]:
-        end = max((e.t for e in self.events), default=0.0) + 1.0
+        end = self._end if self._end is not None else max((e.t for e in self.events), default=0.0) + 1.0
         pending, dead = self._final
         tail = [Event(end, DB_EPOCH + end, "runner", "ok" if self._drained else "fail", "drain", {}),
                 Event(end + 0.1, DB_EPOCH + end, "runner", "ok", "read", {"pending": pending, "dead": dead})]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checkers import check_recovery
+from harness.checkers import check_recovery, check_total_queue
 from harness.verdict import Verdict
 from tests.checker_histories import H, ctx
 
@@ -64,3 +64,41 @@ def test_l4_is_unknown_without_traffic_after_the_heal_or_without_a_fault() -> No
     h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w1#1").window(1.0, 2.0, "latency")
     assert verdicts(h)["L4"].status == "unknown"
     assert verdicts(H().publish(0.0, "m1").deliver(0.5, "m1"))["L4"].status == "unknown"
+
+
+# --- a consumer that never comes back after a proven heal: L4 and D1 decided by the liveness bound -------------
+
+BOUND = ctx().liveness_bound  # 2 × (reclaim 3 + statement timeout 5 + reconnect 5 + fetch 1) + slack 1.5 = 29.5
+
+
+def never_back(drain_end: float) -> H:
+    """Both workers live through a partition healed at 3 s and never deliver again; m3, published after the heal,
+    is still pending when the drain gives up at ``drain_end``."""
+    h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w2#1")
+    h.window(1.0, 3.0, "partition").publish(3.5, "m3")
+    return h.final(pending=["m3"], drained=False, at=drain_end)
+
+
+def test_silence_past_the_liveness_bound_after_a_proven_heal_fails_l4_and_d1() -> None:
+    h = never_back(drain_end=3.5 + BOUND + 1)
+    v = verdicts(h)["L4"]
+    assert v.status == "fail" and v.figures["overdue"] == 1 and "liveness bound" in v.summary
+    d1 = {x.guarantee: x for x in check_total_queue(h.build(), ctx())}["D1"]
+    assert d1.status == "fail" and d1.figures["overdue_examples"] == ["m3"]
+
+
+def test_silence_within_the_bound_is_still_undecided() -> None:
+    h = never_back(drain_end=3.5 + BOUND - 5)
+    assert verdicts(h)["L4"].status == "unknown"
+    assert {x.guarantee: x.status for x in check_total_queue(h.build(), ctx())}["D1"] == "unknown"
+
+
+def test_a_consumer_still_delivering_when_the_drain_ends_is_undecided() -> None:
+    end = 3.5 + BOUND + 1
+    h = never_back(drain_end=end).publish(end - 2, "m4").deliver(end - 1, "m4", "w1#1")
+    assert verdicts(h)["L4"].status == "unknown"
+
+
+def test_a_fault_that_never_healed_leaves_l4_undecided() -> None:
+    h = H().publish(0.0, "m1").window(1.0, None, "partition").final(pending=["m1"], drained=False, at=100.0)
+    assert verdicts(h)["L4"].status == "unknown"

@@ -281,6 +281,7 @@ class FinalRead:
 
     pending: list[str]
     dead: list[str]
+    done: bool = True  # the read happened; without it nothing can be said of what the tables hold
 
 
 def final_read(history: Iterable[Event]) -> FinalRead:
@@ -290,8 +291,35 @@ def final_read(history: Iterable[Event]) -> FinalRead:
         if e.f == "read" and e.type == "ok":
             last = e
     if last is None:
-        return FinalRead([], [])
+        return FinalRead([], [], done=False)
     return FinalRead([str(m) for m in last.value.get("pending") or ()], [str(m) for m in last.value.get("dead") or ()])
+
+
+def last_heal(history: Iterable[Event]) -> tuple[float | None, bool]:
+    """When the last fault healed, and whether every fault healed (a heal that raised did not)."""
+    opened: dict[str, int] = defaultdict(int)
+    last: float | None = None
+    clean = True
+    for e in history:
+        if e.f != "fault":
+            continue
+        kind = str(e.value.get("kind"))
+        if e.type == "ok":
+            opened[kind] += 1
+        elif e.type == "info":
+            opened[kind] -= 1
+            last = e.t
+            clean = clean and not e.value.get("heal_error")
+    return last, clean and all(n <= 0 for n in opened.values())
+
+
+def drain_end(history: Iterable[Event]) -> float | None:
+    """When the drain ended (reached an empty outbox, or gave up at its deadline)."""
+    end = None
+    for e in history:
+        if e.f == "drain" and e.type in ("ok", "fail"):
+            end = e.t
+    return end
 
 
 def drained(history: Iterable[Event]) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.adapter import Capabilities, ConsumerConfig
+from harness.adapter import Capabilities, ConsumerConfig, Timings
 from harness.history import Event
 from harness.verdict import Verdict
 
@@ -24,16 +24,34 @@ class CheckContext:
     config: ConsumerConfig
     capabilities: Capabilities
     connection_budget: int | None  # most backends one consumer process may hold (L2); None if undeclared
+    timings: Timings = Timings()  # how long the implementation may take to recover, as it declares
     slack_seconds: float = 1.5  # scheduling slack on the monotonic clock
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "capabilities": asdict(self.capabilities),
-                "connection_budget": self.connection_budget, "slack_seconds": self.slack_seconds}
+                "connection_budget": self.connection_budget, "timings": asdict(self.timings),
+                "slack_seconds": self.slack_seconds}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CheckContext:
         return cls(ConsumerConfig.from_dict(raw["config"]), Capabilities(**raw["capabilities"]),
-                   raw.get("connection_budget"), float(raw.get("slack_seconds", 1.5)))
+                   raw.get("connection_budget"), Timings(**raw.get("timings", {})),
+                   float(raw.get("slack_seconds", 1.5)))
+
+    @property
+    def liveness_bound(self) -> float:
+        """Seconds after which a healthy consumer must have delivered again: twice everything it may wait on (a
+        dead holder's rows to be reclaimable, a hung statement to time out, its reconnect back-off, a fetch
+        interval), plus the scheduling slack."""
+        t, c = self.timings, self.config
+        return 2 * ((t.reclaim_seconds or 0.0) + c.statement_timeout_seconds + t.reconnect_seconds
+                    + c.max_fetch_interval) + self.slack_seconds
+
+    def describe_liveness_bound(self) -> str:
+        t, c = self.timings, self.config
+        return (f"{self.liveness_bound:.1f} s = 2 × (reclaim {t.reclaim_seconds or 0:g} s + statement timeout"
+                f" {c.statement_timeout_seconds:g} s + reconnect {t.reconnect_seconds:g} s + fetch interval"
+                f" {c.max_fetch_interval:g} s) + slack {self.slack_seconds:g} s")
 
 
 @dataclass(frozen=True)

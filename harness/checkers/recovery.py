@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from harness.checkers._index import examples, fault_windows, kinds_of, target
 from harness.checkers.context import CheckContext, checker
-from harness.checkers.total_queue import QueueTally, tally
+from harness.checkers.total_queue import Overdue, QueueTally, overdue, tally
 from harness.history import Event
 from harness.nemesis.base import CRASH, NETWORK
 from harness.verdict import Verdict
@@ -25,7 +25,7 @@ def check_recovery(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     lost = sorted(counts.lost)
     loss = {"committed": len(counts.committed), "lost": len(lost), "lost_examples": examples(lost),
             "drained": counts.drained}
-    return [_durability(history, counts, loss), _network(history, counts, loss)]
+    return [_durability(history, counts, loss), _network(history, counts, loss, overdue(history, counts, ctx), ctx)]
 
 
 def _durability(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
@@ -40,7 +40,7 @@ def _durability(history: list[Event], counts: QueueTally, loss: dict) -> Verdict
     return Verdict("P2", NAME, "pass", f"all {loss['committed']} committed messages survived {crashes}", figures)
 
 
-def _network(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
+def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
     windows = [w for k in kinds_of(history, NETWORK) for w in fault_windows(history, k) if w.applied]
     if not windows:
         return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
@@ -53,8 +53,16 @@ def _network(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
                       and last_heal is not None and e.t > last_heal and e.process in survivors})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
                "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
+    if last_heal is not None and late.mids:
+        figures.update(overdue=len(late.mids), overdue_examples=examples(sorted(late.mids)),
+                       liveness_bound_s=round(late.bound_s, 1))
+        return Verdict("L4", NAME, "fail", f"{len(late.mids)} committed messages were still pending when the drain"
+                       f" gave up, with no delivery for longer than the liveness bound of"
+                       f" {ctx.describe_liveness_bound()} after the proven heal: the workers did not recover",
+                       figures)
     if last_heal is None or not counts.drained:
-        return Verdict("L4", NAME, "unknown", "the faults did not heal or the outbox did not drain", figures)
+        why = "the faults did not heal" if last_heal is None else f"the outbox did not drain and {late.why_undecided}"
+        return Verdict("L4", NAME, "unknown", why, figures)
     if loss["lost"]:
         return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
     after_heal = [e for e in history if e.f == "deliver" and e.type == "invoke" and e.t > last_heal]

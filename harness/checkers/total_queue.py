@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import FinalRead, drained, examples, final_read, poison
+from harness.checkers._index import FinalRead, drain_end, drained, examples, final_read, last_heal, poison
 from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
@@ -77,6 +77,40 @@ def tally(history: list[Event], ctx: CheckContext) -> QueueTally:
 
 
 @checker(NAME, decides=('D1', 'D2', 'P1'))
+@dataclass(frozen=True)
+class Overdue:
+    """Committed messages a consumer left behind after a proven heal: still pending when the drain gave up, later
+    than the liveness bound after both the last heal and their commit, with no delivery at all in the bound's
+    last stretch. A healthy consumer cannot leave such a message; "still draining" cannot explain it."""
+
+    mids: set[str]
+    bound_s: float
+    why_undecided: str | None  # when no message can be called overdue, what is missing
+
+
+def overdue(history: list[Event], q: QueueTally, ctx: CheckContext) -> Overdue:
+    bound = ctx.liveness_bound
+    stuck = q.lost & set(q.final.pending)
+    if q.drained or not stuck:
+        return Overdue(set(), bound, None)
+    heal, clean = last_heal(history)
+    end = drain_end(history)
+    if not clean:
+        return Overdue(set(), bound, "a fault did not heal")
+    if end is None:
+        return Overdue(set(), bound, "the drain was not recorded")
+    since = max(heal or float("-inf"), min((e.t for e in history), default=end))
+    if end - since < bound:
+        return Overdue(set(), bound, f"the drain ended {end - since:.1f} s after the last heal, within the liveness"
+                       f" bound ({ctx.describe_liveness_bound()})")
+    if any(e.f == "deliver" and e.type == "invoke" and end - bound < e.t <= end for e in history):
+        return Overdue(set(), bound, "deliveries were still being made when the drain ended")
+    committed_at = {str(m): e.t for e in history if e.f in ("publish", "resolve") and e.type in ("ok", "info")
+                    for m in (e.value.get("mids") or e.value.get("committed") or ())}
+    late = {m for m in stuck if end - max(since, committed_at.get(m, end)) >= bound}
+    return Overdue(late, bound, None if late else "the messages left were committed within the bound")
+
+
 def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D1 at-least-once, D2 no unexpected delivery, P1 atomic publish.
 
@@ -84,10 +118,10 @@ def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     that nothing else is. Duplicates are allowed by at-least-once, so they are counted, never failed; a publish
     whose commit outcome is unknown may go either way, so it is reported, never failed."""
     q = tally(history, ctx)
-    return [_d1(q, ctx), _d2(q), _p1(q, ctx)]
+    return [_d1(q, overdue(history, q, ctx), ctx), _d2(q), _p1(q, ctx)]
 
 
-def _d1(q: QueueTally, ctx: CheckContext) -> Verdict:
+def _d1(q: QueueTally, late: Overdue, ctx: CheckContext) -> Verdict:
     in_tables = set(q.final.pending) | set(q.final.dead)
     recovered = q.uncertain & (q.delivered | in_tables)
     figures = {
@@ -105,11 +139,18 @@ def _d1(q: QueueTally, ctx: CheckContext) -> Verdict:
         "uncertain_not_seen": len(q.uncertain - recovered),
         "drained": q.drained,
     }
+    vanished = q.lost - set(q.final.pending) if q.final.done else set()
     if not q.committed:
         return Verdict("D1", NAME, "unknown", "no message was committed, so none could be lost", figures)
+    if q.lost and not q.drained and not (vanished or late.mids):
+        return Verdict("D1", NAME, "unknown", f"{len(q.lost)} committed messages unaccounted for, but the drain did"
+                       f" not finish and {late.why_undecided}", figures)
     if q.lost and not q.drained:
-        return Verdict("D1", NAME, "unknown",
-                       f"{len(q.lost)} committed messages unaccounted for, but the drain did not finish", figures)
+        figures.update(vanished=len(vanished), overdue=len(late.mids), overdue_examples=examples(sorted(late.mids)),
+                       liveness_bound_s=round(late.bound_s, 1))
+        return Verdict("D1", NAME, "fail", f"{len(vanished)} committed messages vanished unhandled and"
+                       f" {len(late.mids)} were left pending with the consumers idle, past the liveness bound of"
+                       f" {ctx.describe_liveness_bound()} after the last heal", figures)
     if q.lost:
         return Verdict("D1", NAME, "fail",
                        f"{len(q.lost)} of {len(q.committed)} committed messages were lost", figures)
