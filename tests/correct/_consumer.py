@@ -1,6 +1,7 @@
-"""The part of a lease consumer that does not depend on how rows reach the handler: what happens
-after the handler (complete, retry, dead-letter, each guarded by the lease token and reported),
-handing rows back, and the adapter around a consumer class."""
+"""What a lease consumer does whatever its design: the claim loop (polling, back-off, reconnects), what
+happens after the handler (complete, retry, dead-letter, each guarded by the lease token and reported),
+handing rows back, and the adapter around a consumer class. A design decides only how much it can take
+(``room``) and what it does with claimed rows (``accept``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, DeliveryInfo, OutboxState, PublishTx
 from tests.correct._lease import CONNECTION_ERRORS, LeaseTable, Link, Outage, pause, retry_delay, terminal_reason
@@ -51,6 +52,16 @@ class LeaseConsumer:
         self.handler = handler
         self.settled = settled
         self.stopping = asyncio.Event()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task whose death by an exception is logged at once, not found at shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._report_death)
+        return task
+
+    def _report_death(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("task %s died", task.get_name(), exc_info=task.exception())
 
     def link(self) -> Link:
         return Link(self.dsn, self.application_name, self.config.statement_timeout_seconds)

@@ -45,8 +45,8 @@ class HeartbeatConsumer(LeaseConsumer):
         for link in own:
             self.links.put_nowait(link)
         claim_link, beat_link = self.link(), self.link()
-        claimer = asyncio.create_task(self.claim_loop(claim_link, self.slot_freed), name="heartbeat-claim")
-        beater = asyncio.create_task(self.heartbeat_loop(beat_link), name="heartbeat-renew")
+        claimer = self.spawn(self.claim_loop(claim_link, self.slot_freed), "heartbeat-claim")
+        beater = self.spawn(self.heartbeat_loop(beat_link), "heartbeat-renew")
         try:
             await stopping.wait()
             deadline = time.monotonic() + self.config.graceful_timeout
@@ -69,15 +69,13 @@ class HeartbeatConsumer(LeaseConsumer):
 
     def accept(self, rows: list[Claimed]) -> None:
         for row in rows:
-            task = asyncio.create_task(self.handle(row), name=f"heartbeat-row-{row.id}")
+            task = self.spawn(self.handle(row), f"heartbeat-row-{row.id}")
             self.tasks.add(task)
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:  # deliver() never raises; log if it did
-            log.error("handler task failed", exc_info=task.exception())
 
     async def handle(self, row: Claimed) -> None:
         link = self.links.get_nowait()  # one connection per slot: never more tasks than slots

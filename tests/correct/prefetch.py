@@ -52,9 +52,8 @@ class PrefetchConsumer(LeaseConsumer):
         self.space = asyncio.Event()
         fetch_link = self.link()
         worker_links = [self.link() for _ in range(self.config.max_workers)]
-        fetcher = asyncio.create_task(self.claim_loop(fetch_link, self.space), name="prefetch-fetch")
-        workers = [asyncio.create_task(self.work_loop(link), name=f"prefetch-worker-{i}")
-                   for i, link in enumerate(worker_links)]
+        fetcher = self.spawn(self.claim_loop(fetch_link, self.space), "prefetch-fetch")
+        workers = [self.spawn(self.work_loop(link), f"prefetch-worker-{i}") for i, link in enumerate(worker_links)]
         try:
             await stopping.wait()
             await self.drain(fetcher, workers, fetch_link)
