@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,6 +83,19 @@ def describe(result: ScenarioResult) -> str:
 def assert_not_blamed(result: ScenarioResult) -> None:
     bad = [v.guarantee for v in result.verdicts if v.status in ("fail", "unknown")]
     assert not bad, f"a correct implementation was blamed or left undecided on {bad}:\n{describe(result)}"
+
+
+def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_path: Path) -> None:
+    """Workers import these by spec string from a fresh interpreter: a typo would only show as workers
+    refusing to start, so check every correct outbox and its broken twins first, cheaply."""
+    specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.heartbeat:adapter",
+             "tests.broken.prefetch_variants:worker_clock_prefetch", "tests.broken.prefetch_variants:never_reconnects"]
+    code = f"from harness.adapter import load_adapter\nprint(','.join(load_adapter(s).name for s in {specs!r}))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(",") == ["prefetch", "prefetch_eager", "heartbeat",
+                                             "broken:worker_clock_prefetch", "broken:never_reconnects"]
 
 
 def test_prefetch_survives_a_sigkill_storm(run_correct: Run) -> None:
