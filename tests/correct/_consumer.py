@@ -113,6 +113,15 @@ class LeaseConsumer:
             await pause(self.stopping, cfg.min_fetch_interval if rows else idle)
             idle = cfg.min_fetch_interval if rows else min(idle * 2, cfg.max_fetch_interval)
 
+    async def end_claiming(self, claimer: asyncio.Task[None], deadline: float) -> None:
+        """Waits for the claim loop to notice the stop (a claim in flight may still hand its rows back),
+        for at most half the time left before ``deadline``; then cancels it, leaving those rows to their
+        leases."""
+        await asyncio.wait({claimer}, timeout=max(0.05, (deadline - time.monotonic()) / 2))
+        if not claimer.done():
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+
     def recover(self, exc: Exception, outage: Outage) -> bool:
         """After a failed claim: log it (once per outage) and keep going; True means try again."""
         outage.failed(exc)

@@ -18,7 +18,6 @@ No database-clock lease time is reported; polling only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -50,8 +49,7 @@ class HeartbeatConsumer(LeaseConsumer):
         try:
             await stopping.wait()
             deadline = time.monotonic() + self.config.graceful_timeout
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(claimer, timeout=max(0.05, self.config.graceful_timeout / 2))
+            await self.end_claiming(claimer, deadline)
             if self.tasks:
                 _, late = await asyncio.wait(set(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
                 if late:
@@ -59,9 +57,10 @@ class HeartbeatConsumer(LeaseConsumer):
                                 " come back one lease_ttl_seconds after the last heartbeat",
                                 self.config.graceful_timeout, len(late))
         finally:
-            for task in (claimer, *self.tasks, beater):
+            tasks = [claimer, *self.tasks, beater]  # a snapshot: done callbacks shrink self.tasks
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(claimer, *self.tasks, beater, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await close_all([claim_link, beat_link, *own])
 
     def room(self) -> int:

@@ -73,9 +73,7 @@ class PrefetchConsumer(LeaseConsumer):
     async def drain(self, fetcher: asyncio.Task[None], workers: list[asyncio.Task[None]], link: Link) -> None:
         """Graceful stop within ``graceful_timeout``: no new claims, buffered rows back, handlers finish."""
         deadline = time.monotonic() + self.config.graceful_timeout
-        # The fetch loop sees the stop at its next await; a claim in flight is bounded by the statement timeout.
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(fetcher, timeout=max(0.05, (deadline - time.monotonic()) / 2))
+        await self.end_claiming(fetcher, deadline)
         unstarted = []
         while not self.buffer.empty():
             row = self.buffer.get_nowait()
