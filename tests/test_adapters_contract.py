@@ -28,6 +28,8 @@ SHIPPED = [
     ("soniq", "soniq"),
     ("eventsource-py", "eventsource"),
     ("harness.adapters.example:adapter", None),
+    ("tests.correct.prefetch:adapter", None),
+    ("tests.correct.heartbeat:adapter", None),
 ]
 CONFIG = ConsumerConfig(queue="contract")
 

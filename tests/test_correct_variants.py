@@ -1,0 +1,106 @@
+"""Positive controls: a correct outbox unlike the reference must not be blamed.
+
+The checkers were written beside the reference outbox and may lean on its habits. Here a correct,
+independently written lease outbox with another design (``tests/correct/prefetch.py``: claims into an
+in-memory buffer, no database-clock lease times) runs through stock scenarios (their definitions taken
+from ``scenarios/`` as they are, renamed for their own database), the same way the negative controls
+do, and every verdict must be "pass" or "not_applicable": a "fail" is a false alarm, an "unknown" a
+scenario that did not exercise what it claims to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.adapter import load_adapter
+from harness.runner import Scenario, run_scenario
+from harness.verdict import ScenarioResult
+
+REPO = Path(__file__).resolve().parents[1]
+PREFETCH = "tests.correct.prefetch:adapter"
+
+
+def stock_scenario(module_file: str, name: str) -> Scenario:
+    """The Scenario constant ``name`` of a ``scenarios/`` module, exactly as the suite runs it."""
+    path = REPO / "scenarios" / module_file
+    spec = importlib.util.spec_from_file_location(f"_correct_variants_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+@pytest.fixture(scope="module")
+def importable_by_workers() -> Iterator[None]:
+    """Workers import the implementation by spec string from a fresh interpreter: the repo root goes on
+    their PYTHONPATH (and on this process's sys.path), whatever directory pytest was started from."""
+    old_env, old_path = os.environ.get("PYTHONPATH"), list(sys.path)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_env) if p)
+    sys.path.insert(0, str(REPO))
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_env
+        sys.path[:] = old_path
+
+
+Run = Callable[[str, Scenario], ScenarioResult]
+
+
+@pytest.fixture
+def run_correct(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, importable_by_workers: None) -> Run:
+    def run(impl: str, scenario: Scenario) -> ScenarioResult:
+        adapter = load_adapter(impl)
+        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__correct_{adapter.name}")
+        assert not scenario.needs_proxy, "these controls run without Toxiproxy"
+        result = asyncio.run(run_scenario(scenario, adapter=adapter, impl_spec=impl, server=postgres_server,
+                                          workdir=tmp_path_factory.mktemp(f"correct_{adapter.name}")))
+        print(describe(result))
+        return result
+
+    return run
+
+
+def describe(result: ScenarioResult) -> str:
+    lines = [f"{result.impl} / {result.scenario} ({result.duration_s:.1f}s), history {result.history_path}"]
+    lines += [f"  {v.guarantee} {v.status} [{v.checker}]: {v.summary} {v.figures}" for v in result.verdicts]
+    return "\n".join(lines)
+
+
+def assert_not_blamed(result: ScenarioResult) -> None:
+    bad = [v.guarantee for v in result.verdicts if v.status in ("fail", "unknown")]
+    assert not bad, f"a correct implementation was blamed or left undecided on {bad}:\n{describe(result)}"
+
+
+def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_path: Path) -> None:
+    """Workers import these by spec string from a fresh interpreter: a typo would only show as workers
+    refusing to start, so check every correct outbox and its broken twins first, cheaply."""
+    specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.heartbeat:adapter",
+             "tests.broken.prefetch_variants:worker_clock_prefetch", "tests.broken.prefetch_variants:never_reconnects"]
+    code = f"from harness.adapter import load_adapter\nprint(','.join(load_adapter(s).name for s in {specs!r}))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(",") == ["prefetch", "prefetch_eager", "heartbeat",
+                                             "broken:worker_clock_prefetch", "broken:never_reconnects"]
+
+
+def test_prefetch_survives_a_sigkill_storm(run_correct: Run) -> None:
+    assert_not_blamed(run_correct(PREFETCH, stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM")))
+
+
+def test_prefetch_stale_acks_under_slow_handlers(run_correct: Run) -> None:
+    assert_not_blamed(run_correct(PREFETCH, stock_scenario("test_slow_handlers.py", "SLOW_HANDLERS")))
