@@ -660,6 +660,7 @@ def test_wakeup_not_applicable_without_notify() -> None:
 def test_run_checkers_runs_every_checker_in_order() -> None:
     verdicts = run_checkers(list(REGISTRY), valid_queue().build(), ctx())
     assert [v.guarantee for v in verdicts] == [g for entry in REGISTRY.values() for g in entry.decides]
+    assert not [v for v in verdicts if "crashed" in v.summary], verdicts
 
 
 def test_every_decided_guarantee_is_in_the_catalogue_and_decided_once() -> None:

@@ -3,7 +3,7 @@
 The checkers were written beside the reference outbox and may lean on its habits. Here a correct,
 independently written lease outbox with another design (``tests/correct/prefetch.py``: claims into an
 in-memory buffer, no database-clock lease times) runs through stock scenarios (their definitions taken
-from ``scenarios/`` as they are, renamed for their own database), the same way the negative controls
+from the catalogue in ``harness/scenarios/`` as they are, renamed for their own database), the same way the negative controls
 do, and every verdict must be "pass" or "not_applicable": a "fail" is a false alarm, an "unknown" a
 scenario that did not exercise what it claims to.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,21 +22,13 @@ from typing import Any
 import pytest
 
 from harness.adapter import load_adapter
-from harness.runner import Scenario, run_scenario
+from harness.runner import run_scenario
+from harness.scenario import Scenario
+from harness.scenarios import by_name
 from harness.verdict import ScenarioResult
 
 REPO = Path(__file__).resolve().parents[1]
 PREFETCH = "tests.correct.prefetch:adapter"
-
-
-def stock_scenario(module_file: str, name: str) -> Scenario:
-    """The Scenario constant ``name`` of a ``scenarios/`` module, exactly as the suite runs it."""
-    path = REPO / "scenarios" / module_file
-    spec = importlib.util.spec_from_file_location(f"_correct_variants_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +90,8 @@ def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_pa
 
 
 def test_prefetch_survives_a_sigkill_storm(run_correct: Run) -> None:
-    assert_not_blamed(run_correct(PREFETCH, stock_scenario("test_sigkill_storm.py", "SIGKILL_STORM")))
+    assert_not_blamed(run_correct(PREFETCH, by_name("sigkill_storm")))
 
 
 def test_prefetch_stale_acks_under_slow_handlers(run_correct: Run) -> None:
-    assert_not_blamed(run_correct(PREFETCH, stock_scenario("test_slow_handlers.py", "SLOW_HANDLERS")))
+    assert_not_blamed(run_correct(PREFETCH, by_name("slow_handlers")))

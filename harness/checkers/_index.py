@@ -159,7 +159,9 @@ def _take(calls: list[Delivery], event: Event) -> Delivery | None:
 
 
 def by_mid(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
-    """Deliveries of each mid, in lease order: by database clock when every one has lease_at, else by invoke."""
+    """Deliveries of each mid in claim order, by the best evidence every one of them carries: database-clock lease
+    times, reported claims, the implementation's claim count (``delivery``), else handler starts. A prefetched
+    row's handler may start after a later claim's, so handler starts come last."""
     groups: dict[str, list[Delivery]] = defaultdict(list)
     for d in deliveries:
         if d.mid is not None:
@@ -167,7 +169,27 @@ def by_mid(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
     for ds in groups.values():
         if all(d.lease_at is not None for d in ds):
             ds.sort(key=lambda d: (d.lease_at, d.t))
+        elif all(d.claim is not None for d in ds):
+            ds.sort(key=lambda d: (d.claim.t, d.t))  # type: ignore[union-attr]
+        elif _distinct_counts(ds):
+            ds.sort(key=lambda d: (d.invoke.value["delivery"], d.t))
     return dict(groups)
+
+
+def _distinct_counts(ds: list[Delivery]) -> bool:
+    counts = [d.invoke.value.get("delivery") for d in ds]
+    return all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and len(set(counts)) == len(counts)
+
+
+def claimed_before(a: Delivery, b: Delivery) -> bool:
+    """A's row was claimed before B's, by the best evidence both carry (as :func:`by_mid` orders them)."""
+    if a.lease_at is not None and b.lease_at is not None:
+        return a.lease_at < b.lease_at
+    if a.claim is not None and b.claim is not None:
+        return a.claim.t < b.claim.t
+    if _distinct_counts([a, b]):
+        return a.invoke.value["delivery"] < b.invoke.value["delivery"]
+    return a.t < b.t
 
 
 def gap(a: Delivery, b: Delivery, db_clock: bool) -> float:

@@ -19,7 +19,7 @@ CLEAR_ERROR = re.compile(
 )
 
 
-@checker(NAME, decides=('L2', 'L3'))
+@checker(NAME, decides=("L2", "L3"))
 def check_budget(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """L2 connection budget, L3 pool exhaustion is loud, not lossy.
 

@@ -27,7 +27,7 @@ NAME = "dlq"
 _RETRY_EPS = 0.05  # retry delays are judged with this much rounding on the database clock
 
 
-@checker(NAME, decides=('R1', 'R2', 'R3', 'R4'))
+@checker(NAME, decides=("R1", "R2", "R3", "R4"))
 def check_dlq(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """R1 retry schedule, R2 bounded deliveries, R3 atomic dead-lettering, R4 divergence is visible.
 

@@ -12,7 +12,7 @@ NAME = "drain"
 EXIT_GRACE = 2.0  # seconds beyond graceful_timeout + slack for the process to be gone
 
 
-@checker(NAME, decides=('L1',))
+@checker(NAME, decides=("L1",))
 def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """L1 graceful drain.
 

@@ -23,7 +23,7 @@ from harness.verdict import Verdict
 NAME = "reclaim"
 
 
-@checker(NAME, decides=('D5',))
+@checker(NAME, decides=("D5",))
 def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D5 bounded reclaim.
 

@@ -19,7 +19,7 @@ from harness.verdict import Verdict
 NAME = "recovery"
 
 
-@checker(NAME, decides=('P2', 'L4'))
+@checker(NAME, decides=("P2", "L4"))
 def check_recovery(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     counts = tally(history, ctx)
     lost = sorted(counts.lost)

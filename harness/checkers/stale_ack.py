@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from harness.checkers._index import Delivery, by_mid, examples, index_deliveries
+from harness.checkers._index import Delivery, by_mid, claimed_before, examples, index_deliveries
 from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
@@ -13,7 +13,7 @@ NAME = "stale_ack"
 _REMOVALS = ("acked", "dead_lettered")
 
 
-@checker(NAME, decides=('D6',))
+@checker(NAME, decides=("D6",))
 def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D6 stale ack is harmless.
 
@@ -62,8 +62,6 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
 
 
 def _later(a: Delivery, b: Delivery) -> bool:
-    """B claimed the row after A did: by the database clock when both carry it, else by invoke."""
-    if a.lease_at is not None and b.lease_at is not None:
-        return b.lease_at > a.lease_at
-    return b.t > a.t
+    """B claimed the row after A did."""
+    return b is not a and claimed_before(a, b)
 

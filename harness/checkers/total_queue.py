@@ -76,7 +76,6 @@ def tally(history: list[Event], ctx: CheckContext) -> QueueTally:
                       gone - dropped, dropped, final, drained(history), bad)
 
 
-@checker(NAME, decides=('D1', 'D2', 'P1'))
 @dataclass(frozen=True)
 class Overdue:
     """Committed messages a consumer left behind after a proven heal: still pending when the drain gave up, later
@@ -111,6 +110,7 @@ def overdue(history: list[Event], q: QueueTally, ctx: CheckContext) -> Overdue:
     return Overdue(late, bound, None if late else "the messages left were committed within the bound")
 
 
+@checker(NAME, decides=("D1", "D2", "P1"))
 def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D1 at-least-once, D2 no unexpected delivery, P1 atomic publish.
 

@@ -35,7 +35,7 @@ def probes(history: list[Event]) -> list[Probe]:
             for e in history if e.f == "publish" and e.type == "ok" and e.value.get("probe") and e.value.get("mids")]
 
 
-@checker(NAME, decides=('D7', 'D8'))
+@checker(NAME, decides=("D7", "D8"))
 def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     """D7 wake-up latency, D8 polling fallback.
 

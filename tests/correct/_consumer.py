@@ -44,13 +44,15 @@ class LeaseConsumer:
     log: ClassVar[logging.Logger] = logging.getLogger("tests.correct")
 
     def __init__(self, dsn: str, table: LeaseTable, config: ConsumerConfig, *, application_name: str,
-                 handler: RowHandler, settled: Settled) -> None:
+                 handler: RowHandler, settled: Settled,
+                 claimed: Callable[[Sequence[bytes]], None] = lambda payloads: None) -> None:
         self.dsn = dsn
         self.table = table
         self.config = config
         self.application_name = application_name
         self.handler = handler
         self.settled = settled
+        self.claimed = claimed  # told of every claim as soon as it returns
         self.stopping = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -132,6 +134,8 @@ class LeaseConsumer:
         expires = time.monotonic() + self.config.lease_ttl_seconds
         records = await link.fetch(self.table.claim, self.config.queue, limit, self.config.lease_ttl_seconds)
         rows = sorted((Claimed.from_record(r, expires) for r in records), key=lambda c: c.id)
+        if rows:
+            self.claimed([r.payload for r in rows])
         cap = self.config.max_deliveries
         over = [r for r in rows if cap is not None and r.deliveries > cap]
         for row in over:  # reclaimed after crashes until the cap: no handler call, straight to terminal
@@ -197,7 +201,8 @@ class LeaseConsumer:
 
 class ConsumerFactory(Protocol):
     def __call__(self, dsn: str, table: LeaseTable, config: ConsumerConfig, *, application_name: str,
-                 handler: RowHandler, settled: Settled) -> LeaseConsumer: ...
+                 handler: RowHandler, settled: Settled, claimed: Callable[[Sequence[bytes]], None] = ...
+                 ) -> LeaseConsumer: ...
 
 
 class LeaseAdapter:
@@ -207,6 +212,7 @@ class LeaseAdapter:
     capabilities: Capabilities
     consumer_class: ClassVar[ConsumerFactory]
     table: ClassVar[LeaseTable]
+    reports_claims: ClassVar[bool] = True  # tell the harness of each claim (ctx.claimed)
 
     @property
     def dlq_table(self) -> str:
@@ -239,5 +245,6 @@ class LeaseAdapter:
 
         consumer = self.consumer_class(ctx.dsn, self.table, cfg, application_name=ctx.application_name,
                                        handler=handle,
-                                       settled=lambda row, outcome: ctx.settled(row.payload, outcome, info(row)))
+                                       settled=lambda row, outcome: ctx.settled(row.payload, outcome, info(row)),
+                                       **({"claimed": ctx.claimed} if self.reports_claims else {}))
         await consumer.run(ctx.stopping)

@@ -114,9 +114,10 @@ class PrefetchAdapter(LeaseAdapter):
     capabilities = Capabilities(
         lease_ttl=True, lease_times=False, settle_outcomes=True, graceful_drain=True, dlq=True,
         max_deliveries=True, retry_schedule=True, connection_budget=True, metrics=False, notify=False,
+        prefetch=True,
         notes=("prefetching lease outbox (tests/correct/prefetch.py): rows wait in a 2 × max_workers buffer "
-               "before their handler starts; no DB-clock lease time is reported; polling only, no LISTEN; "
-               "no metrics"),
+               "before their handler starts; claims are reported (ctx.claimed), no DB-clock lease time; polling "
+               "only, no LISTEN; no metrics"),
     )
     consumer_class = PrefetchConsumer
     table = LeaseTable("prefetch_outbox")
@@ -134,5 +135,13 @@ class EagerPrefetchAdapter(PrefetchAdapter):
     consumer_class = EagerPrefetchConsumer
 
 
+class SilentPrefetchAdapter(PrefetchAdapter):
+    """Reports neither claims nor lease times: the harness sees only handler starts of prefetched rows."""
+
+    name = "prefetch_silent"
+    reports_claims = False
+
+
 adapter = PrefetchAdapter()
 eager = EagerPrefetchAdapter()
+silent = SilentPrefetchAdapter()
