@@ -31,6 +31,11 @@ def worker_app(process: str) -> str:
     return f"{APP_PREFIX}{process}"
 
 
+def slot_app_like(slot: str) -> str:
+    """LIKE pattern of every incarnation of one worker slot (``harness-w1#%``)."""
+    return f"{APP_PREFIX}{slot}#%"
+
+
 def scenario_database(scenario: str) -> str:
     """A fresh database per scenario; PostgreSQL identifiers stop at 63 bytes."""
     return re.sub(r"\W", "_", f"scn_{scenario}")[:60]

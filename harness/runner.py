@@ -40,6 +40,7 @@ from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult
 
 RUNNER_HISTORY = "history-runner.jsonl"
+PUBLISHER = "publisher"  # the publisher's path to PostgreSQL, beside the workers' (w1, w2, ...)
 DRAIN_MARGIN_S = 5.0
 HISTORY = "history.jsonl"
 
@@ -66,24 +67,30 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     admin_dsn = await server.create_database(scenario_database(scenario.name))
     await adapter.create_schema(admin_dsn, scenario.config)
     await business.create(admin_dsn)
-    proxy = toxiproxy.proxy(f"pg_{scenario.name}", server.host, server.port) if toxiproxy is not None else None
-    worker_dsn = proxy.dsn_for(admin_dsn) if proxy is not None else admin_dsn
+    slots = [f"w{i + 1}" for i in range(scenario.workers)]
+    # A path of its own to PostgreSQL for each worker and for the publisher, so one can be cut off alone.
+    proxies = {path: toxiproxy.proxy(f"pg_{scenario.name}_{path}", server.host, server.port)
+               for path in [*slots, PUBLISHER]} if toxiproxy is not None else {}
+
+    def dsn(path: str) -> str:
+        return proxies[path].dsn_for(admin_dsn) if path in proxies else admin_dsn
+
     header()
     rng = random.Random(seed)
-    supervisor = Supervisor(impl=impl_spec, dsn=worker_dsn, workdir=workdir, config=scenario.config.to_dict(),
+    supervisor = Supervisor(impl=impl_spec, dsn=admin_dsn, workdir=workdir, config=scenario.config.to_dict(),
                             handler=scenario.handler, history=history)
     say = _progress(scenario.name, progress)
-    env = Env(server, admin_dsn, worker_dsn, supervisor, adapter, proxy, history,
+    env = Env(server, admin_dsn, supervisor, adapter, proxies, history,
               in_flight=lambda process: _in_flight(supervisor, process), progress=say, rng=rng)
     sampler: asyncio.Task[None] | None = None
     try:
-        for i in range(scenario.workers):
-            supervisor.add(f"w{i + 1}")
+        for slot in slots:
+            supervisor.add(slot, dsn=dsn(slot), handler=scenario.worker_handlers.get(slot))
         supervisor.start_monitor()
         sampler = asyncio.create_task(sample_connections(admin_dsn, history, like=WORKER_APP_LIKE))
         await supervisor.wait_started(timeout=20)
         say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
-        publisher = Publisher(adapter, worker_dsn, scenario, history, rng)
+        publisher = Publisher(adapter, dsn(PUBLISHER), scenario, history, rng)
         try:
             faults = asyncio.create_task(run_schedule(scenario.faults, env))
             await publisher.run(scenario.workload.messages, poison=scenario.workload.poison)
@@ -105,7 +112,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
         await supervisor.stop_all(timeout=scenario.config.graceful_timeout + 5)
-        if proxy is not None:
+        for proxy in proxies.values():
             proxy.reset()
         try:
             await _final_read(admin_dsn, adapter, history)

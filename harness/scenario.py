@@ -68,6 +68,7 @@ class Scenario:
     config: ConsumerConfig = field(default_factory=ConsumerConfig)
     workers: int = 2
     handler: dict[str, Any] = field(default_factory=dict)  # HandlerSpec fields
+    worker_handlers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per worker (w1: {...}) over handler
     workload: Workload = field(default_factory=Workload)
     faults: list[FaultStep] = field(default_factory=list)
     requires: tuple[str, ...] = ()  # Capabilities flags without which the scenario is not applicable
@@ -97,6 +98,7 @@ class Scenario:
             "guarantees": list(self.guarantees),
             "workers": self.workers,
             "handler": dict(self.handler),
+            **({"worker_handlers": self.worker_handlers} if self.worker_handlers else {}),
             "workload": {k: v for k, v in vars(w).items() if k != "probe_fault"}
                         | ({"probe_fault": w.probe_fault.describe()} if w.probe_fault else {}),
             "faults": [s.describe() for s in self.faults],

@@ -46,6 +46,8 @@ class Slot:
 
     name: str
     config: dict[str, Any]
+    dsn: str  # this worker's own path to PostgreSQL (its proxy, when there is one)
+    handler: dict[str, Any]
     clock_offset: str | None = None  # libfaketime offset such as "+10s" or "-10s"
     incarnation: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -73,8 +75,10 @@ class Supervisor:
         self._monitor: asyncio.Task[None] | None = None
 
     # -- processes -----------------------------------------------------------------
-    def add(self, name: str, *, clock_offset: str | None = None, **config_overrides: Any) -> Slot:
-        slot = Slot(name, {**self.base_config, **config_overrides}, clock_offset)
+    def add(self, name: str, *, dsn: str | None = None, handler: dict[str, Any] | None = None,
+            clock_offset: str | None = None, **config_overrides: Any) -> Slot:
+        slot = Slot(name, {**self.base_config, **config_overrides}, dsn or self.dsn,
+                    {**self.handler, **(handler or {})}, clock_offset)
         self.slots[name] = slot
         self._spawn(slot)
         return slot
@@ -82,8 +86,8 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         slot.incarnation += 1
         slot.stopping = False
-        spec = WorkerSpec(impl=self.impl, dsn=self.dsn, process=slot.process,
-                          history=str(self.history_path(slot.process)), config=slot.config, handler=self.handler)
+        spec = WorkerSpec(impl=self.impl, dsn=slot.dsn, process=slot.process,
+                          history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler)
         spec_path = self.workdir / f"{slot.process}.spec.json"
         spec.dump(spec_path)
         cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]

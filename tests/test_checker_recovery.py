@@ -102,3 +102,16 @@ def test_a_consumer_still_delivering_when_the_drain_ends_is_undecided() -> None:
 def test_a_fault_that_never_healed_leaves_l4_undecided() -> None:
     h = H().publish(0.0, "m1").window(1.0, None, "partition").final(pending=["m1"], drained=False, at=100.0)
     assert verdicts(h)["L4"].status == "unknown"
+
+
+def test_a_worker_cut_off_alone_must_come_back_itself() -> None:
+    """Only w1's path was cut: w2 delivering after the heal says nothing of w1's reconnecting."""
+    def cut_w1(w1_back: bool) -> H:
+        h = H().publish(0.0, "m1", "m2", "m3", "m4").deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w2#1")
+        h.fault(0.99, "partition", "invoke").fault(1.0, "partition", "ok", target="w1").fault(3.0, "partition", "info")
+        h.deliver(4.0, "m3", "w2#1")
+        return h.deliver(4.2, "m4", "w1#1") if w1_back else h.deliver(4.2, "m4", "w2#1")
+
+    assert verdicts(cut_w1(True))["L4"].status == "pass"
+    v = verdicts(cut_w1(False))["L4"]
+    assert v.status == "fail" and v.figures["workers_through_faults"] == ["w1#1"]

@@ -9,7 +9,7 @@ nothing committed is missing. Without the fault, both are unknown.
 
 from __future__ import annotations
 
-from harness.checkers._index import examples, fault_windows, kinds_of, target
+from harness.checkers._index import FaultWindow, examples, fault_windows, kinds_of, target
 from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import Overdue, QueueTally, overdue, tally
 from harness.history import Event
@@ -40,6 +40,13 @@ def _durability(history: list[Event], counts: QueueTally, loss: dict) -> Verdict
     return Verdict("P2", NAME, "pass", f"all {loss['committed']} committed messages survived {crashes}", figures)
 
 
+def _cut_off(windows: list[FaultWindow]) -> set[str] | None:
+    """Worker slots whose own path the network faults cut (``target`` of the fault), or None when a fault cut every
+    path: L4 asks the workers that were cut off to come back, not the ones that never were."""
+    targets = {str(w.figures.get("target", "all")) for w in windows}
+    return None if "all" in targets else targets
+
+
 def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
     windows = [w for k in kinds_of(history, NETWORK) for w in fault_windows(history, k) if w.applied]
     if not windows:
@@ -48,7 +55,8 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
     first_fault = min(w.applied_at for w in windows if w.applied_at is not None)
     ended = {target(e) for e in history if e.f == "worker" and e.value.get("event") in ("died", "stopped", "refused")}
     before = {e.process for e in history if e.f == "deliver" and e.type == "invoke" and e.t < first_fault}
-    survivors = before - ended
+    cut = _cut_off(windows)  # the workers whose path was cut; None: every path
+    survivors = {p for p in before - ended if cut is None or p.partition("#")[0] in cut}
     resumed = sorted({e.process for e in history if e.f == "deliver" and e.type == "invoke"
                       and last_heal is not None and e.t > last_heal and e.process in survivors})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
@@ -70,7 +78,8 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
         if not after_heal or not survivors:
             return Verdict("L4", NAME, "unknown", "no delivery after the last heal by a worker that lived through "
                            "the faults, so reconnection was not exercised", figures)
-        return Verdict("L4", NAME, "fail", f"{len(after_heal)} deliveries after the heal, all by restarted "
-                       "workers: the workers that lived through the faults never delivered again", figures)
+        return Verdict("L4", NAME, "fail", f"{len(after_heal)} deliveries after the heal, none by the workers that"
+                       f" lived through the faults cut off ({', '.join(sorted(survivors))}): they never delivered"
+                       " again", figures)
     return Verdict("L4", NAME, "pass", f"{len(resumed)} workers reconnected on their own after "
                    f"{len(windows)} network faults; nothing lost", figures)

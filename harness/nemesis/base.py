@@ -46,11 +46,10 @@ class Env:
     """What a running scenario can act on; ``Nemesis.build`` receives it."""
 
     server: PostgresServer
-    admin_dsn: str  # direct to the scenario database, never through the proxy
-    worker_dsn: str  # what workers and publishers use (through the proxy when there is one)
+    admin_dsn: str  # direct to the scenario database, never through a proxy
     supervisor: Supervisor
     adapter: Adapter
-    proxy: Proxy | None
+    proxies: dict[str, Proxy]  # each worker's path to PostgreSQL (w1, w2, ...) and the publisher's; empty without one
     history: HistoryWriter
     in_flight: Callable[[str], int]  # deliveries in flight on one worker incarnation
     progress: Callable[[str], None] = lambda line: None  # live progress for the terminal

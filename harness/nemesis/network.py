@@ -78,16 +78,27 @@ class NetworkFault(Fault):
     needs_proxy = True
 
     @classmethod
-    def build(cls, env: Env, **params: Any) -> NetworkFault:
-        if env.proxy is None:
+    def build(cls, env: Env, target: str = "all", **params: Any) -> NetworkFault | Together:
+        """The fault on one path to PostgreSQL (``target``: a worker such as ``w1``, or ``publisher``), or on every
+        path at once (``all``): each worker and the publisher reach the server through a proxy of their own."""
+        if not env.proxies:
             raise FaultNotApplied(f"{cls.kind} needs a Toxiproxy proxy in front of PostgreSQL")
-        return cls(env.proxy, env.admin_dsn, **params)
+        names = list(env.proxies) if target == "all" else [target]
+        if unknown := [n for n in names if n not in env.proxies]:
+            raise FaultNotApplied(f"{cls.kind}: no path named {unknown[0]!r}; paths: {', '.join(env.proxies)}")
+        faults = {n: cls(env.proxies[n], env.admin_dsn, **params).aimed_at(n) for n in names}
+        return Together(faults) if target == "all" else faults[target]
+
+    def aimed_at(self, target: str) -> NetworkFault:
+        self.target = target
+        return self
 
     def __init__(self, proxy: Proxy, dsn: str, *, probe_timeout: float = 1.0) -> None:
         self.proxy = proxy
         self.dsn = proxy.dsn_for(dsn)
         self.probe_timeout = probe_timeout
         self.params: dict[str, Any] = {}
+        self.target = proxy.name  # which path it cuts, as the history names it
         self._toxics: list[tuple[str, str, dict[str, Any]]] = []  # (type, stream, attributes)
         self._added: list[str] = []
 
@@ -114,7 +125,7 @@ class NetworkFault(Fault):
             raise
         except Exception as exc:
             raise FaultNotApplied(f"{self.kind} on {self.proxy.name}: {type(exc).__name__}: {exc}") from exc
-        return {"proxy": self.proxy.name, **self.params, **before, **after}
+        return {"proxy": self.proxy.name, "target": self.target, **self.params, **before, **after}
 
     def stop(self) -> dict[str, Any]:
         """Heals, then waits for a SELECT 1 through the proxy; FaultNotApplied if traffic does not come back."""
@@ -209,9 +220,14 @@ class BlackHole(NetworkFault):
 
     kind = "black_hole"
 
-    def __init__(self, proxy: Proxy, dsn: str, *, probe_timeout: float = 1.0) -> None:
+    def __init__(self, proxy: Proxy, dsn: str, *, stream: str = "both", probe_timeout: float = 1.0) -> None:
+        """``stream``: ``both``, or one direction only (``upstream``: client to server; ``downstream``)."""
         super().__init__(proxy, dsn, probe_timeout=probe_timeout)
-        self._toxics = [("timeout", stream, {"timeout": 0}) for stream in BOTH]
+        streams = BOTH if stream == "both" else (stream,)
+        if not set(streams) <= set(BOTH):
+            raise ValueError(f"stream must be 'both', 'upstream' or 'downstream', not {stream!r}")
+        self.params = {"stream": stream}
+        self._toxics = [("timeout", s, {"timeout": 0}) for s in streams]
 
     def _probe_after(self, before: dict[str, Any]) -> dict[str, Any]:
         return self._expect("timeout", *self.ping())
@@ -316,3 +332,38 @@ class Bandwidth(NetworkFault):
                                   f"{', '.join(slow)} not slowed by {required:.0f} ms")
         return {"probe": "throttled", "bytes": self.payload, "up_ms": up, "down_ms": down,
                 "expected_ms": round(expected, 1)}
+
+
+class Together:
+    """One network fault on every path at once (all workers and the publisher): a partition of the whole site.
+
+    Applied path by path; if one cannot be applied, those already applied are healed before the error goes up."""
+
+    def __init__(self, faults: dict[str, NetworkFault]) -> None:
+        self.faults = faults
+
+    def start(self) -> dict[str, Any]:
+        started: list[NetworkFault] = []
+        figures: dict[str, Any] = {}
+        try:
+            for target, fault in self.faults.items():
+                figures[target] = fault.start()
+                started.append(fault)
+        except FaultNotApplied:
+            for fault in started:
+                with suppress(FaultNotApplied):
+                    fault.stop()
+            raise
+        return {"target": "all", "paths": figures}
+
+    def stop(self) -> dict[str, Any]:
+        healed: dict[str, Any] = {}
+        errors: list[str] = []
+        for target, fault in self.faults.items():
+            try:
+                healed[target] = fault.stop()
+            except FaultNotApplied as exc:
+                errors.append(str(exc))
+        if errors:
+            raise FaultNotApplied("; ".join(errors))
+        return {"target": "all", "paths": healed}

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from harness.history import read_events
-from harness.names import WORKER_APP_LIKE
+from harness.names import WORKER_APP_LIKE, slot_app_like
 from harness.nemesis.base import CAPACITY, CLOCK, WAKEUP, Env, Fault, FaultNotApplied
 from harness.supervisor import Supervisor
 
@@ -95,11 +95,13 @@ class ListenLoss(Fault):
     category = WAKEUP
 
     @classmethod
-    def build(cls, env: Env) -> ListenLoss:
-        return cls(env.admin_dsn)
+    def build(cls, env: Env, target: str = "all") -> ListenLoss:
+        """Every worker's LISTEN backend, or one worker's (``target``: ``w1``)."""
+        return cls(env.admin_dsn, WORKER_APP_LIKE if target == "all" else slot_app_like(target))
 
-    def __init__(self, admin_dsn: str) -> None:
+    def __init__(self, admin_dsn: str, like: str = WORKER_APP_LIKE) -> None:
         self.admin_dsn = admin_dsn
+        self.like = like
 
     def start(self) -> dict[str, Any]:
         import asyncio  # noqa: PLC0415
@@ -112,7 +114,7 @@ class ListenLoss(Fault):
                 rows = await conn.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name LIKE $1 AND query ~* '^\\s*LISTEN\\M' AND pid <> pg_backend_pid()",
-                    WORKER_APP_LIKE)
+                    self.like)
                 return len(rows)
             finally:
                 await conn.close()
@@ -120,4 +122,4 @@ class ListenLoss(Fault):
         killed = asyncio.run(go())
         if killed == 0:
             raise FaultNotApplied("no LISTEN backend found to terminate")
-        return {"terminated": killed}
+        return {"terminated": killed, "backends": self.like}
