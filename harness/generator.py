@@ -74,12 +74,18 @@ class Publisher:
         self.count += n
         return [f"m{i}" for i in range(self.count - n + 1, self.count + 1)]
 
+    def _scripted(self, mid: str) -> bool:
+        every = self.workload.script_every
+        return bool(every and self.workload.script and int(mid[1:]) % every == 0)
+
     async def publish(self, kinds: list[bool], *, rollback: bool = False, probe: bool = False) -> None:
         mids = self._next_ids(len(kinds))
-        payloads = [encode(m, pad=self.workload.pad, poison=p) for m, p in zip(mids, kinds)]
+        scripted = [m for m in mids if self._scripted(m) and not probe]
+        payloads = [encode(m, pad=self.workload.pad, poison=p, script=self.workload.script if m in scripted else None)
+                    for m, p in zip(mids, kinds)]
         poison = [m for m, p in zip(mids, kinds) if p]
         self.history.record("invoke", "publish", mids=mids, rollback=rollback, probe=probe,
-                            **({"poison": poison} if poison else {}))
+                            **({"poison": poison} if poison else {}), **({"scripted": scripted} if scripted else {}))
         committing = False
         try:
             async with self.engine.connect() as conn:

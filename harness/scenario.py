@@ -59,6 +59,8 @@ class Workload:
     probe_fault: FaultStep | None = None  # a fault active during the second half of the probes (D8); ``at`` unused
     pad: int = 64  # payload padding bytes
     after_heal: int = 20  # messages published once every fault has healed
+    script: list[dict[str, Any]] = field(default_factory=list)  # per-delivery handler steps (harness.payload)
+    script_every: int = 0  # every n-th message carries the script (0: none)
 
 
 @dataclass

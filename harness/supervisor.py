@@ -87,7 +87,8 @@ class Supervisor:
         slot.incarnation += 1
         slot.stopping = False
         spec = WorkerSpec(impl=self.impl, dsn=slot.dsn, process=slot.process,
-                          history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler)
+                          history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler,
+                          deliveries=str(self.workdir / "deliveries"))
         spec_path = self.workdir / f"{slot.process}.spec.json"
         spec.dump(spec_path)
         cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]

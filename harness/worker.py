@@ -23,24 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapter import ConsumerConfig, ConsumerContext, DeliveryInfo, load_adapter
+from harness.deliveries import DeliveryCounter
 from harness.history import HistoryWriter
 from harness.names import worker_app
-from harness.payload import decode
+from harness.payload import decode, decode_script
 
 EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
 
 
 @dataclass(frozen=True)
 class HandlerSpec:
-    """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` takes ``slow_s``."""
+    """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` of calls, and the first
+    ``slow_first`` calls of this process, take ``slow_s``. A scripted message overrides it (see harness.payload)."""
 
     base_ms: float = 1.0
     jitter_ms: float = 1.0
     slow_fraction: float = 0.0
     slow_s: float = 0.0
+    slow_first: int = 0
 
-    def duration(self) -> float:
-        if self.slow_fraction and random.random() < self.slow_fraction:
+    def duration(self, call: int) -> float:
+        if call <= self.slow_first or (self.slow_fraction and random.random() < self.slow_fraction):
             return self.slow_s
         return max(0.0, self.base_ms + random.uniform(-self.jitter_ms, self.jitter_ms)) / 1000
 
@@ -53,6 +56,7 @@ class WorkerSpec:
     history: str
     config: dict[str, Any]
     handler: dict[str, Any] = field(default_factory=dict)
+    deliveries: str = ""  # directory of the shared delivery counts for scripted messages
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -62,8 +66,8 @@ class WorkerSpec:
         return cls(**json.loads(path.read_text()))
 
 
-class PoisonMessage(Exception):
-    """Raised by the harness handler for payloads published as poison."""
+class HandlerFailure(Exception):
+    """Raised by the harness handler on purpose: a poison message, or a scripted failure."""
 
 
 class HistoryLogHandler(logging.Handler):
@@ -92,14 +96,25 @@ async def run(spec: WorkerSpec) -> int:
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     totals: dict[str, float] = {}
 
+    calls = 0
+    counter = DeliveryCounter(Path(spec.deliveries)) if spec.deliveries else None
+
     async def handler(payload: bytes, info: DeliveryInfo) -> None:
-        mid, intact, poison = decode(payload)
+        nonlocal calls
+        calls += 1
+        mid, intact, poison, script = decode_script(payload)
         call = _call(info)  # echoed by completions: tells apart two calls of one mid in one process
+        step: dict[str, Any] = {}
+        if script and mid is not None and counter is not None:
+            n = counter.next(mid)
+            step = script[n - 1] if n <= len(script) else {}
+            call["scripted"] = n
         history.record("invoke", "deliver", mid=mid, intact=intact, key=info.key, **call)
-        await asyncio.sleep(handler_spec.duration())
-        if poison:
-            history.record("fail", "deliver", mid=mid, error="poison", **call)
-            raise PoisonMessage(f"poison message {mid}")
+        await asyncio.sleep(step["ms"] / 1000 if "ms" in step else handler_spec.duration(calls))
+        if poison or step.get("fail"):
+            why = "poison" if poison else "scripted"
+            history.record("fail", "deliver", mid=mid, error=why, **call)
+            raise HandlerFailure(f"{why} failure of {mid}")
         history.record("ok", "deliver", mid=mid, **call)
 
     def settled(payload: bytes, outcome: str, info: DeliveryInfo | None = None) -> None:

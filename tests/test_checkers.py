@@ -375,9 +375,28 @@ def test_no_overlap_means_no_stale_ack_to_judge() -> None:
     assert v.status == "unknown" and "no stale ack" in v.summary
 
 
-def test_stale_ack_not_applicable_without_settle_outcomes() -> None:
+def test_without_settle_outcomes_and_without_a_failure_beside_a_zombie_d6_is_unknown() -> None:
     h = slow_then_reclaimed("lease_lost").build()
-    assert check_stale_ack(h, ctx(caps={"settle_outcomes": False}))[0].status == "not_applicable"
+    v = check_stale_ack(h, ctx(caps={"settle_outcomes": False}))[0]
+    assert v.status == "unknown" and "black-box" in v.summary
+
+
+def zombie_completion(*, retried: bool) -> H:
+    """w1's lease lapses while its handler runs on (1 to 6 s); w2 claims the row at 4.5 and its call fails (a
+    scripted second delivery) with retries left. Only if the row is still there does a third call come."""
+    h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=5, settle=None)
+         .deliver(4.5, "m1", "w2", took=0.3, end="fail", settle=None))
+    return h.deliver(9, "m1", "w3", settle=None) if retried else h
+
+
+def test_a_message_removed_by_a_lapsed_holder_fails_d6_black_box() -> None:
+    caps = {"settle_outcomes": False}
+    v = check_stale_ack(zombie_completion(retried=False).build(), ctx(caps=caps))[0]
+    assert v.status == "fail" and v.figures["wrongly_removed_examples"][0]["lapsed_holder"] == "w1"
+    v = check_stale_ack(zombie_completion(retried=True).build(), ctx(caps=caps))[0]
+    assert v.status == "pass" and v.figures["failed_beside_a_lapsed_holder"] == 1
+    kept = zombie_completion(retried=False).final(pending=["m1"], drained=False)
+    assert check_stale_ack(kept.build(), ctx(caps=caps))[0].status == "pass"  # still there: the zombie removed nothing
 
 
 # --- dlq: R1..R4 ------------------------------------------------------------------------------------------------

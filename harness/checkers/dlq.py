@@ -50,7 +50,7 @@ def _failure_number(ds: list[Delivery], a: Delivery) -> int:
     return sum(1 for d in ds[: ds.index(a) + 1] if d.failed)
 
 
-def _terminal(ds: list[Delivery], d: Delivery, ctx: CheckContext) -> bool:
+def terminal(ds: list[Delivery], d: Delivery, ctx: CheckContext) -> bool:
     """The configured policy makes this failure the last: max_attempts reached (first under NoRetry) or the cap."""
     retry, cap = ctx.config.retry, ctx.config.max_deliveries
     last_attempt = 1 if retry.kind == "none" else retry.max_attempts
@@ -77,7 +77,7 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
         ds = groups.get(m, [])
         for a, b in pairwise(ds):
             retried = a.settle is None or a.settle.type == "fail" or a.outcome == "retry"
-            if not a.failed or a.end is None or not retried or _terminal(ds, a, ctx):
+            if not a.failed or a.end is None or not retried or terminal(ds, a, ctx):
                 continue  # reclaims and terminal failures are not retries (D5, R4 judge those)
             n = _failure_number(ds, a)
             delay = retry.delay(n)
@@ -188,7 +188,7 @@ def _terminal_failures(groups: dict[str, list[Delivery]], poison: set[str], star
                        ctx: CheckContext) -> int:
     """Failures in [start, end] that the configured policy makes terminal."""
     return sum(1 for m in poison for ds in [groups.get(m, [])] for d in ds
-               if d.failed and start <= d.t <= end and _terminal(ds, d, ctx))
+               if d.failed and start <= d.t <= end and terminal(ds, d, ctx))
 
 
 def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], counts: QueueTally,

@@ -83,20 +83,31 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
         # a lock dies with its backend: a fault that can end backends during A leaves the overlap undecided
         cut = any(start <= b.t and end >= a.t for start, end in ends)
         return (not cut, steal(b.t - a.t, "overlapping calls" + (" across a backend-ending fault" if cut else "")))
-    if a.failed or a.outcome in _RELEASES:
-        return (True, steal(b.t - a.t, "claimed before the row was given back")) if (
-            a.end is not None and b.t < a.end.t - EPS) else None
+    within = _within_lease(a, b, ctx, db_clock)
+    if within is None:
+        return None
+    if a.failed or a.outcome in _RELEASES:  # A gave the row back early: a claim after it did is no steal
+        given_back = a.end.t if a.end is not None else None
+        claimed = b.claim.t if b.claim is not None else b.t
+        if given_back is not None and claimed >= given_back - EPS:
+            return None
+        return within[0], steal(within[1].gap_s, f"{within[1].evidence}, claimed before the row was given back")
+    return within
+
+
+def _within_lease(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> tuple[bool, Steal] | None:
+    """(definite, steal) when B's claim came within A's lease TTL by the evidence at hand."""
     ttl = ctx.config.lease_ttl_seconds
     if db_clock:
         g = gap(a, b, True)
-        return (True, steal(g, "database-clock lease times")) if g < ttl - EPS else None
+        return (True, Steal(str(a.mid), a.process, b.process, g, "database-clock lease times")) if g < ttl - EPS else None
     la = lease_start(a, ctx.slack_seconds, ctx.capabilities.prefetch)
     lb = lease_start(b, ctx.slack_seconds, ctx.capabilities.prefetch)
-    evidence = f"{la.source} / {lb.source}"
+    steal = Steal(str(a.mid), a.process, b.process, lb.hi - la.hi, f"{la.source} / {lb.source}")
     if lb.hi < la.lo + ttl - EPS:
-        return True, steal(lb.hi - la.hi, evidence)
+        return True, steal
     if lb.hi - la.hi < ttl - ctx.slack_seconds:
-        return False, steal(lb.hi - la.hi, evidence)
+        return False, steal
     return None
 
 

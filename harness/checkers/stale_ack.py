@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
-from harness.checkers._index import Delivery, by_mid, claimed_before, examples, index_deliveries
+from harness.checkers._index import Delivery, by_mid, claimed_before, examples, final_read, index_deliveries
 from harness.checkers.context import CheckContext, checker
+from harness.checkers.dlq import terminal
 from harness.history import Event
 from harness.verdict import Verdict
 
@@ -19,11 +21,37 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
 
     Why: when a slow handler's lease expires and another worker claims the row, the slow handler's ack must
     match no row (lease token check) and come back as lease_lost; if it deletes the row instead, the new holder
-    works on a row that is gone and the message can be removed twice or lost. A removal by call A after a later
-    claim B of the same row has started is that stale write. Only overlapping calls can produce one, so without
-    them the verdict is unknown."""
-    if not ctx.capabilities.settle_outcomes:
-        return [Verdict("D6", NAME, "not_applicable", "the implementation does not report settle outcomes")]
+    works on a row that is gone and the message can be removed twice or lost.
+
+    Two kinds of evidence, either of which fails it: (1) what the implementation reports: a removal settled by
+    call A after a later claim B of the same row had started; (2) black-box, for any implementation: a message
+    whose last call failed with retries left, while an earlier holder's handler was still running, is gone from
+    the tables without a later call or a dead letter: the lapsed holder's completion removed it (scripted messages,
+    whose second delivery fails, make this happen). Without overlapping calls nothing was exercised: unknown."""
+    groups = by_mid(index_deliveries(history))
+    reported = _reported(history, groups) if ctx.capabilities.settle_outcomes else None
+    black_box = _black_box(history, groups, ctx)
+    figures = {**(reported.figures if reported else {}), **black_box.figures}
+    if reported is not None and reported.bad:
+        return [Verdict("D6", NAME, "fail", reported.bad, figures)]
+    if black_box.bad:
+        return [Verdict("D6", NAME, "fail", black_box.bad, figures)]
+    exercised = [f for f in (reported, black_box) if f is not None and f.good]
+    if exercised:
+        return [Verdict("D6", NAME, "pass", "; ".join(f.good for f in exercised), figures)]
+    why = (reported.undecided if reported is not None else "the implementation reports no settle outcomes")
+    return [Verdict("D6", NAME, "unknown", f"{why}; and {black_box.undecided}", figures)]
+
+
+@dataclass
+class _Finding:
+    figures: dict[str, object]
+    bad: str = ""  # a failure, when the evidence shows one
+    good: str = ""  # what was exercised and held
+    undecided: str = ""  # why nothing was exercised
+
+
+def _reported(history: list[Event], groups: dict[str, list[Delivery]]) -> _Finding:
     removals: Counter[str] = Counter(
         str(e.mid) for e in history if e.f == "settle" and e.type == "ok" and e.value.get("outcome") in _REMOVALS
     )
@@ -33,7 +61,7 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     overlapping = 0  # calls that settled after a later claim of their row had started
     unattributed = 0  # such calls whose settle could belong to a concurrent call of the same process
     stale: list[dict[str, object]] = []
-    for ds in by_mid(index_deliveries(history)).values():
+    for ds in groups.values():
         for a in ds:
             if a.settle is None:
                 continue
@@ -49,16 +77,51 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     figures = {"removed_twice": len(twice), "removed_twice_examples": examples(twice), "stale_removals": len(stale),
                "stale_examples": examples(stale), "overlapping_calls": overlapping,
                "unattributed_overlaps": unattributed, "lease_lost": lease_lost}
+    finding = _Finding(figures)
     if twice or stale:
-        return [Verdict("D6", NAME, "fail", f"{len(twice)} rows removed more than once and {len(stale)} removals"
-                        " by a call whose lease had been claimed by another", figures)]
-    if not overlapping:
+        finding.bad = (f"{len(twice)} rows removed more than once and {len(stale)} removals by a call whose lease had"
+                       " been claimed by another")
+    elif overlapping:
+        finding.good = (f"{overlapping} calls settled after their row was claimed again; none removed it"
+                        f" ({lease_lost} lease_lost reported)")
+    else:
         why = (f"; {unattributed} overlaps within one process could not be attributed (completions and settles"
                " do not echo lease_at)") if unattributed else ""
-        return [Verdict("D6", NAME, "unknown", "no stale ack happened: no call settled after its row was claimed"
-                        f" again{why}", figures)]
-    return [Verdict("D6", NAME, "pass", f"{overlapping} calls settled after their row was claimed again; none"
-                    f" removed it ({lease_lost} lease_lost reported)", figures)]
+        finding.undecided = f"no stale ack happened: no call settled after its row was claimed again{why}"
+    return finding
+
+
+def _black_box(history: list[Event], groups: dict[str, list[Delivery]], ctx: CheckContext) -> _Finding:
+    """Failed calls that had a lapsed holder still running beside them, and what became of their messages."""
+    final = final_read(history)
+    retries = ctx.capabilities.retry_schedule or (ctx.capabilities.dlq and ctx.config.dlq)
+    exposed = 0
+    removed: list[dict[str, object]] = []
+    for mid, ds in groups.items():
+        for i, b in enumerate(ds):
+            if not b.failed or b.end is None or terminal(ds, b, ctx):
+                continue
+            lapsed = [a for a in ds[:i] if a.end is not None and a.end.type == "ok" and a.end.t > b.t]
+            if not lapsed:
+                continue
+            exposed += 1
+            followed = i + 1 < len(ds) or mid in final.pending or mid in final.dead
+            if not followed and final.done and retries:
+                removed.append({"mid": mid, "lapsed_holder": lapsed[0].process, "failed_holder": b.process,
+                                "lapsed_finished_s": round(lapsed[0].end.t - b.t, 3)})  # type: ignore[union-attr]
+    figures = {"failed_beside_a_lapsed_holder": exposed, "wrongly_removed": len(removed),
+               "wrongly_removed_examples": examples(removed)}
+    finding = _Finding(figures)
+    if removed:
+        finding.bad = (f"{len(removed)} messages vanished after a call failed with retries left while an earlier"
+                       " holder whose lease had lapsed was still running: that holder's completion removed a row"
+                       " another worker held")
+    elif exposed and retries and final.done:
+        finding.good = (f"{exposed} calls failed beside a lapsed holder still running; each message was retried or"
+                        " kept (black-box)")
+    else:
+        finding.undecided = "no call failed while a lapsed holder of its row was still running (black-box)"
+    return finding
 
 
 def _later(a: Delivery, b: Delivery) -> bool:

@@ -18,6 +18,7 @@ import asyncio
 import socket
 import struct
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -31,6 +32,7 @@ SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 MIN_EFFECT_MS = 5.0
 HEAL_DEADLINE_S = 5.0
 BOTH = ("upstream", "downstream")
+BUSY_WAIT_S = 10.0
 
 
 def _ms(since: float) -> float:
@@ -78,16 +80,25 @@ class NetworkFault(Fault):
     needs_proxy = True
 
     @classmethod
-    def build(cls, env: Env, target: str = "all", **params: Any) -> NetworkFault | Together:
+    def build(cls, env: Env, target: str = "all", busy: bool = False, **params: Any) -> NetworkFault | Together:
         """The fault on one path to PostgreSQL (``target``: a worker such as ``w1``, or ``publisher``), or on every
-        path at once (``all``): each worker and the publisher reach the server through a proxy of their own."""
+        path at once (``all``): each worker and the publisher reach the server through a proxy of their own.
+        ``busy``: wait (up to BUSY_WAIT_S) until the target worker has a handler running, so the cut catches it
+        mid-handler."""
         if not env.proxies:
             raise FaultNotApplied(f"{cls.kind} needs a Toxiproxy proxy in front of PostgreSQL")
         names = list(env.proxies) if target == "all" else [target]
         if unknown := [n for n in names if n not in env.proxies]:
             raise FaultNotApplied(f"{cls.kind}: no path named {unknown[0]!r}; paths: {', '.join(env.proxies)}")
         faults = {n: cls(env.proxies[n], env.admin_dsn, **params).aimed_at(n) for n in names}
-        return Together(faults) if target == "all" else faults[target]
+        if target == "all":
+            return Together(faults)
+        fault = faults[target]
+        if busy:
+            if target not in env.supervisor.slots:
+                raise FaultNotApplied(f"{cls.kind}: busy needs a worker target, not {target!r}")
+            fault.wait_for = lambda: env.in_flight(env.supervisor.slots[target].process) > 0
+        return fault
 
     def aimed_at(self, target: str) -> NetworkFault:
         self.target = target
@@ -99,6 +110,7 @@ class NetworkFault(Fault):
         self.probe_timeout = probe_timeout
         self.params: dict[str, Any] = {}
         self.target = proxy.name  # which path it cuts, as the history names it
+        self.wait_for: Callable[[], bool] | None = None  # a condition to wait for before applying
         self._toxics: list[tuple[str, str, dict[str, Any]]] = []  # (type, stream, attributes)
         self._added: list[str] = []
 
@@ -112,6 +124,13 @@ class NetworkFault(Fault):
 
     def start(self) -> dict[str, Any]:
         """Applies the fault; any failure (a probe, the Toxiproxy API) is FaultNotApplied, with the fault removed."""
+        if self.wait_for is not None:
+            deadline = time.monotonic() + BUSY_WAIT_S
+            while not self.wait_for():
+                if time.monotonic() > deadline:
+                    raise FaultNotApplied(f"{self.kind} on {self.target}: it had no handler running within"
+                                          f" {BUSY_WAIT_S:.0f} s to cut it off in the middle of")
+                time.sleep(0.05)
         try:
             before = self._probe_before()
             try:

@@ -1,6 +1,10 @@
-"""Slow handlers across the lease (D6): a handler slower than ``lease_ttl_seconds``
-loses its row to another worker; its late ack, retry or dead-letter write matches
-nothing and is reported ``lease_lost``; the row is removed exactly once."""
+"""Slow handlers across the lease (D6): a handler slower than ``lease_ttl_seconds`` loses its row to another
+worker; its late ack, retry or dead-letter write matches nothing (``lease_lost``); the row is removed exactly once.
+
+Every fifth message is scripted so that the harness sees a stale completion whether or not the implementation
+reports what its writes did: its first delivery runs past the lease and succeeds, its second fails once. A
+completion by the lapsed first holder must not remove the row the second holder will retry.
+"""
 
 from harness.adapter import ConsumerConfig
 from harness.scenario import Scenario, Workload
@@ -16,6 +20,7 @@ SLOW_HANDLERS = Scenario(
     workers=3,
     # Reclaiming calls last long enough that a stale ack lands while they still hold the row.
     handler={"base_ms": 300, "jitter_ms": 100, "slow_fraction": 0.1, "slow_s": TTL * 1.2},
-    workload=Workload(messages=200, rate=50),
-    requires=("lease_ttl", "settle_outcomes"),
+    workload=Workload(messages=200, rate=50, script_every=5,
+                      script=[{"ms": TTL * 1600}, {"ms": 300, "fail": True}]),
+    requires=("lease_ttl",),
 )

@@ -10,7 +10,10 @@ variant                 mistake                                              exp
 worker_clock_prefetch   lease expiry and leased_until from the worker's      clock_skew: D3, D4 fail
                         time.time(), not the database's now()
 never_reconnects        the fetch loop ends at the first connection error;   partition_black_hole: L4
-                        the process stays up and never claims again          fail (today: unknown)
+                        the process stays up and never claims again          and D1 fail (liveness bound)
+heartbeat_tokenless     the heartbeat outbox (tests/correct/heartbeat.py)     zombie_worker: D6 fail;
+                        completes by id alone, ignoring the lease token      slow_handlers cannot see it
+                                                                             (heartbeats keep the leases)
 ======================  ===================================================  ===========================
 """
 
@@ -20,6 +23,7 @@ import logging
 import time
 
 from tests.correct._lease import CONNECTION_ERRORS, LeaseTable, Outage
+from tests.correct.heartbeat import HeartbeatAdapter
 from tests.correct.prefetch import PrefetchAdapter, PrefetchConsumer
 
 log = logging.getLogger("tests.broken.prefetch")
@@ -68,7 +72,24 @@ class NeverReconnectsAdapter(PrefetchAdapter):
     consumer_class = NeverReconnectsConsumer
 
 
+# -- a completion that ignores the lease token (D6) ------------------------------------------------
+
+class TokenlessTable(LeaseTable):
+    """Completes by id alone: a holder whose lease lapsed deletes the row another worker now holds. With a
+    heartbeat, leases lapse only when the holder is cut off (or frozen), so only such a fault shows it."""
+
+    @property
+    def complete(self) -> str:
+        return _swap_all(super().complete, "WHERE id = $1 AND lease_token = $2", "WHERE id = $1 AND $2::uuid IS NOT NULL")
+
+
+class TokenlessHeartbeatAdapter(HeartbeatAdapter):
+    name = "broken:heartbeat_tokenless"
+    table = TokenlessTable("heartbeat_outbox")
+
+
 worker_clock_prefetch = WorkerClockPrefetchAdapter()
 never_reconnects = NeverReconnectsAdapter()
+heartbeat_tokenless = TokenlessHeartbeatAdapter()
 
-VARIANTS = ("worker_clock_prefetch", "never_reconnects")
+VARIANTS = ("worker_clock_prefetch", "never_reconnects", "heartbeat_tokenless")
