@@ -4,6 +4,8 @@ The worker loads the implementation through its adapter, runs one consumer
 with a handler the harness controls (records every delivery, sleeps for the
 scenario's duration, fails on poison), and appends every event to its own
 history file. SIGTERM asks the consumer to drain and stop; SIGKILL is a crash.
+For throughput runs (the benchmark) ``HandlerSpec.drain`` swaps in :class:`Drain`,
+a no-op handler that records nothing per delivery.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import json
 import logging
 import os
 import random
+import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -25,19 +29,22 @@ from typing import Any
 from harness.adapter import ConsumerConfig, ConsumerContext, DeliveryInfo, load_adapter
 from harness.history import HistoryWriter
 from harness.names import worker_app
-from harness.payload import decode
+from harness.payload import decode, seq_of
 
 EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
 
 
 @dataclass(frozen=True)
 class HandlerSpec:
-    """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` takes ``slow_s``."""
+    """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` takes ``slow_s``.
+
+    ``drain`` > 0: no such handler, but :class:`Drain` for ``drain`` numbered payloads."""
 
     base_ms: float = 1.0
     jitter_ms: float = 1.0
     slow_fraction: float = 0.0
     slow_s: float = 0.0
+    drain: int = 0
 
     def duration(self) -> float:
         if self.slow_fraction and random.random() < self.slow_fraction:
@@ -77,6 +84,62 @@ class HistoryLogHandler(logging.Handler):
         self.history.record("info", "log", level=record.levelname, logger=record.name, message=record.getMessage())
 
 
+def memory_mb() -> dict[str, float]:
+    """Resident set now and its peak (``VmRSS`` / ``VmHWM``), in MiB; ``ru_maxrss`` if /proc is absent."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(rest.split()[0]) / 1024  # kB
+    except OSError:
+        pass
+    if "VmHWM" not in out:
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"rss_mb": round(out.get("VmRSS", out["VmHWM"]), 1), "peak_rss_mb": round(out["VmHWM"], 1)}
+
+
+class Drain:
+    """The throughput handler: does nothing with a delivery but count it, so a run measures the
+    implementation, not the harness. Payloads are :func:`harness.payload.numbered` ``0 .. expect-1``.
+
+    Nothing is recorded per delivery; ``worker`` events carry the figures instead: ``ready`` (adapter
+    loaded, ``consume`` about to be called; resident memory then), ``drained`` once every number has
+    been delivered (``first`` / ``last`` handler start, ``time.monotonic``; peak memory so far), and
+    the delivery totals (``deliveries`` counts duplicates, ``unique`` does not) with ``exited`` or
+    ``refused``.
+    """
+
+    def __init__(self, expect: int, history: HistoryWriter, process: str) -> None:
+        self.seen = bytearray(expect)
+        self.history = history
+        self.process = process
+        self.deliveries = 0
+        self.unique = 0
+        self.first: float | None = None
+
+    async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        self.deliveries += 1
+        seq = seq_of(payload)
+        if 0 <= seq < len(self.seen) and not self.seen[seq]:
+            self.seen[seq] = 1
+            self.unique += 1
+            if self.unique == len(self.seen):
+                self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
+                                    last=now, **self.totals())
+
+    def totals(self) -> dict[str, Any]:
+        return {"deliveries": self.deliveries, "unique": self.unique, **memory_mb()}
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
 def _call(info: DeliveryInfo) -> dict[str, Any]:
     return {"lease_at": info.lease_at.timestamp() if info.lease_at is not None else None, "delivery": info.delivery}
 
@@ -114,18 +177,24 @@ async def run(spec: WorkerSpec) -> int:
         history.record("ok", "claim", mids=[decode(p)[0] for p in payloads],
                        **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
 
+    drain = Drain(handler_spec.drain, history, spec.process) if handler_spec.drain else None
     ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
-                          handler=handler, stopping=stopping, settled=settled, metric=metric, claimed=claimed)
+                          handler=handler if drain is None else drain.handle, stopping=stopping,
+                          settled=settled if drain is None else _ignore, metric=metric if drain is None else _ignore,
+                          claimed=claimed if drain is None else _ignore)
+    figures = dict if drain is None else drain.totals  # delivery totals with the exit, for throughput runs
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:
         adapter = load_adapter(spec.impl)
+        if drain is not None:
+            history.record("info", "worker", event="ready", process=spec.process, **memory_mb())
         await adapter.consume(ctx)
     except Exception as exc:  # noqa: BLE001 - recorded for the checkers, then a non-zero exit
         history.record("info", "worker", event="refused", process=spec.process,
-                       message=f"{type(exc).__name__}: {exc}")
+                       message=f"{type(exc).__name__}: {exc}", **figures())
         history.close()
         return EXIT_REFUSED
-    history.record("info", "worker", event="exited", process=spec.process)
+    history.record("info", "worker", event="exited", process=spec.process, **figures())
     history.close()
     return 0
 
