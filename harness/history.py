@@ -106,14 +106,19 @@ class Tail:
         self.path = Path(path)
         self.f = f
         self.type_ = type_
-        self.offset = self.path.stat().st_size if from_end and self.path.exists() else 0
+        self.offset = 0
+        if from_end:
+            try:
+                self.offset = self.path.stat().st_size
+            except OSError:  # not written yet
+                pass
 
     def read(self) -> list[Event]:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
                 chunk = fh.read()
-        except FileNotFoundError:  # not written yet
+        except OSError:  # not written yet
             return []
         end = chunk.rfind(b"\n") + 1
         self.offset += end
