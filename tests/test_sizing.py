@@ -30,10 +30,10 @@ from harness.sizing import (
     StepFigures,
     check_budget,
     find_knee,
-    percentile,
     recommend,
     step_figures,
 )
+from harness.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,11 +77,11 @@ def result(point: GridPoint, rate: float, *, p95_ms: float = 50.0, lower: bool =
 # -- percentile / step figures --------------------------------------------------------
 
 def test_percentile_nearest_rank_and_infinity() -> None:
-    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
-    assert percentile(list(range(1, 101)), 0.95) == 95
-    assert percentile([1.0] * 95 + [math.inf] * 5, 0.95) == 1.0
-    assert percentile([1.0] * 94 + [math.inf] * 6, 0.95) == math.inf
-    assert math.isnan(percentile([], 0.95))
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert percentile([1.0] * 95 + [math.inf] * 5, 95) == 1.0
+    assert percentile([1.0] * 94 + [math.inf] * 6, 95) == math.inf
+    assert math.isnan(percentile([], 95))
 
 
 def test_step_figures_fast_slow_and_backlog() -> None:
