@@ -4,8 +4,8 @@ The worker loads the implementation through its adapter, runs one consumer
 with a handler the harness controls (records every delivery, sleeps for the
 scenario's duration, fails on poison), and appends every event to its own
 history file. SIGTERM asks the consumer to drain and stop; SIGKILL is a crash.
-For throughput runs (the benchmark) ``HandlerSpec.drain`` swaps in :class:`Drain`,
-a no-op handler that records nothing per delivery.
+For the benchmark ``HandlerSpec.noop`` swaps in :class:`Noop`, a handler that
+records next to nothing, so the implementation is measured, not the harness.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
 class HandlerSpec:
     """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` takes ``slow_s``.
 
-    ``drain`` > 0: no such handler, but :class:`Drain` for ``drain`` numbered payloads."""
+    ``noop``: no such handler, but :class:`Noop` (``expect``: numbered payloads to drain)."""
 
     base_ms: float = 1.0
     jitter_ms: float = 1.0
     slow_fraction: float = 0.0
     slow_s: float = 0.0
-    drain: int = 0
+    noop: bool = False
+    expect: int = 0
 
     def duration(self) -> float:
         if self.slow_fraction and random.random() < self.slow_fraction:
@@ -100,15 +101,17 @@ def memory_mb() -> dict[str, float]:
     return {"rss_mb": round(out.get("VmRSS", out["VmHWM"]), 1), "peak_rss_mb": round(out["VmHWM"], 1)}
 
 
-class Drain:
-    """The throughput handler: does nothing with a delivery but count it, so a run measures the
-    implementation, not the harness. Payloads are :func:`harness.payload.numbered` ``0 .. expect-1``.
+class Noop:
+    """The benchmark's handler: does nothing with a delivery but note it, and no claim, settlement or metric
+    is recorded, so a run measures the implementation, not the harness. Payloads are
+    :func:`harness.payload.numbered`.
 
-    Nothing is recorded per delivery; ``worker`` events carry the figures instead: ``ready`` (adapter
-    loaded, ``consume`` about to be called; resident memory then), ``drained`` once every number has
-    been delivered (``first`` / ``last`` handler start, ``time.monotonic``; peak memory so far), and
-    the delivery totals (``deliveries`` counts duplicates, ``unique`` does not) with ``exited`` or
-    ``refused``.
+    ``expect`` > 0 (drain throughput): nothing is recorded per delivery, only one ``worker`` event
+    ``drained`` once every number ``0 .. expect-1`` has been delivered (``first`` / ``last`` handler
+    start, ``time.monotonic``; peak memory so far). ``expect`` 0 (wake-up latency): one ``deliver``
+    invoke per delivery, its ``mid`` the payload's number. Either way ``worker`` events ``ready``
+    (adapter loaded, ``consume`` about to be called; resident memory then) and, with ``exited`` or
+    ``refused``, the delivery totals (``deliveries`` counts duplicates, ``unique`` does not).
     """
 
     def __init__(self, expect: int, history: HistoryWriter, process: str) -> None:
@@ -121,10 +124,13 @@ class Drain:
 
     async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
         now = time.monotonic()
-        if self.first is None:
-            self.first = now
         self.deliveries += 1
         seq = seq_of(payload)
+        if not self.seen:
+            self.history.record("invoke", "deliver", mid=str(seq))
+            return
+        if self.first is None:
+            self.first = now
         if 0 <= seq < len(self.seen) and not self.seen[seq]:
             self.seen[seq] = 1
             self.unique += 1
@@ -177,16 +183,16 @@ async def run(spec: WorkerSpec) -> int:
         history.record("ok", "claim", mids=[decode(p)[0] for p in payloads],
                        **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
 
-    drain = Drain(handler_spec.drain, history, spec.process) if handler_spec.drain else None
+    noop = Noop(handler_spec.expect, history, spec.process) if handler_spec.noop else None
     ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
-                          handler=handler if drain is None else drain.handle, stopping=stopping,
-                          settled=settled if drain is None else _ignore, metric=metric if drain is None else _ignore,
-                          claimed=claimed if drain is None else _ignore)
-    figures = dict if drain is None else drain.totals  # delivery totals with the exit, for throughput runs
+                          handler=handler if noop is None else noop.handle, stopping=stopping,
+                          settled=settled if noop is None else _ignore, metric=metric if noop is None else _ignore,
+                          claimed=claimed if noop is None else _ignore)
+    figures = dict if noop is None else noop.totals  # delivery totals with the exit, for the benchmark
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:
         adapter = load_adapter(spec.impl)
-        if drain is not None:
+        if noop is not None:
             history.record("info", "worker", event="ready", process=spec.process, **memory_mb())
         await adapter.consume(ctx)
     except Exception as exc:  # noqa: BLE001 - recorded for the checkers, then a non-zero exit

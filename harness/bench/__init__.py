@@ -8,7 +8,7 @@ figures are read from its history (:mod:`harness.bench.consumer`).
 
 (a) **drain throughput**: ``messages`` payloads are pre-published through ``adapter.publish`` in
     transactions of ``publish_chunk`` (a :class:`PublishTx`, as the runner publishes), the database
-    is VACUUM ANALYZEd, then a consumer process with a no-op handler (:class:`harness.worker.Drain`)
+    is VACUUM ANALYZEd, then a consumer process with a no-op handler (:class:`harness.worker.Noop`)
     is started. Drain time runs from the worker's ``ready`` (adapter imported, ``consume`` about to
     be called: pool set-up and start-up are included) until ``adapter.read_state`` shows nothing
     pending, polled once every payload has been delivered (so acknowledgements are included: a row
@@ -20,9 +20,9 @@ figures are read from its history (:mod:`harness.bench.consumer`).
     (``Statements.fetch``) and deleting it in one token-guarded statement (``Statements.ack``): no
     handler, no framework.
 (c) **idle wake-up latency**, in a fresh database of its own (so it is measured even when the
-    drain failed): a fresh consumer process with the harness's recording handler (no delay), one
-    warm-up message, then ``probes`` single messages published one at a time, each once the
-    previous one has left the state (the consumer is idle again). Latency runs from just before
+    drain failed): a fresh consumer process with the same no-op handler, one warm-up message,
+    then ``probes`` single messages published one at a time, each once the previous one has left
+    the state (the consumer is idle again). Latency runs from just before
     COMMIT (time.monotonic here) to the handler's ``deliver`` invoke (time.monotonic in the
     worker: one clock on Linux). ``max_fetch_interval`` is far longer than a probe, so polling
     cannot help an implementation that has a wake-up mechanism (``capabilities.notify``); one

@@ -2,8 +2,8 @@
 
 The consumer is ``harness.worker`` under :class:`harness.supervisor.Supervisor`, the same process the
 chaos and sizing runs start, never restarted here (a crash is a finding). Its figures come from its
-history as it is written: ``worker`` events from the :class:`harness.worker.Drain` handler for the
-drain, the recording handler's ``deliver`` invokes for the wake-up probes.
+history as it is written: the :class:`harness.worker.Noop` handler's ``worker`` events for the drain,
+its ``deliver`` invokes for the wake-up probes.
 """
 
 from __future__ import annotations
@@ -20,21 +20,21 @@ from harness.adapter import Adapter, ConsumerConfig
 from harness.bench.config import BenchConfig, PhaseError, consumer_config
 from harness.bench.db import publish, until_empty
 from harness.history import Event, HistoryWriter, Tail
-from harness.payload import encode
+from harness.payload import numbered
 from harness.stats import percentile
 from harness.supervisor import Supervisor
 
-#: How often the consumer's history is read while waiting for one of its events.
-POLL_SECONDS = 0.001
-#: The recording handler with no delay: the probes' handler.
-PROBE_HANDLER = {"base_ms": 0.0, "jitter_ms": 0.0}
+#: How often the consumer's history is read while waiting for one of its events: seldom enough to
+#: take next to no CPU from the consumer being measured (polling every millisecond cost 5-7 % of a core).
+POLL_SECONDS = 0.005
 
 
 def worker_event(name: str) -> Callable[[Event], bool]:
     return lambda e: e.f == "worker" and e.value.get("event") == name
 
 
-def delivered(mid: str) -> Callable[[Event], bool]:
+def delivered(seq: int) -> Callable[[Event], bool]:
+    mid = str(seq)
     return lambda e: e.f == "deliver" and e.type == "invoke" and e.mid == mid
 
 
@@ -102,7 +102,7 @@ async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConf
     """Drain throughput of the ``messages`` already published: from the consumer's ``ready`` until
     ``read_state`` shows nothing pending (acknowledgements included)."""
     n = config.messages
-    consumer = Consumer(impl, dsn, consumer_config(config), {"drain": n}, workdir, history)
+    consumer = Consumer(impl, dsn, consumer_config(config), {"noop": True, "expect": n}, workdir, history)
     try:
         ready = await consumer.wait_for(worker_event("ready"), config.start_timeout_seconds)
         row["ready_rss_mb"] = ready.value["rss_mb"]
@@ -141,18 +141,19 @@ async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConf
 
 async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchConfig, row: dict[str, Any],
                          workdir: Path, history: HistoryWriter) -> None:
-    """Idle wake-up latency: single messages (the harness's checksummed payloads, about 70 bytes), each
-    published once the previous one has left the state; from just before COMMIT (``time.monotonic``
-    here) to the handler's ``deliver`` invoke (``time.monotonic`` in the worker: one clock on Linux)."""
+    """Idle wake-up latency: single messages, each published once the previous one has left the state;
+    from just before COMMIT (``time.monotonic`` here) to the handler's ``deliver`` invoke
+    (``time.monotonic`` in the worker: one clock on Linux)."""
     cc = consumer_config(config)
-    consumer = Consumer(impl, dsn, cc, PROBE_HANDLER, workdir, history)
+    consumer = Consumer(impl, dsn, cc, {"noop": True}, workdir, history)
     wait = cc.max_fetch_interval + 10  # a delivery may take one polling interval without a wake-up
     latencies: list[float] = []
     try:
-        await consumer.wait_for(worker_event("started"), config.start_timeout_seconds)
-        await publish(adapter, dsn, [encode("warm-up")], 1)
+        await consumer.wait_for(worker_event("ready"), config.start_timeout_seconds)
+        warm = config.messages  # sequence numbers after the drain's
+        await publish(adapter, dsn, [numbered(warm, config.payload_bytes)], 1)
         try:
-            await consumer.wait_for(delivered("warm-up"), wait + 20)
+            await consumer.wait_for(delivered(warm), wait + 20)
         except PhaseError as exc:
             raise PhaseError(f"probes: warm-up message: {exc}") from None
         await until_empty(adapter, dsn, 10.0)
@@ -164,10 +165,10 @@ async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchCon
                 row["notes"].append(f"probes: {len(latencies)} of {config.probes} within the "
                                     f"{config.probe_timeout_seconds:.0f} s probe phase")
                 break
-            mid = f"probe-{k + 1}"
-            t0 = await publish(adapter, dsn, [encode(mid)], 1)
+            seq = warm + 1 + k
+            t0 = await publish(adapter, dsn, [numbered(seq, config.payload_bytes)], 1)
             try:
-                event = await consumer.wait_for(delivered(mid), min(wait, remaining))
+                event = await consumer.wait_for(delivered(seq), min(wait, remaining))
             except PhaseError as exc:
                 if "timed out" in str(exc) and remaining < wait:
                     row["notes"].append(f"probes: {len(latencies)} of {config.probes} within the "
