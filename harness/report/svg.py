@@ -81,7 +81,8 @@ class Frame:
         self.log_y = log_y
 
     def x(self, v: float) -> float:
-        return self.x0 + (self.x1 - self.x0) * (min(max(v, self.x_lo), self.x_max) - self.x_lo) / (self.x_max - self.x_lo)
+        frac = (min(max(v, self.x_lo), self.x_max) - self.x_lo) / (self.x_max - self.x_lo)
+        return self.x0 + (self.x1 - self.x0) * frac
 
     def y(self, v: float) -> float:
         lo, hi = self.y_ticks[0], self.y_ticks[-1]
@@ -149,7 +150,8 @@ def _swatch(shape: str, fill: str, x: float, y: float) -> str:
     if shape == "dot":
         return f'<circle cx="{x + 6:.0f}" cy="{y - 4:.0f}" r="3.5" fill="{fill}"/>'
     if shape == "line":
-        return f'<line x1="{x:.0f}" y1="{y - 4:.0f}" x2="{x + 12:.0f}" y2="{y - 4:.0f}" stroke="{fill}" stroke-width="2"/>'
+        return (f'<line x1="{x:.0f}" y1="{y - 4:.0f}" x2="{x + 12:.0f}" y2="{y - 4:.0f}" stroke="{fill}" '
+                'stroke-width="2"/>')
     return f'<rect x="{x:.0f}" y="{y - 9:.0f}" width="10" height="10" fill="{fill}"/>'
 
 
@@ -186,8 +188,11 @@ def chart(frame: Frame, title: str, body: Sequence[str], legend: Sequence[Legend
     return "\n".join(parts)
 
 
-def grouped_bars(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None], Sequence[bool]]],
-                 *, y_label: str, line: tuple[float, str] | None = None) -> str:
+Bars = tuple[str, Sequence[float | None], Sequence[bool]]  # (name, values, lower_bounds)
+
+
+def grouped_bars(title: str, labels: Sequence[str], series: Sequence[Bars], *, y_label: str,
+                 line: tuple[float, str] | None = None) -> str:
     """Bars per label, one per series: ``(name, values, lower_bounds)``; a lower bound is drawn lighter
     and marked ``≥``, an infinite value reaches the top marked ``∞``, a missing or NaN one is left out.
     ``line``: a dashed (value, label) across, such as a target."""

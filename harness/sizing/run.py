@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import math
 import os
 import shutil
 import signal
@@ -114,12 +113,10 @@ def _stop_pid(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
         proc.wait(timeout=1)
 
 
-def locust_command(point_dir: Path, *, run_time: float | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--stop-timeout", "5",
-           "--csv", str(point_dir / "locust"), "--csv-full-history", "--html", str(point_dir / "locust.html")]
-    if run_time is not None:
-        cmd += ["-t", f"{int(math.ceil(run_time))}s"]
-    return cmd
+def locust_command(point_dir: Path) -> list[str]:
+    """Headless, the locustfile's step shape, CSV with full history and the HTML report into ``point_dir``."""
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "--stop-timeout",
+            "5", "--csv", str(point_dir / "locust"), "--csv-full-history", "--html", str(point_dir / "locust.html")]
 
 
 async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_dir: Path, *, bound_s: float,
