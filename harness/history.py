@@ -19,7 +19,8 @@ Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
   effect, info {kind} when it healed, fail when it could not be applied.
 - ``metric``   info {name, value, labels} from the implementation's recorder.
 - ``log``      info {level, logger, message} for WARNING and above in workers.
-- ``worker``   info {event: started|exited|refused, ...} lifecycle notes.
+- ``worker``   info {event: started|exited|refused, ...} lifecycle notes; the
+  benchmark's no-op handler adds ready and drained with its figures.
 - ``sample``   info {backends: {application_name: n}} connection samples.
 """
 
