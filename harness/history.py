@@ -19,7 +19,8 @@ Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
   effect, info {kind} when it healed, fail when it could not be applied.
 - ``metric``   info {name, value, labels} from the implementation's recorder.
 - ``log``      info {level, logger, message} for WARNING and above in workers.
-- ``worker``   info {event: started|exited|refused, ...} lifecycle notes.
+- ``worker``   info {event: started|exited|refused, ...} lifecycle notes; the
+  benchmark's no-op handler adds ready and drained with its figures.
 - ``sample``   info {backends: {application_name: n}} connection samples.
 """
 
@@ -85,17 +86,60 @@ class HistoryWriter:
         self.close()
 
 
-def read_events(path: Path) -> Iterator[Event]:
-    """Yields events of one file; a torn last line (SIGKILL mid-write) is skipped."""
+def read_events(path: Path, *, f: str | None = None, type_: EventType | None = None) -> Iterator[Event]:
+    """Yields events of one file; a torn last line (SIGKILL mid-write) is skipped.
+
+    With ``f`` and/or ``type_`` only those events: a fast path for large histories, where a line
+    that cannot be one of them (as :meth:`Event.to_json` writes it) is not parsed at all; a line
+    that may be one is parsed and checked like any other.
+    """
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
+        yield from _parse(fh, f, type_)
+
+
+class Tail:
+    """Follows a history file another process is appending to: each :meth:`read` returns the events
+    written since the previous one (only ``f`` / ``type_`` ones, as :func:`read_events`); a line
+    still being written waits for the next read. ``from_end``: ignore what the file holds already."""
+
+    def __init__(self, path: Path, *, f: str | None = None, type_: EventType | None = None,
+                 from_end: bool = False) -> None:
+        self.path = Path(path)
+        self.f = f
+        self.type_ = type_
+        self.offset = 0
+        if from_end:
             try:
-                yield Event.from_json(line)
-            except (json.JSONDecodeError, KeyError):
-                continue
+                self.offset = self.path.stat().st_size
+            except OSError:  # not written yet
+                pass
+
+    def read(self) -> list[Event]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:  # not written yet
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        return list(_parse(chunk[:end].decode("utf-8", "replace").splitlines(), self.f, self.type_))
+
+
+def _parse(lines: Iterable[str], f: str | None, type_: EventType | None) -> Iterator[Event]:
+    # Event.to_json writes the fields in declaration order without spaces, "type" just before "f"
+    wanted = {k: v for k, v in (("type", type_), ("f", f)) if v is not None}
+    token = json.dumps(wanted, separators=(",", ":"))[1:-1]
+    for line in lines:
+        line = line.strip()
+        if not line or token not in line:
+            continue
+        try:
+            event = Event.from_json(line)
+        except (json.JSONDecodeError, KeyError):
+            continue
+        if (f is None or event.f == f) and (type_ is None or event.type == type_):
+            yield event
 
 
 def merge(paths: Iterable[Path]) -> list[Event]:

@@ -71,14 +71,16 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 import psycopg  # after locust: psycopg picks a gevent-friendly wait function when select is patched
 
+from harness import business
 from harness.adapters.reference import TABLE
+from harness.history import Tail
+from harness.names import LOCUST_APP
 from harness.payload import encode
 from outbox.sql import Statements
 
 log = logging.getLogger("harness.locustfile")
 
 DELIVER_NAME = "commit→handler"
-_INVOKE = '"type":"invoke","f":"deliver"'  # how HistoryWriter serialises a deliver invoke (no spaces)
 
 
 def _env(name: str, default: str) -> str:
@@ -150,7 +152,7 @@ class Deliveries:
         self.timeout = timeout
         self.commits: dict[str, float] = {}  # mid -> monotonic commit time, until first delivery
         self.early: dict[str, float] = {}  # mid -> deliver t seen before its commit was recorded
-        self.offsets: dict[Path, int] = {}
+        self.tails: dict[Path, Tail] = {}  # per worker history: deliver invokes not read yet
         self._prefix = (0, "")
         self.delivered = 0
         self._greenlet: gevent.Greenlet | None = None
@@ -166,8 +168,7 @@ class Deliveries:
         """History written before this test started belongs to earlier runs."""
         if self.history_dir is not None:
             for path in self.history_dir.glob("worker-*.jsonl"):
-                with contextlib.suppress(OSError):
-                    self.offsets[path] = path.stat().st_size
+                self.tails[path] = Tail(path, f="deliver", type_="invoke", from_end=True)
 
     def committed(self, mids: list[str], t: float) -> None:
         for mid in mids:
@@ -179,26 +180,12 @@ class Deliveries:
             return
         prefix = self.prefix
         for path in sorted(self.history_dir.glob("worker-*.jsonl")):
-            offset = self.offsets.get(path, 0)
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except OSError:
-                continue
-            end = chunk.rfind(b"\n") + 1  # a torn last line waits for the next poll
-            self.offsets[path] = offset + end
-            for raw in chunk[:end].decode("utf-8", "replace").splitlines():
-                if _INVOKE not in raw or prefix not in raw:
-                    continue
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                mid = (event.get("value") or {}).get("mid")
-                if not isinstance(mid, str) or not mid.startswith(prefix):
-                    continue
-                self._delivered(mid, float(event["t"]), fire)
+            if path not in self.tails:
+                self.tails[path] = Tail(path, f="deliver", type_="invoke")
+            for event in self.tails[path].read():  # a line still being written waits for the next poll
+                mid = event.mid
+                if isinstance(mid, str) and mid.startswith(prefix):
+                    self._delivered(mid, event.t, fire)
         for mid, t in list(self.early.items()):  # deliveries that raced their commit's bookkeeping
             if mid in self.commits:
                 del self.early[mid]
@@ -283,8 +270,8 @@ def _on_start(environment: Any, **_: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
         return  # the master has no users, hence no commits to match
     try:  # the harness creates it too; --processes children may race here, which is harmless
-        with psycopg.connect(dsn(), autocommit=True, application_name=_env("APP", "harness-locust")) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS harness_business (mid text PRIMARY KEY, at timestamptz DEFAULT now())")
+        with psycopg.connect(dsn(), autocommit=True, application_name=_env("APP", LOCUST_APP)) as conn:
+            conn.execute(business.CREATE)
     except psycopg.Error as exc:
         log.warning("could not create harness_business: %s", exc)
     deliveries.start(environment.events.request.fire)
@@ -313,6 +300,7 @@ class OutboxPublisher(User):
         self.pad = _int("PAD", 64)
         self.statements = Statements(_env("TABLE", TABLE))
         self.sql = pyformat(self.statements.insert)
+        self.business_sql = pyformat(business.INSERT)
         self.conn: psycopg.Connection[Any] | None = None
 
     def on_start(self) -> None:
@@ -320,7 +308,7 @@ class OutboxPublisher(User):
             self.connect()
 
     def connect(self) -> None:
-        self.conn = psycopg.connect(dsn(), application_name=_env("APP", "harness-locust"), connect_timeout=5)
+        self.conn = psycopg.connect(dsn(), application_name=_env("APP", LOCUST_APP), connect_timeout=5)
 
     def on_stop(self) -> None:
         if self.conn is not None:
@@ -342,7 +330,7 @@ class OutboxPublisher(User):
         conn = self.conn
         t0 = time.monotonic()
         try:  # not `with conn.transaction()`: its rollback on GreenletExit would hit a command in flight
-            conn.execute("INSERT INTO harness_business (mid) SELECT unnest(%s::text[])", (mids,))
+            conn.execute(self.business_sql, {"p1": mids})
             conn.execute(self.sql, insert_params(self.statements, self.queue, payloads))
             conn.commit()
         except psycopg.Error as exc:

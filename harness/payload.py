@@ -1,4 +1,5 @@
-"""Payloads the harness publishes: a message id plus a checksum, so corruption is visible (D2).
+"""Payloads the harness publishes: a message id plus a checksum, so corruption is visible (D2); numbered
+filler for throughput runs.
 
 A payload may carry a script: what the handler does on the message's first, second, ... delivery
 (``{"ms": 4000}`` runs that long, ``"fail": true`` raises after it), whichever worker gets it. Deliveries are
@@ -36,3 +37,24 @@ def decode_script(payload: bytes | str) -> tuple[str | None, bool, bool, list[di
         return str(body["mid"]), intact, bool(body.get("poison")), list(body.get("script") or [])
     except (ValueError, KeyError, TypeError):
         return None, False, False, []
+
+
+#: Digits of the sequence number at the head of a :func:`numbered` payload.
+SEQ_DIGITS = 10
+
+
+def numbered(seq: int, size: int = 64) -> bytes:
+    """A throughput payload: a zero-padded sequence number, then filler up to ``size`` bytes.
+
+    Cheap to tell apart in a handler that must cost next to nothing (:func:`seq_of`), unlike
+    :func:`encode`, whose checksum is for correctness runs."""
+    head = str(seq).zfill(SEQ_DIGITS).encode()
+    return head + b"x" * max(0, size - len(head))
+
+
+def seq_of(payload: bytes) -> int:
+    """The sequence number of a :func:`numbered` payload; -1 for anything else."""
+    try:
+        return int(payload[:SEQ_DIGITS])
+    except ValueError:
+        return -1

@@ -98,7 +98,7 @@ class Supervisor:
             # signal is the worker's. Only the wall clock is faked; asyncio runs on the monotonic one.
             env.update(LD_PRELOAD=faketime_library(), FAKETIME=slot.clock_offset, FAKETIME_DONT_FAKE_MONOTONIC="1",
                        FAKETIME_NO_CACHE="1")
-        log = open(self.workdir / f"{slot.process}.log", "wb")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path(slot.process), "wb")  # noqa: SIM115 - owned by the child
         slot.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
         log.close()
@@ -108,6 +108,10 @@ class Supervisor:
 
     def history_path(self, process: str) -> Path:
         return self.workdir / f"worker-{process.replace('#', '-')}.jsonl"
+
+    def log_path(self, process: str) -> Path:
+        """The incarnation's stdout and stderr."""
+        return self.workdir / f"{process}.log"
 
     def history_paths(self) -> list[Path]:
         return sorted(self.workdir.glob("worker-*.jsonl"))

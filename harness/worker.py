@@ -4,6 +4,8 @@ The worker loads the implementation through its adapter, runs one consumer
 with a handler the harness controls (records every delivery, sleeps for the
 scenario's duration, fails on poison), and appends every event to its own
 history file. SIGTERM asks the consumer to drain and stop; SIGKILL is a crash.
+For the benchmark ``HandlerSpec.noop`` swaps in :class:`Noop`, a handler that
+records next to nothing, so the implementation is measured, not the harness.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import json
 import logging
 import os
 import random
+import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,7 +30,7 @@ from harness.adapter import ConsumerConfig, ConsumerContext, DeliveryInfo, load_
 from harness.deliveries import DeliveryCounter
 from harness.history import HistoryWriter
 from harness.names import worker_app
-from harness.payload import decode, decode_script
+from harness.payload import decode, decode_script, seq_of
 
 EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
 
@@ -34,13 +38,17 @@ EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
 @dataclass(frozen=True)
 class HandlerSpec:
     """How long the handler takes: ``base_ms`` ± ``jitter_ms``; a ``slow_fraction`` of calls, and the first
-    ``slow_first`` calls of this process, take ``slow_s``. A scripted message overrides it (see harness.payload)."""
+    ``slow_first`` calls of this process, take ``slow_s``. A scripted message overrides it (see harness.payload).
+
+    ``noop``: no such handler, but :class:`Noop` (``expect``: numbered payloads to drain)."""
 
     base_ms: float = 1.0
     jitter_ms: float = 1.0
     slow_fraction: float = 0.0
     slow_s: float = 0.0
     slow_first: int = 0
+    noop: bool = False
+    expect: int = 0
 
     def duration(self, call: int) -> float:
         if call <= self.slow_first or (self.slow_fraction and random.random() < self.slow_fraction):
@@ -79,6 +87,67 @@ class HistoryLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.history.record("info", "log", level=record.levelname, logger=record.name, message=record.getMessage())
+
+
+def memory_mb() -> dict[str, float]:
+    """Resident set now and its peak (``VmRSS`` / ``VmHWM``), in MiB; ``ru_maxrss`` if /proc is absent."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(rest.split()[0]) / 1024  # kB
+    except OSError:
+        pass
+    if "VmHWM" not in out:
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"rss_mb": round(out.get("VmRSS", out["VmHWM"]), 1), "peak_rss_mb": round(out["VmHWM"], 1)}
+
+
+class Noop:
+    """The benchmark's handler: does nothing with a delivery but note it, and no claim, settlement or metric
+    is recorded, so a run measures the implementation, not the harness. Payloads are
+    :func:`harness.payload.numbered`.
+
+    ``expect`` > 0 (drain throughput): nothing is recorded per delivery, only one ``worker`` event
+    ``drained`` once every number ``0 .. expect-1`` has been delivered (``first`` / ``last`` handler
+    start, ``time.monotonic``; peak memory so far). ``expect`` 0 (wake-up latency): one ``deliver``
+    invoke per delivery, its ``mid`` the payload's number. Either way ``worker`` events ``ready``
+    (adapter loaded, ``consume`` about to be called; resident memory then) and, with ``exited`` or
+    ``refused``, the delivery totals (``deliveries`` counts duplicates, ``unique`` does not).
+    """
+
+    def __init__(self, expect: int, history: HistoryWriter, process: str) -> None:
+        self.seen = bytearray(expect)
+        self.history = history
+        self.process = process
+        self.deliveries = 0
+        self.unique = 0
+        self.first: float | None = None
+
+    async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
+        now = time.monotonic()
+        self.deliveries += 1
+        seq = seq_of(payload)
+        if not self.seen:
+            self.history.record("invoke", "deliver", mid=str(seq))
+            return
+        if self.first is None:
+            self.first = now
+        if 0 <= seq < len(self.seen) and not self.seen[seq]:
+            self.seen[seq] = 1
+            self.unique += 1
+            if self.unique == len(self.seen):
+                self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
+                                    last=now, **self.totals())
+
+    def totals(self) -> dict[str, Any]:
+        return {"deliveries": self.deliveries, "unique": self.unique, **memory_mb()}
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
 
 
 def _call(info: DeliveryInfo) -> dict[str, Any]:
@@ -129,18 +198,24 @@ async def run(spec: WorkerSpec) -> int:
         history.record("ok", "claim", mids=[decode(p)[0] for p in payloads],
                        **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
 
+    noop = Noop(handler_spec.expect, history, spec.process) if handler_spec.noop else None
     ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
-                          handler=handler, stopping=stopping, settled=settled, metric=metric, claimed=claimed)
+                          handler=handler if noop is None else noop.handle, stopping=stopping,
+                          settled=settled if noop is None else _ignore, metric=metric if noop is None else _ignore,
+                          claimed=claimed if noop is None else _ignore)
+    figures = dict if noop is None else noop.totals  # delivery totals with the exit, for the benchmark
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:
         adapter = load_adapter(spec.impl)
+        if noop is not None:
+            history.record("info", "worker", event="ready", process=spec.process, **memory_mb())
         await adapter.consume(ctx)
     except Exception as exc:  # noqa: BLE001 - recorded for the checkers, then a non-zero exit
         history.record("info", "worker", event="refused", process=spec.process,
-                       message=f"{type(exc).__name__}: {exc}")
+                       message=f"{type(exc).__name__}: {exc}", **figures())
         history.close()
         return EXIT_REFUSED
-    history.record("info", "worker", event="exited", process=spec.process)
+    history.record("info", "worker", event="exited", process=spec.process, **figures())
     history.close()
     return 0
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from harness.bench import DEFAULTS, print_bench, run_bench
-from harness.benchworker import payload, seq_of
+from harness.payload import numbered, seq_of
 
 TOP_KEYS = {"impl", "throughput_msgs_per_s", "floor_msgs_per_s", "ratio_to_floor", "notify_p50_ms", "notify_p99_ms",
             "peak_rss_mb", "config", "messages", "probes", "drain_seconds", "floor_seconds", "impls"}
@@ -34,7 +34,7 @@ def _last_line(result: dict) -> tuple[list[str], dict]:
 
 
 def test_payload_carries_its_sequence_number():
-    assert seq_of(payload(12_345)) == 12_345 and len(payload(7)) == 64 and seq_of(b"junk") == -1
+    assert seq_of(numbered(12_345)) == 12_345 and len(numbered(7)) == 64 and seq_of(b"junk") == -1
 
 
 def test_bench_smoke(postgres_server):

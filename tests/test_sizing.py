@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness import sizing
+from harness.history import Event, HistoryWriter, Tail, read_events
 from harness.sizing import (
     Commit,
     GridPoint,
@@ -29,10 +30,10 @@ from harness.sizing import (
     StepFigures,
     check_budget,
     find_knee,
-    percentile,
     recommend,
     step_figures,
 )
+from harness.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,11 +77,11 @@ def result(point: GridPoint, rate: float, *, p95_ms: float = 50.0, lower: bool =
 # -- percentile / step figures --------------------------------------------------------
 
 def test_percentile_nearest_rank_and_infinity() -> None:
-    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
-    assert percentile(list(range(1, 101)), 0.95) == 95
-    assert percentile([1.0] * 95 + [math.inf] * 5, 0.95) == 1.0
-    assert percentile([1.0] * 94 + [math.inf] * 6, 0.95) == math.inf
-    assert math.isnan(percentile([], 0.95))
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert percentile([1.0] * 95 + [math.inf] * 5, 95) == 1.0
+    assert percentile([1.0] * 94 + [math.inf] * 6, 95) == math.inf
+    assert math.isnan(percentile([], 95))
 
 
 def test_step_figures_fast_slow_and_backlog() -> None:
@@ -196,6 +197,42 @@ def test_recommend_skips_points_over_their_budget_or_bound() -> None:
     assert recommend([over, slow, fine], 800).point == GridPoint(8, 100, 1)
     rec = recommend([over], 800)
     assert rec.point is None and "overran" in rec.message
+
+
+# -- worker histories -------------------------------------------------------------------
+
+def test_read_events_filter_parses_what_it_keeps(tmp_path: Path) -> None:
+    path = tmp_path / "worker-w1-1.jsonl"
+    with HistoryWriter(path, "w1#1") as history:
+        history.record("info", "worker", event="started")
+        history.record("invoke", "deliver", mid="m1")
+        history.record("ok", "deliver", mid="m1")
+    with open(path, "a", encoding="utf-8") as fh:
+        # the fast path's text in a value: parsed, and not taken for a deliver invoke
+        fh.write(Event(2.0, 2.0, "w1#1", "info", "log", {"type": "invoke", "f": "deliver"}).to_json() + "\n")
+        fh.write('{"t": 9, "wall": 9, "process": "w1#1", "type":"invoke","f":"deliver"')  # torn last line
+    assert [(e.type, e.f) for e in read_events(path)] == [("info", "worker"), ("invoke", "deliver"),
+                                                          ("ok", "deliver"), ("info", "log")]
+    assert [e.mid for e in read_events(path, f="deliver", type_="invoke")] == ["m1"]
+    assert [e.type for e in read_events(path, f="deliver")] == ["invoke", "ok"]
+
+
+def test_tail_returns_each_complete_line_once(tmp_path: Path) -> None:
+    path = tmp_path / "worker-w1-1.jsonl"
+    tail = Tail(path, f="deliver", type_="invoke")
+    assert tail.read() == []  # not written yet
+    history = HistoryWriter(path, "w1#1")
+    history.record("invoke", "deliver", mid="m1")
+    history.record("ok", "deliver", mid="m1")
+    assert [e.mid for e in tail.read()] == ["m1"]
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(Event(1.0, 1.0, "w1#1", "invoke", "deliver", {"mid": "m2"}).to_json()[:20])  # being written
+    assert tail.read() == []
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(Event(1.0, 1.0, "w1#1", "invoke", "deliver", {"mid": "m2"}).to_json()[20:] + "\n")
+    assert [e.mid for e in tail.read()] == ["m2"] and tail.read() == []
+    history.close()
+    assert Tail(path, from_end=True).read() == []
 
 
 # -- rendering --------------------------------------------------------------------------

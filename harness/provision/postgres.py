@@ -195,6 +195,13 @@ class PostgresServer:
             await conn.close()
         return self.database_dsn(name)
 
+    async def drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
     def __enter__(self) -> PostgresServer:
         return self
 
@@ -222,6 +229,16 @@ def start_embedded(settings: dict[str, str] | None = None) -> PostgresServer:
         raise
     server.dsn = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
     return server
+
+
+async def server_settings(dsn: str, *names: str) -> dict[str, str]:
+    """Current values of the named settings; a setting this server version does not have is left out."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])", list(names))
+    finally:
+        await conn.close()
+    return {r[0]: r[1] for r in rows}
 
 
 def check_reachable(dsn: str, timeout: float = 5.0) -> None:

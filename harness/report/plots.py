@@ -3,18 +3,20 @@
 Verdicts say whether a promise held; these plots show how the system behaved
 while the faults were on: delivery latency (commit -> handler) as points and
 deliver throughput per second as a line, with fault windows shaded and labelled
-so a latency cliff or a stall can be read against its cause. SVG is written
-by hand so the report needs no plotting library and stays self-contained.
+so a latency cliff or a stall can be read against its cause. Drawn with the
+harness's one SVG toolkit (:mod:`harness.report.svg`), so the report needs no
+plotting library and stays self-contained.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
 
 from harness.history import Event
+from harness.report import svg
 
 #: Above this many points a plot is downsampled (min and max per x bucket survive).
 MAX_POINTS = 5000
@@ -23,10 +25,8 @@ MAX_POINTS = 5000
 LATENCY_FLOOR_S = 1e-4
 
 _W, _H = 640, 290
-_LEFT, _RIGHT, _TOP, _BOTTOM = 62, 14, 34, 44
-_SHADES = ("#c9b3d9", "#f7cf9f", "#b7dca9", "#c9c9c9", "#f4b3c9", "#a9cfe6")
-_FIRST, _REDELIVERY, _LINE = "#2b5fa8", "#e0620d", "#2b5fa8"
-_FONT = 'font-family="system-ui,sans-serif" font-size="11"'
+_MARGINS = (62, 14, 34, 44)  # left, right, top, bottom
+_FIRST, _REDELIVERY, _LINE = svg.colour(0), svg.colour(1), svg.colour(0)
 
 
 @dataclass(frozen=True)
@@ -128,61 +128,13 @@ def downsample(points: list[tuple[float, float, bool]], cap: int = MAX_POINTS) -
     return kept
 
 
-def _ticks(hi: float, n: int = 6) -> list[float]:
-    """Round tick values from 0 up to the first one at or above hi."""
-    hi = hi if hi > 0 else 1.0
-    raw = hi / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    return [round(i * step, 10) for i in range(math.ceil(hi / step - 1e-9) + 1)]
-
-
-def _fmt_s(v: float) -> str:
-    if v < 1e-3:
-        return f"{v * 1e6:g}µs"
-    if v < 1:
-        return f"{v * 1e3:g}ms"
-    return f"{v:g}s"
-
-
-class _Frame:
-    """Pixel mapping and chrome (axes, ticks, fault shading) shared by both plots."""
+class _Frame(svg.Frame):
+    """Time since the scenario started on x, to the last event (not to a round tick, so an unhealed
+    fault visibly runs to the end); fault windows shaded behind the marks."""
 
     def __init__(self, duration: float, y_ticks: list[float], log: bool) -> None:
-        # The x axis ends at the last event, not at a round tick, so an unhealed fault visibly runs to the end.
-        self.x_max = duration if duration > 0 else 1.0
-        self.x_ticks = [t for t in _ticks(self.x_max) if t <= self.x_max * (1 + 1e-9)]
-        self.y_ticks = y_ticks
-        self.log = log
-        self.x0, self.x1 = _LEFT, _W - _RIGHT
-        self.y0, self.y1 = _H - _BOTTOM, _TOP
-
-    def x(self, v: float) -> float:
-        return self.x0 + (self.x1 - self.x0) * min(max(v, 0.0), self.x_max) / self.x_max
-
-    def y(self, v: float) -> float:
-        lo, hi = self.y_ticks[0], self.y_ticks[-1]
-        if self.log:
-            frac = (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-        else:
-            frac = (v - lo) / (hi - lo)
-        return self.y0 - (self.y0 - self.y1) * frac
-
-    def axes(self, x_label: str, y_label: str, y_fmt: Callable[[float], str]) -> list[str]:
-        out = [f'<rect x="{self.x0}" y="{self.y1}" width="{self.x1 - self.x0}" height="{self.y0 - self.y1}" '
-               'fill="none" stroke="#888"/>']
-        for t in self.x_ticks:
-            px = self.x(t)
-            out.append(f'<line x1="{px:.1f}" y1="{self.y0}" x2="{px:.1f}" y2="{self.y0 + 4}" stroke="#888"/>')
-            out.append(f'<text x="{px:.1f}" y="{self.y0 + 16}" text-anchor="middle">{t:g}</text>')
-        for t in self.y_ticks:
-            py = self.y(t)
-            out.append(f'<line x1="{self.x0}" y1="{py:.1f}" x2="{self.x1}" y2="{py:.1f}" stroke="#eee"/>')
-            out.append(f'<text x="{self.x0 - 6}" y="{py + 4:.1f}" text-anchor="end">{escape(y_fmt(t))}</text>')
-        cx, cy = (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
-        out.append(f'<text x="{cx:.0f}" y="{_H - 8}" text-anchor="middle">{escape(x_label)}</text>')
-        out.append(f'<text transform="translate(14 {cy:.0f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
-        return out
+        x_max = duration if duration > 0 else 1.0
+        super().__init__(_W, _H, _MARGINS, x_ticks=svg.ticks(x_max), x_max=x_max, y_ticks=y_ticks, log_y=log)
 
     def faults(self, windows: list[Window]) -> list[str]:
         """Shaded bands, each labelled with its kind; labels take the first free lane so they do not overlap."""
@@ -190,11 +142,11 @@ class _Frame:
         lanes: list[float] = []  # right edge of the last label in each lane
         colours: dict[str, str] = {}
         for w in windows:
-            colour = colours.setdefault(w.kind, _SHADES[len(colours) % len(_SHADES)])
+            colour = colours.setdefault(w.kind, svg.SHADES[len(colours) % len(svg.SHADES)])
             a, b = self.x(w.start), max(self.x(w.end), self.x(w.start) + 2)
             label = w.kind if w.healed else f"{w.kind} (not healed)"
             lane = next((i for i, edge in enumerate(lanes) if edge < a), len(lanes))
-            lanes[lane:lane + 1] = [a + 6.5 * len(label) + 8]
+            lanes[lane:lane + 1] = [a + svg.CHAR_PX * len(label) + 8]
             out.append(f'<rect class="fault" data-kind="{escape(w.kind)}" x="{a:.1f}" y="{self.y1}" '
                        f'width="{b - a:.1f}" height="{self.y0 - self.y1}" fill="{colour}" fill-opacity="0.55">'
                        f'<title>{escape(label)}: {w.start:.1f}s to {w.end:.1f}s</title></rect>')
@@ -203,43 +155,25 @@ class _Frame:
         return out
 
 
-def _svg(title: str, legend: list[tuple[str, str, str]], body: list[str]) -> str:
-    """Wraps a plot: title top-left, legend (shape, colour, text) top-right."""
-    parts = [f'<svg viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
-             f'role="img" {_FONT}><title>{escape(title)}</title>',
-             f'<text x="{_LEFT}" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
-    x = _W - _RIGHT
-    for shape, colour, text in reversed(legend):
-        x -= 6.5 * len(text) + 4
-        parts.append(f'<text x="{x:.0f}" y="16">{escape(text)}</text>')
-        x -= 12
-        parts.append(f'<circle cx="{x + 4:.0f}" cy="12" r="3.5" fill="{colour}"/>' if shape == "dot" else
-                     f'<line x1="{x - 4:.0f}" y1="12" x2="{x + 8:.0f}" y2="12" stroke="{colour}" stroke-width="2"/>')
-        x -= 14
-    return "\n".join(parts + body + ["</svg>"])
-
-
 def latency_svg(s: Series) -> str:
     shown = downsample(s.latencies)
     lats = [lat for _, lat, _ in s.latencies]
     lo = max(LATENCY_FLOOR_S, min(lats, default=1e-3))
     hi = max(max(lats, default=1.0), lo * 10)
-    y_ticks = [10.0**k for k in range(math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9) + 1)]
-    frame = _Frame(s.duration, y_ticks, log=True)
-    body = frame.faults(s.windows) + frame.axes("seconds since scenario start", "latency (commit to handler)", _fmt_s)
+    frame = _Frame(s.duration, svg.decades(lo, hi), log=True)
+    body = frame.faults(s.windows) + frame.axes(x_label="seconds since scenario start",
+                                                y_label="latency (commit to handler)", x_fmt=_fmt_g,
+                                                y_fmt=svg.fmt_seconds, box=True)
     for x, lat, again in shown:
-        body.append(f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(lat):.1f}" r="2" '
-                    f'fill="{_REDELIVERY if again else _FIRST}" fill-opacity="0.7"/>')
+        body.append(svg.dot(frame.x(x), frame.y(lat), _REDELIVERY if again else _FIRST, opacity=0.7))
     if not shown:
-        body.append(f'<text x="{(frame.x0 + frame.x1) / 2:.0f}" y="{(frame.y0 + frame.y1) / 2:.0f}" '
-                    'text-anchor="middle" fill="#888">no delivery of a committed message</text>')
+        body.append(frame.empty("no delivery of a committed message"))
     title = f"Delivery latency ({len(s.latencies)} deliveries"
     title += f", {len(shown)} drawn)" if len(shown) < len(s.latencies) else ")"
     floored = sum(lat <= LATENCY_FLOOR_S for lat in lats)
-    legend = [("dot", _FIRST, "first delivery"), ("dot", _REDELIVERY, "redelivery")]
     if floored:
-        title += f", {floored} at ≤{_fmt_s(LATENCY_FLOOR_S)}"
-    return _svg(title, legend, body)
+        title += f", {floored} at ≤{svg.fmt_seconds(LATENCY_FLOOR_S)}"
+    return svg.chart(frame, title, body, [("dot", _FIRST, "first delivery"), ("dot", _REDELIVERY, "redelivery")])
 
 
 def throughput_svg(s: Series) -> str:
@@ -250,10 +184,14 @@ def throughput_svg(s: Series) -> str:
     for x in s.delivered:
         counts[min(int(x // width), n - 1)] += 1
     rates = [c / width for c in counts]
-    frame = _Frame(s.duration, _ticks(max(rates, default=0.0) or 1.0, 5), log=False)
-    body = frame.faults(s.windows) + frame.axes("seconds since scenario start", "deliveries / s", lambda v: f"{v:g}")
-    pts = " ".join(f"{frame.x((i + 0.5) * width):.1f},{frame.y(r):.1f}" for i, r in enumerate(rates))
-    body.append(f'<polyline points="{pts}" fill="none" stroke="{_LINE}" stroke-width="1.5"/>')
+    frame = _Frame(s.duration, svg.ticks(max(rates, default=0.0) or 1.0, 5), log=False)
+    body = frame.faults(s.windows) + frame.axes(x_label="seconds since scenario start", y_label="deliveries / s",
+                                                x_fmt=_fmt_g, y_fmt=_fmt_g, box=True)
+    body.append(svg.polyline([(frame.x((i + 0.5) * width), frame.y(r)) for i, r in enumerate(rates)], _LINE))
     bucket = "1 s" if width == 1 else f"{width} s"
-    return _svg(f"Throughput ({len(s.delivered)} deliver ok, {bucket} buckets)",
-                [("line", _LINE, "deliver ok / s")], body)
+    return svg.chart(frame, f"Throughput ({len(s.delivered)} deliver ok, {bucket} buckets)", body,
+                     [("line", _LINE, "deliver ok / s")])
+
+
+def _fmt_g(v: float) -> str:
+    return f"{v:g}"

@@ -1,0 +1,52 @@
+"""Peer benchmark: outbox implementations side by side on one workload, against a raw-SQL floor.
+
+One run, one PostgreSQL server, fresh databases for every implementation (and one for the floor).
+Every implementation, the reference included, is measured the same way: through its adapter
+(:mod:`harness.adapter`), its consumer in its own process — :mod:`harness.worker` under
+:class:`harness.supervisor.Supervisor`, as in chaos and sizing runs, never restarted here — whose
+figures are read from its history (:mod:`harness.bench.consumer`).
+
+(a) **drain throughput**: ``messages`` payloads are pre-published through ``adapter.publish`` in
+    transactions of ``publish_chunk`` (a :class:`PublishTx`, as the runner publishes), the database
+    is VACUUM ANALYZEd, then a consumer process with a no-op handler (:class:`harness.worker.Noop`)
+    is started. Drain time runs from the worker's ``ready`` (adapter imported, ``consume`` about to
+    be called: pool set-up and start-up are included) until ``adapter.read_state`` shows nothing
+    pending, polled once every payload has been delivered (so acknowledgements are included: a row
+    handled but not yet deleted or marked done has not been drained). A state that does not empty
+    is reported.
+(b) **the raw-SQL floor** for the same work, measured once (:mod:`harness.bench.floor`): the same
+    number of rows in the reference schema, and ``floor_loops`` asyncpg loops, each on its own
+    connection, claiming a batch (``fetch_batch_size``) with the reference's lease CTE
+    (``Statements.fetch``) and deleting it in one token-guarded statement (``Statements.ack``): no
+    handler, no framework.
+(c) **idle wake-up latency**, in a fresh database of its own (so it is measured even when the
+    drain failed): a fresh consumer process with the same no-op handler, one warm-up message,
+    then ``probes`` single messages published one at a time, each once the previous one has left
+    the state (the consumer is idle again). Latency runs from just before
+    COMMIT (time.monotonic here) to the handler's ``deliver`` invoke (time.monotonic in the
+    worker: one clock on Linux). ``max_fetch_interval`` is far longer than a probe, so polling
+    cannot help an implementation that has a wake-up mechanism (``capabilities.notify``); one
+    without is labelled ``polling``, and its probes run until ``probe_timeout_seconds`` is spent.
+(d) **memory**: the consumer process's peak RSS (``VmHWM``) at the end of the drain; the RSS at
+    ``ready`` (interpreter plus the library's imports) is reported beside it.
+
+Consumer configuration (``DEFAULTS``, one :class:`ConsumerConfig` for every implementation, each
+adapter maps it to its library's own knobs): ``max_workers=16``, ``fetch_batch_size=500``,
+``lease_ttl_seconds=60``, ``max_fetch_interval=30``, ``min_fetch_interval=0.05``, dead-lettering on,
+default retry policy, pool = the adapter's own budget. 64-byte payloads; floor: 2 loops × 500 rows.
+Chosen on a 2-core machine with PostgreSQL on the same host (a grid of max_workers 4..64 × batch
+200..1000 at 100k messages for the reference): with a no-op handler a consumer is bound by
+per-message Python work, so the choice mostly sets the floor's batch.
+
+A failing implementation (import error, crash, a phase over its timeout) gets a row with its error
+and no figure for what was not measured. ``print_bench(result)`` prints a table and, as its last
+line, one JSON object: the first implementation's figures at the top level (``impl``,
+``throughput_msgs_per_s``, ``floor_msgs_per_s``, ``ratio_to_floor``, ``notify_p50_ms``,
+``notify_p99_ms``, ...), every implementation's under ``impls``, and the configuration.
+"""
+
+from harness.bench.config import DEFAULTS, BenchConfig, consumer_config
+from harness.bench.report import print_bench
+from harness.bench.run import arun_bench, run_bench
+
+__all__ = ["DEFAULTS", "BenchConfig", "arun_bench", "consumer_config", "print_bench", "run_bench"]

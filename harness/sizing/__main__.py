@@ -1,0 +1,5 @@
+import sys
+
+from harness.sizing.cli import cli
+
+sys.exit(cli())

@@ -1,0 +1,245 @@
+"""Sizing figures, pure: per load step, the knee of a configuration, its connections against the
+budget, and the recommendation. No I/O; :mod:`harness.sizing.data` feeds it from the raw files."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.names import LOCUST_APP, WORKER_APP_LIKE
+from harness.sizing.plan import DEFAULT_BOUND_S, GridPoint
+from harness.stats import percentile
+
+#: A step keeps up when it delivers at least this fraction of what it publishes: a short step can
+#: stay under the latency bound while its backlog grows, and a longer one would not.
+KEEP_UP = 0.9
+_WORKER_PREFIX = WORKER_APP_LIKE.removesuffix("%")
+
+
+@dataclass(frozen=True)
+class Commit:
+    t0: float  # transaction start (monotonic)
+    t: float  # COMMIT returned (monotonic)
+    mids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    t: float  # monotonic time the shape switched to it
+    users: int
+    offered: float  # nominal messages/s
+
+
+@dataclass
+class StepFigures:
+    index: int
+    users: int
+    offered: float
+    window_s: float
+    committed: int
+    publish_rate: float  # messages committed per second
+    delivery_rate: float  # first deliveries per second (handler starts)
+    delivered_fraction: float  # of the messages committed in the window, delivered by the end
+    e2e_p50_ms: float
+    e2e_p95_ms: float
+    e2e_p99_ms: float
+    publish_p95_ms: float
+    sustained: bool = False
+
+
+def latencies(commits: Iterable[Commit], delivered: dict[str, float]) -> list[float]:
+    """Commit → first handler start per message, in seconds; one never delivered is ∞."""
+    return [max(0.0, delivered[m] - c.t) if m in delivered else math.inf for c in commits for m in c.mids]
+
+
+def step_figures(commits: Sequence[Commit], steps: Sequence[Step], delivered: dict[str, float], *,
+                 end: float | None = None, bound_s: float = DEFAULT_BOUND_S, settle_s: float = 1.0,
+                 keep_up: float = KEEP_UP) -> list[StepFigures]:
+    """Figures per load step (``users > 0``) from commits, step switches and first-delivery times.
+
+    A step is sustained when the p95 of commit → handler start over the messages committed in it
+    (never delivered = ∞) is within ``bound_s`` and it delivered ≥ ``keep_up`` × what it published.
+    """
+    steps = sorted(steps, key=lambda s: s.t)
+    if end is None:
+        end = max((c.t for c in commits), default=steps[-1].t if steps else 0.0)
+    deliver_times = sorted(delivered.values())
+    out: list[StepFigures] = []
+    for i, step in enumerate(steps):
+        if step.users <= 0:
+            continue
+        stop = steps[i + 1].t if i + 1 < len(steps) else end
+        start = step.t + min(settle_s, 0.25 * max(0.0, stop - step.t))
+        window = stop - start
+        if window <= 0:
+            continue
+        inside = [c for c in commits if start <= c.t < stop]
+        mids = [m for c in inside for m in c.mids]
+        lat = latencies(inside, delivered)
+        n_deliv = bisect.bisect_left(deliver_times, stop) - bisect.bisect_left(deliver_times, start)
+        p95 = percentile(lat, 95)
+        fig = StepFigures(
+            index=step.index, users=step.users, offered=step.offered, window_s=window, committed=len(mids),
+            publish_rate=len(mids) / window, delivery_rate=n_deliv / window,
+            delivered_fraction=(sum(1 for m in mids if m in delivered) / len(mids)) if mids else math.nan,
+            e2e_p50_ms=percentile(lat, 50) * 1000, e2e_p95_ms=p95 * 1000, e2e_p99_ms=percentile(lat, 99) * 1000,
+            publish_p95_ms=percentile([c.t - c.t0 for c in inside], 95) * 1000,
+        )
+        fig.sustained = bool(mids) and p95 <= bound_s and fig.delivery_rate >= keep_up * fig.publish_rate
+        out.append(fig)
+    return out
+
+
+@dataclass(frozen=True)
+class Knee:
+    sustainable_rate: float  # msgs/s delivered at the best sustained step (0 if none)
+    step: int | None  # index of that step
+    limited_by: str  # consumer (knee found) | publisher | load (knee not reached) | none
+    lower_bound: bool  # True when the knee was not reached (the real rate is higher)
+    e2e_p95_ms: float  # at that step
+    publish_p95_ms: float  # at that step
+    first_failed_step: int | None
+    peak_rate: float = 0.0  # most msgs/s delivered in any step, sustained or not (saturation throughput)
+
+    @property
+    def rate_text(self) -> str:
+        """The sustainable rate, ``≥`` in front of a lower bound."""
+        return ("≥ " if self.lower_bound else "") + f"{self.sustainable_rate:.0f}"
+
+
+NO_KNEE = Knee(0.0, None, "none", False, math.nan, math.nan, None)
+
+
+def find_knee(figures: Sequence[StepFigures], *, publisher_tolerance: float = 0.9) -> Knee:
+    """The best sustained step before the first unsustained one, and why the search stopped there.
+
+    Only the steps before the first failure count: a later step that happens to pass again does not
+    make a configuration sustainable at that rate. Among them the highest delivery rate wins (a
+    publisher that fell behind in the last step must not lower the consumer's figure). When nothing
+    failed the figure is a lower bound: ``publisher`` if locust did not reach ``publisher_tolerance``
+    of the offered rate in some sustained step, else ``load`` (the plan stopped below the knee).
+    """
+    peak = max((f.delivery_rate for f in figures), default=0.0)
+    prefix: list[StepFigures] = []
+    failed: StepFigures | None = None
+    for f in sorted(figures, key=lambda f: f.index):
+        if not f.sustained:
+            failed = f
+            break
+        prefix.append(f)
+    if not prefix:
+        return Knee(0.0, None, "none" if failed is None else "consumer", False, math.nan, math.nan,
+                    failed.index if failed else None, peak)
+    best = max(prefix, key=lambda f: f.delivery_rate)
+    if failed is not None:
+        limited, lower = "consumer", False
+    elif any(f.publish_rate < publisher_tolerance * f.offered for f in prefix):
+        limited, lower = "publisher", True
+    else:
+        limited, lower = "load", True
+    return Knee(best.delivery_rate, best.index, limited, lower, best.e2e_p95_ms, best.publish_p95_ms,
+                failed.index if failed else None, peak)
+
+
+@dataclass(frozen=True)
+class Budget:
+    pool_formula: int  # engine pool per process: the budget less its LISTEN connections
+    listen_formula: int  # LISTEN connections per process
+    per_process_formula: int  # the adapter's connection_budget × subscribers
+    total_formula: int  # replicas × that
+    per_process_peak: int  # most backends one worker process held in any sample
+    total_peak: int  # most backends all worker processes held together in any sample
+    publisher_peak: int
+    max_connections: int | None
+    reserved: int  # superuser_reserved_connections + reserved_connections
+    samples: int
+    process_overrun: bool
+    total_overrun: bool
+    server_short: bool  # max_connections - reserved < total_formula + publisher_peak
+
+    @property
+    def ok(self) -> bool:
+        return not (self.process_overrun or self.total_overrun or self.server_short)
+
+    def flags(self) -> list[str]:
+        out = []
+        if self.process_overrun:
+            out.append(f"process overrun: {self.per_process_peak} > {self.per_process_formula}")
+        if self.total_overrun:
+            out.append(f"total overrun: {self.total_peak} > {self.total_formula}")
+        if self.server_short:
+            out.append(f"max_connections {self.max_connections} (−{self.reserved} reserved) < "
+                       f"{self.total_formula} + {self.publisher_peak} publisher")
+        return out
+
+
+def check_budget(point: GridPoint, samples: Iterable[dict[str, int]], *, max_connections: int | None,
+                 reserved: int = 0) -> Budget:
+    """Observed backends (samples of ``{application_name: count}``) against the adapter's budget."""
+    per_process = total = publisher = n = 0
+    for sample in samples:
+        n += 1
+        workers = {k: v for k, v in sample.items() if k.startswith(_WORKER_PREFIX)}
+        per_process = max(per_process, max(workers.values(), default=0))
+        total = max(total, sum(workers.values()))
+        publisher = max(publisher, sum(v for k, v in sample.items() if k.startswith(LOCUST_APP)))
+    short = max_connections is not None and max_connections - reserved < point.total_budget + publisher
+    return Budget(
+        pool_formula=point.per_process_budget - point.listen_budget, listen_formula=point.listen_budget,
+        per_process_formula=point.per_process_budget, total_formula=point.total_budget,
+        per_process_peak=per_process, total_peak=total, publisher_peak=publisher,
+        max_connections=max_connections, reserved=reserved, samples=n,
+        process_overrun=per_process > point.per_process_budget, total_overrun=total > point.total_budget,
+        server_short=short,
+    )
+
+
+@dataclass
+class PointResult:
+    point: GridPoint
+    steps: list[StepFigures]
+    knee: Knee
+    budget: Budget
+    published: int = 0
+    delivered: int = 0
+    e2e_p95_ms: float = math.nan  # over every message of the point
+    publish_p95_ms: float = math.nan
+    locust: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+    stopped_early: str | None = None  # why the load was cut short (a backlog no later step could work off)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    target: float
+    point: GridPoint | None
+    rate: float
+    message: str
+
+
+def recommend(results: Sequence[PointResult], target: float, *, bound_s: float = DEFAULT_BOUND_S) -> Recommendation:
+    """Smallest configuration (fewest budgeted connections) whose sustainable rate ≥ target within the bound."""
+    fits = [r for r in results if r.error is None and r.knee.sustainable_rate >= target
+            and r.knee.e2e_p95_ms <= bound_s * 1000]
+    clean = [r for r in fits if r.budget.ok]
+    if not clean:
+        best = max((r for r in results if r.error is None), key=lambda r: r.knee.sustainable_rate, default=None)
+        why = f"none of the measured points sustains {target:g} msg/s with p95 ≤ {bound_s:g} s"
+        if fits:
+            why += f" without a connection-budget flag ({', '.join(r.point.label for r in fits)} would, but overran)"
+        if best is not None:
+            why += f"; the best measured is {best.point.label} at {best.knee.rate_text} msg/s"
+        return Recommendation(target, None, 0.0, why)
+    pick = min(clean, key=lambda r: r.point.cost())
+    p = pick.point
+    msg = (f"{p.label}: max_workers={p.max_workers}, fetch_batch_size={p.fetch_batch_size}, {p.processes} worker "
+           f"process(es); sustained {pick.knee.rate_text} msg/s with p95 {pick.knee.e2e_p95_ms:.0f} ms; pool_size ≥ "
+           f"{pick.budget.pool_formula} per process, max_connections ≥ {p.total_budget} for these replicas "
+           f"(× 2 during a rolling deploy that doubles them), plus publishers")
+    return Recommendation(target, p, pick.knee.sustainable_rate, msg)
