@@ -64,6 +64,7 @@ class Timings:
     retried within ``reconnect_seconds``. Scenarios stretch their drains to cover them."""
 
     reclaim_seconds: float | None = None
+    reclaim_window_seconds: float = 0.0  # how much later still, e.g. the tick of a sweeper that requeues them
     reconnect_seconds: float = 5.0
 
 

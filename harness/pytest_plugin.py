@@ -35,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "repeat for a conformance run")
     group.addoption("--reports-dir", default="reports", help="where scenario reports are written (default: reports)")
     group.addoption("--live", action="store_true", help="print each scenario's phases and faults as they happen")
+    group.addoption("--time-scale", type=float, default=1.0,
+                    help="run every scenario on a clock this many times slower (leases, handler and fault times, "
+                         "drain deadlines; default 1)")
     group.addoption("--allow-unknown", action="store_true",
                     help="do not fail a scenario test whose verdicts are only undecided (conformance runs)")
 
@@ -99,7 +102,8 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         workdir = scenario_workdir / re.sub(r"\W+", "_", impl_spec) / scenario.name
         result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
                                  workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
-                                 progress=_live_printer(request.config)))
+                                 progress=_live_printer(request.config),
+                                 time_scale=request.config.getoption("time_scale")))
         request.config.stash[RESULTS].append(result)
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))

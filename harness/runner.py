@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from harness import business
-from harness.adapter import Adapter, declared_timings
+from harness.adapter import Adapter, Timings, declared_timings
 from harness.analysis import judge
 from harness.checkers import CheckContext
 from harness.generator import Publisher
@@ -34,7 +34,7 @@ from harness.nemesis.base import Env
 from harness.payload import decode
 from harness.provision.postgres import PostgresServer
 from harness.sampler import sample_connections
-from harness.scenario import Scenario, Workload
+from harness.scenario import RECLAIM, Scenario, Workload
 from harness.schedule import apply, run_schedule
 from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult
@@ -47,19 +47,23 @@ HISTORY = "history.jsonl"
 
 async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, server: PostgresServer,
                        workdir: Path, toxiproxy: Any | None = None, toxiproxy_error: str | None = None,
-                       progress: Callable[[str], None] | None = None, seed: int | None = None) -> ScenarioResult:
+                       progress: Callable[[str], None] | None = None, seed: int | None = None,
+                       time_scale: float = 1.0) -> ScenarioResult:
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     seed = random.randrange(2**32) if seed is None else seed
+    scale = max(time_scale, _reclaim_scale(scenario, declared_timings(adapter, scenario.config)))
+    scenario = scenario.scaled(scale)
     ctx = CheckContext(scenario.config, adapter.capabilities, adapter.connection_budget(scenario.config),
                        declared_timings(adapter, scenario.config))
     history = HistoryWriter(workdir / RUNNER_HISTORY, "runner")
 
     def header(**extra: Any) -> None:
         history.record("info", "run", scenario=scenario.describe(), impl=adapter.name, impl_spec=impl_spec,
-                       context=ctx.to_dict(), notes=adapter.capabilities.notes, seed=seed, **extra)
+                       context=ctx.to_dict(), notes=adapter.capabilities.notes, seed=seed, time_scale=scale,
+                       **extra)
 
-    if reason := _cannot_run(scenario, adapter, server, toxiproxy, toxiproxy_error):
+    if reason := _cannot_run(scenario, adapter, ctx, server, toxiproxy, toxiproxy_error):
         header(not_run={"status": reason[0], "reason": reason[1]})
         history.close()
         return _result(scenario, adapter, workdir, [workdir / RUNNER_HISTORY], t0)
@@ -121,10 +125,22 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     return _result(scenario, adapter, workdir, supervisor.history_paths() + [workdir / RUNNER_HISTORY], t0)
 
 
-def _cannot_run(scenario: Scenario, adapter: Adapter, server: PostgresServer, toxiproxy: Any | None,
-                toxiproxy_error: str | None) -> tuple[str, str] | None:
+def _reclaim_scale(scenario: Scenario, timings: Timings) -> float:
+    """How much slower a scenario that needs reclaims must run for this implementation: its own reclaim time over
+    the scenario's lease (a heartbeat timeout of a minute against a 2 s lease runs the scenario 30 times slower)."""
+    if RECLAIM not in scenario.requires or not timings.reclaim_seconds:
+        return 1.0
+    own = timings.reclaim_seconds + timings.reclaim_window_seconds
+    return max(1.0, own / scenario.config.lease_ttl_seconds)
+
+
+def _cannot_run(scenario: Scenario, adapter: Adapter, ctx: CheckContext, server: PostgresServer,
+                toxiproxy: Any | None, toxiproxy_error: str | None) -> tuple[str, str] | None:
     """(status, reason) when the scenario cannot run here; never a pass."""
-    missing = adapter.capabilities.missing(*scenario.requires)
+    flags = [r for r in scenario.requires if r != RECLAIM]
+    missing = adapter.capabilities.missing(*flags)
+    if RECLAIM in scenario.requires and ctx.timings.reclaim_seconds is None:
+        missing.append("a reclaim time (a lease TTL or declared Timings.reclaim_seconds)")
     if missing:
         return "not_applicable", f"{adapter.name} lacks {', '.join(missing)}"
     if scenario.needs_proxy and toxiproxy is None:

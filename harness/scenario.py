@@ -9,11 +9,14 @@ the harness's own server) follows from the nemeses it names.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.base import Nemesis
+
+#: A ``requires`` entry: the implementation reclaims a dead holder's rows, by a lease TTL or its own declared time.
+RECLAIM = "reclaim"
 
 
 @dataclass
@@ -29,6 +32,9 @@ class FaultStep:
     hold: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     inner: list[FaultStep] = field(default_factory=list)
+
+    def scaled(self, f: float) -> FaultStep:
+        return replace(self, at=self.at * f, hold=self.hold * f, inner=[s.scaled(f) for s in self.inner])
 
     def walk(self) -> Iterator[FaultStep]:
         yield self
@@ -73,8 +79,31 @@ class Scenario:
     worker_handlers: dict[str, dict[str, Any]] = field(default_factory=dict)  # per worker (w1: {...}) over handler
     workload: Workload = field(default_factory=Workload)
     faults: list[FaultStep] = field(default_factory=list)
-    requires: tuple[str, ...] = ()  # Capabilities flags without which the scenario is not applicable
+    requires: tuple[str, ...] = ()  # Capabilities flags without which it is not applicable; "reclaim": a lease
+    # TTL or a declared reclaim time (Timings); such a scenario stretches to the implementation's reclaim time
     drain_deadline: float = 60.0
+
+    def scaled(self, f: float) -> Scenario:
+        """The same scenario on a clock ``f`` times slower: leases, retry delays, drain timeouts, handler times,
+        fault times and the drain deadline stretch, the publish rate slows (the same messages over a longer run);
+        polling intervals and statement timeouts stay. For implementations whose reclaim takes longer than the
+        scenario's lease (a heartbeat timeout of a minute), and for manual runs (``--time-scale``)."""
+        if f == 1:
+            return self
+        c, w = self.config, self.workload
+        retry = replace(c.retry, initial_delay_seconds=c.retry.initial_delay_seconds * f,
+                        max_delay_seconds=c.retry.max_delay_seconds * f)
+        return replace(
+            self,
+            config=replace(c, lease_ttl_seconds=c.lease_ttl_seconds * f, graceful_timeout=c.graceful_timeout * f,
+                           retry=retry),
+            handler=_scaled_handler(self.handler, f),
+            worker_handlers={k: _scaled_handler(v, f) for k, v in self.worker_handlers.items()},
+            workload=replace(w, rate=w.rate / f, probe_fault=w.probe_fault.scaled(f) if w.probe_fault else None,
+                             script=[{**s, **({"ms": s["ms"] * f} if "ms" in s else {})} for s in w.script]),
+            faults=[s.scaled(f) for s in self.faults],
+            drain_deadline=self.drain_deadline * f,
+        )
 
     def steps(self) -> Iterator[FaultStep]:
         """Every fault step, nested ones and the probe fault included."""
@@ -107,3 +136,10 @@ class Scenario:
             "requires": list(self.requires),
             "drain_deadline": self.drain_deadline,
         }
+
+
+_HANDLER_TIMES = ("base_ms", "jitter_ms", "slow_s")
+
+
+def _scaled_handler(spec: dict[str, Any], f: float) -> dict[str, Any]:
+    return {k: v * f if k in _HANDLER_TIMES else v for k, v in spec.items()}

@@ -52,13 +52,16 @@ Run = Callable[[str, Scenario], ScenarioResult]
 
 
 @pytest.fixture
-def run_correct(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, importable_by_workers: None) -> Run:
+def run_correct(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, importable_by_workers: None,
+                request: pytest.FixtureRequest) -> Run:
     def run(impl: str, scenario: Scenario) -> ScenarioResult:
         adapter = load_adapter(impl)
         scenario = dataclasses.replace(scenario, name=f"{scenario.name}__correct_{adapter.name}")
-        assert not scenario.needs_proxy, "these controls run without Toxiproxy"
+        proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
         result = asyncio.run(run_scenario(scenario, adapter=adapter, impl_spec=impl, server=postgres_server,
-                                          workdir=tmp_path_factory.mktemp(f"correct_{adapter.name}")))
+                                          workdir=tmp_path_factory.mktemp(f"correct_{adapter.name}"),
+                                          toxiproxy=proxy.server if proxy is not None else None,
+                                          toxiproxy_error=proxy.error if proxy is not None else None))
         print(describe(result))
         return result
 
@@ -79,14 +82,16 @@ def assert_not_blamed(result: ScenarioResult) -> None:
 def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_path: Path) -> None:
     """Workers import these by spec string from a fresh interpreter: a typo would only show as workers
     refusing to start, so check every correct outbox and its broken twins first, cheaply."""
-    specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.heartbeat:adapter",
-             "tests.broken.prefetch_variants:worker_clock_prefetch", "tests.broken.prefetch_variants:never_reconnects"]
+    specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.prefetch:silent",
+             "tests.correct.heartbeat:adapter", "tests.broken.prefetch_variants:worker_clock_prefetch",
+             "tests.broken.prefetch_variants:never_reconnects", "tests.broken.prefetch_variants:heartbeat_tokenless"]
     code = f"from harness.adapter import load_adapter\nprint(','.join(load_adapter(s).name for s in {specs!r}))\n"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().split(",") == ["prefetch", "prefetch_eager", "heartbeat",
-                                             "broken:worker_clock_prefetch", "broken:never_reconnects"]
+    assert out.stdout.strip().split(",") == ["prefetch", "prefetch_eager", "prefetch_silent", "heartbeat",
+                                             "broken:worker_clock_prefetch", "broken:never_reconnects",
+                                             "broken:heartbeat_tokenless"]
 
 
 def test_prefetch_survives_a_sigkill_storm(run_correct: Run) -> None:
@@ -95,3 +100,22 @@ def test_prefetch_survives_a_sigkill_storm(run_correct: Run) -> None:
 
 def test_prefetch_stale_acks_under_slow_handlers(run_correct: Run) -> None:
     assert_not_blamed(run_correct(PREFETCH, by_name("slow_handlers")))
+
+
+def test_prefetch_is_not_blamed_under_clock_skew(run_correct: Run) -> None:
+    """The false alarm this harness used to raise: rows that wait in a prefetch buffer make handler starts look
+    like early reclaims. Judged on the claims it reports, the correct outbox passes."""
+    assert_not_blamed(run_correct(PREFETCH, by_name("clock_skew")))
+
+
+def test_a_prefetching_outbox_that_reports_nothing_is_never_failed_on_leases(run_correct: Run) -> None:
+    """No claims, no lease times: handler starts cannot date its claims, so doubtful reclaims are "unknown", and
+    only a reclaim inside the lease of any possible claim would fail it (none happens: it is correct)."""
+    result = run_correct("tests.correct.prefetch:silent", by_name("clock_skew"))
+    assert not [v for v in result.verdicts if v.status == "fail"], describe(result)
+
+
+def test_a_heartbeat_outbox_gets_a_decided_d6_from_the_zombie_worker(run_correct: Run) -> None:
+    """slow_handlers cannot exercise D6 on an implementation whose heartbeats keep slow handlers' leases; cutting
+    one worker off alone does, and the correct heartbeat outbox passes it."""
+    assert_not_blamed(run_correct("tests.correct.heartbeat:adapter", by_name("zombie_worker")))

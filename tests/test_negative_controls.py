@@ -59,11 +59,12 @@ Run = Callable[..., ScenarioResult]
 def run_broken(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, variants_importable: None,
                request: pytest.FixtureRequest) -> Run:
     def run(variant: str, scenario: Scenario) -> ScenarioResult:
-        impl = variant if variant == "reference" else f"{VARIANTS}:{variant}"
+        impl = variant if variant == "reference" or ":" in variant else f"{VARIANTS}:{variant}"
         adapter = load_adapter(impl)
-        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__{variant}")  # its own database
+        tag = variant.rpartition(":")[2]
+        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__{tag}")  # its own database
         proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
-        workdir = tmp_path_factory.mktemp(f"neg_{variant}")
+        workdir = tmp_path_factory.mktemp(f"neg_{tag}")
         result = asyncio.run(run_scenario(
             scenario, adapter=adapter, impl_spec=impl, server=postgres_server, workdir=workdir,
             toxiproxy=proxy.server if proxy is not None else None,
@@ -147,3 +148,36 @@ def test_tokenless_ack_is_caught_by_a_zombie_worker(run_broken: Run) -> None:
     result = run_broken("tokenless_ack", by_name("paused_worker"))
     assert_caught(result, "D6")
     assert verdict(result, "D6").figures["stale_removals"] > 0
+
+
+# -- broken twins of the independent correct outboxes (tests/correct/, tests/broken/prefetch_variants.py) ----------
+
+TWINS = "tests.broken.prefetch_variants"
+
+
+def test_worker_clock_prefetch_is_caught_by_its_reported_claims(run_broken: Run) -> None:
+    """A prefetching outbox with no database-clock lease times, whose claims follow the worker's clock: its steals
+    are definite from the claims it reports, though its handler starts alone could not date them."""
+    result = run_broken(f"{TWINS}:worker_clock_prefetch", by_name("clock_skew"))
+    assert_caught(result, "D4", "D3")
+    assert verdict(result, "D4").figures["stolen_with_skewed"] > 0
+
+
+def test_a_consumer_that_never_reconnects_fails_l4_and_d1_past_the_liveness_bound(run_broken: Run) -> None:
+    result = run_broken(f"{TWINS}:never_reconnects", by_name("partition_black_hole"))
+    assert_caught(result, "L4", "D1")
+    assert verdict(result, "L4").figures["overdue"] > 0 and "liveness bound" in verdict(result, "L4").summary
+
+
+def test_a_tokenless_heartbeat_outbox_is_caught_only_when_a_worker_is_cut_off(run_broken: Run) -> None:
+    """Heartbeats keep a slow handler's lease, so slow handlers never produce a stale write; cutting one worker
+    off alone (its heartbeats with it) does, and its completion by id removes a row another worker holds."""
+    result = run_broken(f"{TWINS}:heartbeat_tokenless", by_name("zombie_worker"))
+    assert_caught(result, "D6")
+    slow = run_broken(f"{TWINS}:heartbeat_tokenless", by_name("slow_handlers"))
+    assert verdict(slow, "D6").status == "unknown", describe(slow)
+
+
+def test_tokenless_ack_is_caught_by_the_zombie_worker(run_broken: Run) -> None:
+    result = run_broken("tokenless_ack", by_name("zombie_worker"))
+    assert_caught(result, "D6")

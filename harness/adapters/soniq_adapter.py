@@ -41,6 +41,7 @@ from harness.adapter import (
     OutboxState,
     PublishTx,
     RetryConfig,
+    Timings,
     read_payloads,
 )
 from soniq import JobContext, Soniq
@@ -48,6 +49,8 @@ from soniq.backends.postgres import PostgresBackend
 
 JOB = "harness.deliver"
 HEADROOM = 2  # Soniq's default SONIQ_POOL_HEADROOM: listener + heartbeat writer
+HEARTBEAT_TIMEOUT_S = 60.0  # the smallest heartbeat_timeout its settings accept
+CLEANUP_INTERVAL_S = 10.0  # the smallest cleanup_interval
 DEAD_TABLE = "soniq_dead_letter_jobs"
 
 
@@ -123,6 +126,12 @@ def _register(app: Soniq, handler: Any, cfg: ConsumerConfig) -> None:
 
 class SoniqAdapter:
     name = "soniq"
+
+    def timings(self, config: ConsumerConfig) -> Timings:
+        """A crashed worker's jobs are requeued once its heartbeat is heartbeat_timeout old, by the next cleanup
+        tick: scenarios that need reclaims stretch to these (the smallest the settings accept, as set below)."""
+        return Timings(reclaim_seconds=HEARTBEAT_TIMEOUT_S, reclaim_window_seconds=CLEANUP_INTERVAL_S)
+
     capabilities = Capabilities(
         dlq=True, max_deliveries=True, retry_schedule=True, lease_ttl=False, lease_times=False,
         settle_outcomes=False, notify=True, graceful_drain=True, metrics=False, connection_budget=True,
@@ -199,7 +208,7 @@ class SoniqAdapter:
             poll_interval=min(60.0, max(0.1, cfg.max_fetch_interval)),
             shutdown_timeout=max(0.1, cfg.graceful_timeout),
             pool_min_size=1, pool_max_size=max(1, pool_max), pool_headroom=HEADROOM,
-            heartbeat_timeout=60.0, cleanup_interval=10.0,  # the smallest the settings accept
+            heartbeat_timeout=HEARTBEAT_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S,  # the smallest accepted
             job_timeout=None,
         )
 

@@ -31,17 +31,18 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     must not be reclaimed before the TTL, or a slow live handler would be raced. Only calls the kill caught in
     flight (invoke, no end nor settle, then a SIGKILL of that process) tell anything, so without one the
     verdict is unknown. The gap is lease to lease by the database clock when the adapter reports lease times."""
-    if not ctx.capabilities.lease_ttl:
-        return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL to reclaim by")]
+    reclaim = ctx.timings.reclaim_seconds
+    if reclaim is None:
+        return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL nor declared reclaim time")]
     kills = process_ends(history)
     deliveries = index_deliveries(history)
     final, is_drained = final_read(history), drained(history)
     killed = [d for d in deliveries if d.mid is not None and d.end is None and d.settle is None
               and any(target(k) == d.process and k.t > d.t for k in kills)]
     db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
-    ttl, cfg = ctx.config.lease_ttl_seconds, ctx.config
+    ttl, cfg = reclaim, ctx.config  # the lease TTL, or the implementation's own reclaim time
     low = ttl - (EPS if db_clock else ctx.slack_seconds)
-    high = ttl + cfg.max_fetch_interval + ctx.slack_seconds
+    high = ttl + ctx.timings.reclaim_window_seconds + cfg.max_fetch_interval + ctx.slack_seconds
     groups = by_mid(deliveries)
     delays: list[float] = []
     early: list[dict[str, object]] = []

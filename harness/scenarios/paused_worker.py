@@ -7,7 +7,7 @@ removed by the zombie while another worker holds it, and nothing is lost.
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.pause import Pause
-from harness.scenario import FaultStep, Scenario, Workload
+from harness.scenario import RECLAIM, FaultStep, Scenario, Workload
 
 TTL = 1.5
 
@@ -19,5 +19,5 @@ PAUSED_WORKER = Scenario(
     handler={"base_ms": 500, "jitter_ms": 100},
     workload=Workload(messages=200, rate=50),
     faults=[FaultStep(at=1.5, nemesis=Pause, params={"name": "w1"}, hold=1.2 * TTL)],
-    requires=("lease_ttl",),
+    requires=(RECLAIM,),
 )

@@ -7,7 +7,7 @@ P2 (committed rows survive worker crashes).
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.process import Kill
-from harness.scenario import FaultStep, Scenario, Workload
+from harness.scenario import RECLAIM, FaultStep, Scenario, Workload
 
 CONFIG = ConsumerConfig(lease_ttl_seconds=2.0, max_fetch_interval=0.5, max_workers=4, fetch_batch_size=20)
 
@@ -21,5 +21,5 @@ SIGKILL_STORM = Scenario(
     workload=Workload(messages=600, rate=120),
     faults=[FaultStep(at=1.0 + 1.2 * i, nemesis=Kill)
             for i in range(4)],
-    requires=("lease_ttl",),
+    requires=(RECLAIM,),
 )

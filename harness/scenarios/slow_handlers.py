@@ -7,7 +7,7 @@ completion by the lapsed first holder must not remove the row the second holder 
 """
 
 from harness.adapter import ConsumerConfig
-from harness.scenario import Scenario, Workload
+from harness.scenario import RECLAIM, Scenario, Workload
 
 TTL = 1.5
 CONFIG = ConsumerConfig(lease_ttl_seconds=TTL, max_fetch_interval=0.3, max_workers=4, fetch_batch_size=10)
@@ -22,5 +22,5 @@ SLOW_HANDLERS = Scenario(
     handler={"base_ms": 300, "jitter_ms": 100, "slow_fraction": 0.1, "slow_s": TTL * 1.2},
     workload=Workload(messages=200, rate=50, script_every=5,
                       script=[{"ms": TTL * 1600}, {"ms": 300, "fail": True}]),
-    requires=("lease_ttl",),
+    requires=(RECLAIM,),
 )

@@ -10,7 +10,7 @@ must come back.
 
 from harness.adapter import ConsumerConfig, RetryConfig
 from harness.nemesis.network import Partition
-from harness.scenario import FaultStep, Scenario, Workload
+from harness.scenario import RECLAIM, FaultStep, Scenario, Workload
 
 TTL = 3.0
 
@@ -25,5 +25,5 @@ ZOMBIE_WORKER = Scenario(
     worker_handlers={"w1": {"slow_first": 8, "slow_s": 5.0}},  # the zombie's first handlers outlive the cut
     workload=Workload(messages=60, rate=6, script_every=1, script=[{}, {"ms": 300, "fail": True}]),
     faults=[FaultStep(at=1.5, nemesis=Partition, params={"target": "w1", "busy": True}, hold=TTL + 0.5)],
-    requires=("lease_ttl",),
+    requires=(RECLAIM,),
 )
