@@ -113,9 +113,9 @@ def _black_box(history: list[Event], groups: dict[str, list[Delivery]], ctx: Che
                "wrongly_removed_examples": examples(removed)}
     finding = _Finding(figures)
     if removed:
-        finding.bad = (f"{len(removed)} messages vanished after a call failed with retries left while an earlier"
-                       " holder whose lease had lapsed was still running: that holder's completion removed a row"
-                       " another worker held")
+        finding.bad = (f"{len(removed)} messages vanished after a later delivery failed with retries left, while an"
+                       " earlier holder whose lease had lapsed was still running and then succeeded: the stale"
+                       " holder's completion removed the row and the later delivery's outcome (a retry) was lost")
     elif exposed and retries and final.done:
         finding.good = (f"{exposed} calls failed beside a lapsed holder still running; each message was retried or"
                         " kept (black-box)")
