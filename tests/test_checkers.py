@@ -27,6 +27,7 @@ from harness.checkers import (
 )
 from harness.checkers.context import Registered
 from harness.guarantees import BY_ID
+from harness.adapter import Timings
 from harness.checkers._index import index_deliveries, parse_lease_at
 from harness.history import EventType
 from harness.verdict import Verdict
@@ -331,8 +332,17 @@ def test_prefetched_reclaims_are_dated_by_claims_or_left_undecided() -> None:
     assert check_reclaim(dated.build(), ctx(caps=PREFETCH))[0].status == "pass"
 
 
-def test_reclaim_not_applicable_without_lease_ttl() -> None:
-    assert check_reclaim(reclaimed(3.5).build(), ctx(caps={"lease_ttl": False}))[0].status == "not_applicable"
+def test_reclaim_not_applicable_without_a_reclaim_time() -> None:
+    no_reclaim = ctx(caps={"lease_ttl": False}, timings=Timings())
+    assert check_reclaim(reclaimed(3.5).build(), no_reclaim)[0].status == "not_applicable"
+
+
+def test_reclaim_is_judged_against_a_declared_reclaim_time_and_window() -> None:
+    """No lease TTL, but a sweeper that requeues a dead worker's rows 60 s after, within a 10 s tick."""
+    sweep = ctx(caps={"lease_ttl": False}, timings=Timings(reclaim_seconds=60, reclaim_window_seconds=10))
+    assert check_reclaim(reclaimed(65).build(), sweep)[0].status == "pass"
+    assert check_reclaim(reclaimed(30).build(), sweep)[0].status == "fail"
+    assert check_reclaim(reclaimed(80).build(), sweep)[0].status == "fail"
 
 
 # --- stale ack: D6 ----------------------------------------------------------------------------------------------
