@@ -8,8 +8,9 @@ saved history judged again gives the same verdicts, on any machine.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,50 @@ def judge(history: list[Event]) -> tuple[list[Verdict], list[str]]:
         return [Verdict(g, "runner", status, reason) for g in guarantees], [reason] + own  # type: ignore[arg-type]
     verdicts = [v for v in run_checkers(checkers_for(guarantees), history, header.context) if v.guarantee in guarantees]
     verdicts.sort(key=lambda v: guarantees.index(v.guarantee))
-    return _require_faults(verdicts, failed_faults(history), guarantees), fault_notes(history) + own
+    verdicts = [explain(v, history) for v in _require_faults(verdicts, failed_faults(history), guarantees)]
+    return verdicts, fault_notes(history) + own
+
+
+_MID = re.compile(r"m\d+")
+EVIDENCE_MIDS = 2  # messages whose story a failing verdict quotes
+EVIDENCE_LINES = 24
+
+
+def explain(v: Verdict, history: list[Event]) -> Verdict:
+    """A fail quotes the history behind it: every event of the first messages it names (publish, claims, calls,
+    settles), the faults, and the lifecycle of the processes involved, with times relative to the run's start."""
+    if v.status != "fail" or not history:
+        return v
+    mids = list(dict.fromkeys(_mids_in(v.figures)))[:EVIDENCE_MIDS]
+    if not mids:
+        return v
+    wanted = set(mids)
+    own = [e for e in history if e.mid in wanted or wanted & {str(m) for m in e.value.get("mids") or ()}]
+    processes = {e.process for e in own}
+    t0 = history[0].t
+    lines = [_quote(e, t0) for e in history
+             if e in own or e.f == "fault" or (e.f == "worker" and str(e.value.get("process")) in processes)]
+    reads = [e for e in history if e.f == "read" and e.type == "ok"]
+    if reads:
+        pending, dead = set(reads[-1].value.get("pending") or ()), set(reads[-1].value.get("dead") or ())
+        lines = lines[:EVIDENCE_LINES - 1] + [_quote(reads[-1], t0).split(" {")[0] + " " + ", ".join(
+            f"{m}: {'pending' if m in pending else 'dead-lettered' if m in dead else 'in neither table'}" for m in mids)]
+    return replace(v, figures={**v.figures, "evidence": {"messages": mids, "history": lines[:EVIDENCE_LINES]}})
+
+
+def _mids_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if _MID.fullmatch(value) else []
+    if isinstance(value, dict):
+        return [m for k, x in value.items() if k != "evidence" for m in _mids_in(x)]
+    if isinstance(value, list | tuple):
+        return [m for x in value for m in _mids_in(x)]
+    return []
+
+
+def _quote(e: Event, t0: float) -> str:
+    keep = {k: x for k, x in e.value.items() if k not in ("pad", "intact") and x is not None}
+    return f"+{e.t - t0:8.3f}s {e.process} {e.type} {e.f} {json.dumps(keep, default=str, separators=(',', ':'))[:200]}"
 
 
 def _require_faults(verdicts: list[Verdict], failed: list[str], guarantees: list[str]) -> list[Verdict]:

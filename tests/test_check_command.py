@@ -80,3 +80,13 @@ def test_check_refuses_a_directory_without_histories(tmp_path: Path) -> None:
 def test_config_round_trips_through_the_header() -> None:
     assert type(ctx()).from_dict(ctx().to_dict()) == ctx()
     assert ctx().config == CONFIG
+
+
+def test_a_fail_quotes_the_history_of_the_messages_behind_it(tmp_path: Path) -> None:
+    run_dir = saved_run(tmp_path, lose=True)
+    doc = json.loads((run_dir / "results.json").read_text())
+    d1 = next(v for v in doc["scenarios"][0]["verdicts"] if v["guarantee"] == "D1")
+    evidence = d1["figures"]["evidence"]
+    assert evidence["messages"] == ["m2"]
+    assert any("invoke publish" in line and '"m2"' in line for line in evidence["history"])
+    assert evidence["history"][-1].endswith("m2: in neither table")
