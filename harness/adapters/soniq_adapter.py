@@ -50,6 +50,7 @@ from soniq.backends.postgres import PostgresBackend
 JOB = "harness.deliver"
 HEADROOM = 2  # Soniq's default SONIQ_POOL_HEADROOM: listener + heartbeat writer
 HEARTBEAT_TIMEOUT_S = 60.0  # the smallest heartbeat_timeout its settings accept
+HEARTBEAT_INTERVAL_S = 5.0  # its default heartbeat_interval
 CLEANUP_INTERVAL_S = 10.0  # the smallest cleanup_interval
 DEAD_TABLE = "soniq_dead_letter_jobs"
 
@@ -128,9 +129,12 @@ class SoniqAdapter:
     name = "soniq"
 
     def timings(self, config: ConsumerConfig) -> Timings:
-        """A crashed worker's jobs are requeued once its heartbeat is heartbeat_timeout old, by the next cleanup
-        tick: scenarios that need reclaims stretch to these (the smallest the settings accept, as set below)."""
-        return Timings(reclaim_seconds=HEARTBEAT_TIMEOUT_S, reclaim_window_seconds=CLEANUP_INTERVAL_S)
+        """A crashed worker's jobs are requeued once its last heartbeat is heartbeat_timeout old, by the next
+        cleanup tick. The last heartbeat may precede a claim by up to heartbeat_interval, so a job comes back
+        between heartbeat_timeout - heartbeat_interval and heartbeat_timeout + cleanup_interval after its claim.
+        Scenarios that need reclaims stretch to these (the smallest the settings accept, as set below)."""
+        return Timings(reclaim_seconds=HEARTBEAT_TIMEOUT_S - HEARTBEAT_INTERVAL_S,
+                       reclaim_window_seconds=HEARTBEAT_INTERVAL_S + CLEANUP_INTERVAL_S)
 
     capabilities = Capabilities(
         dlq=True, max_deliveries=True, retry_schedule=True, lease_ttl=False, lease_times=False,
@@ -209,6 +213,7 @@ class SoniqAdapter:
             shutdown_timeout=max(0.1, cfg.graceful_timeout),
             pool_min_size=1, pool_max_size=max(1, pool_max), pool_headroom=HEADROOM,
             heartbeat_timeout=HEARTBEAT_TIMEOUT_S, cleanup_interval=CLEANUP_INTERVAL_S,  # the smallest accepted
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
             job_timeout=None,
         )
 
