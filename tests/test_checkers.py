@@ -225,6 +225,7 @@ def test_lease_falls_back_to_the_monotonic_clock_leniently() -> None:
 
 
 NO_LEASE_TIMES = {"lease_times": False}
+LOCKS: dict[str, Any] = {"caps": {"lease_ttl": False}, "timings": Timings()}  # row locks: no lease, no reclaim time
 PREFETCH = {"lease_times": False, "prefetch": True}
 
 
@@ -266,14 +267,14 @@ def test_overlapping_locks_across_a_network_fault_are_undecided() -> None:
     """A lock-based implementation loses its row lock when the fault ends its backend: not a definite steal."""
     h = (H().publish(0, "m1").deliver(1, "m1", "w1", took=3, settle=None).window(1.5, 2.5, "partition")
          .deliver(2.8, "m1", "w2"))
-    assert status(check_lease(h.build(), ctx(caps={"lease_ttl": False})), "D3") == "unknown"
+    assert status(check_lease(h.build(), ctx(**LOCKS)), "D3") == "unknown"
 
 
 def test_without_leases_calls_of_one_row_must_not_overlap() -> None:
     overlap = H().publish(0, "m1").deliver(1, "m1", "w1", took=0.5, settle=None).deliver(1.3, "m1", "w2")
     after = H().publish(0, "m1").deliver(1, "m1", "w1", took=0.5, settle=None).deliver(1.6, "m1", "w2")
-    assert status(check_lease(overlap.build(), ctx(caps={"lease_ttl": False})), "D3") == "fail"
-    assert status(check_lease(after.build(), ctx(caps={"lease_ttl": False})), "D3") == "pass"
+    assert status(check_lease(overlap.build(), ctx(**LOCKS)), "D3") == "fail"
+    assert status(check_lease(after.build(), ctx(**LOCKS)), "D3") == "pass"
 
 
 # --- reclaim: D5 ------------------------------------------------------------------------------------------------
@@ -723,3 +724,11 @@ def test_run_checkers_turns_a_crash_into_unknown(monkeypatch: pytest.MonkeyPatch
     assert [(v.guarantee, v.status) for v in verdicts] == [("D3", "unknown"), ("D4", "unknown")]
     with pytest.raises(KeyError):
         run_checkers(["nope"], [], ctx())
+
+
+def test_a_declared_reclaim_time_stands_in_for_a_lease() -> None:
+    """No lease TTL, but a heartbeat sweeper that frees a dead holder's rows after 55 s: a second claim 60 s later
+    is no steal, one 10 s later is."""
+    sweep = ctx(caps={"lease_ttl": False, "lease_times": False}, timings=Timings(reclaim_seconds=55))
+    assert status(check_lease(reclaimed(60).build(), sweep), "D3") == "pass"
+    assert status(check_lease(reclaimed(10).build(), sweep), "D3") == "fail"

@@ -64,7 +64,8 @@ def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
             if found is not None:
                 (definite if found[0] else suspect).append(found[1])
     redelivered = sum(len(ds) - 1 for ds in groups.values())
-    mode = clock_note(db_clock) if ctx.capabilities.lease_ttl else " (no leases: calls of one row must not overlap)"
+    mode = (clock_note(db_clock) if _reclaim_after(ctx) is not None
+            else " (no leases: calls of one row must not overlap)")
     skewed = skewed_workers(history)
     return [_d3(definite, suspect, len(deliveries), redelivered, mode),
             _d4(definite, suspect, deliveries, skewed, ctx, mode)]
@@ -76,7 +77,7 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
     def steal(gap_s: float, evidence: str) -> Steal:
         return Steal(str(a.mid), a.process, b.process, gap_s, evidence)
 
-    if not ctx.capabilities.lease_ttl:  # a row is held while handled: calls must not overlap
+    if _reclaim_after(ctx) is None:  # no lease nor declared reclaim: a row is held while handled, no overlaps
         held_until = a.finished_at
         if held_until is not None and b.t >= held_until - EPS:
             return None
@@ -95,9 +96,16 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
     return within
 
 
+def _reclaim_after(ctx: CheckContext) -> float | None:
+    """How long a claim holds its row: the lease TTL, or the reclaim time the implementation declares (a heartbeat
+    timeout, less one heartbeat interval); None when it declares neither."""
+    return ctx.config.lease_ttl_seconds if ctx.capabilities.lease_ttl else ctx.timings.reclaim_seconds
+
+
 def _within_lease(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> tuple[bool, Steal] | None:
-    """(definite, steal) when B's claim came within A's lease TTL by the evidence at hand."""
-    ttl = ctx.config.lease_ttl_seconds
+    """(definite, steal) when B's claim came within A's lease (or declared reclaim time) by the evidence at hand."""
+    ttl = _reclaim_after(ctx)
+    assert ttl is not None
     if db_clock:
         g = gap(a, b, True)
         return (True, Steal(str(a.mid), a.process, b.process, g, "database-clock lease times")) if g < ttl - EPS else None
