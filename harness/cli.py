@@ -1,51 +1,92 @@
 """``outbox-harness``: run the chaos suite, a conformance matrix, the benchmark, sizing runs.
 
 Scenarios are pytest tests (``scenarios/``); ``run`` and ``conformance`` call
-pytest with the harness plugin, so there is one way to run a scenario.
+pytest with the harness plugin, so there is one way to run a scenario. Exit codes
+are the table of :mod:`harness.exits`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, alias_help
+from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
+
+if TYPE_CHECKING:
+    from harness.pytest_plugin import SessionOutcome
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
-def _pytest(args: list[str]) -> int:
+def _pytest(args: list[str]) -> tuple[int, SessionOutcome]:
+    """pytest with the harness plugin; its exit code and what the session did."""
     import pytest  # noqa: PLC0415
 
-    return int(pytest.main(args))
+    from harness.pytest_plugin import OUTCOME, SessionOutcome  # noqa: PLC0415
+
+    class Capture:
+        config: pytest.Config | None = None
+
+        def pytest_configure(self, config: pytest.Config) -> None:
+            self.config = config
+
+    capture = Capture()
+    code = int(pytest.main(args, plugins=[capture]))
+    outcome = capture.config.stash.get(OUTCOME, None) if capture.config is not None else None
+    return code, outcome or SessionOutcome()
+
+
+def scenario_exit(pytest_code: int, outcome: SessionOutcome, *, findings_fail: bool) -> tuple[int, str]:
+    """The exit code of a scenario session, and why when it is not OK."""
+    import pytest  # noqa: PLC0415
+
+    if pytest_code == pytest.ExitCode.INTERRUPTED:
+        return INTERRUPTED, "interrupted"
+    if pytest_code == pytest.ExitCode.USAGE_ERROR:
+        return USAGE, "pytest refused the command line"
+    if pytest_code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        return ERROR, "no scenario collected: check -k and --scenarios"
+    if pytest_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return ERROR, f"pytest ended with exit code {pytest_code}"
+    if outcome.errors:
+        return ERROR, f"the harness could not run {len(outcome.errors)} test(s): {', '.join(outcome.errors)}"
+    if not outcome.ran:
+        return ERROR, "no scenario ran: every selected scenario was skipped or not applicable"
+    if outcome.findings and findings_fail:
+        return FINDINGS, f"{len(outcome.findings)} scenario(s) failed a guarantee"
+    return OK, ""
+
+
+def _scenarios(ns: argparse.Namespace, impls: list[str], extra: list[str], *, findings_fail: bool) -> int:
+    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning", "-v",
+            "--live", "-rfs", f"--reports-dir={ns.reports_dir}",
+            *(f"--impl={i}" for i in impls), *extra]
+    if ns.k:
+        args += ["-k", ns.k]
+    code, why = scenario_exit(*_pytest(args), findings_fail=findings_fail)
+    if code != OK:
+        print(f"outbox-harness {ns.command}: {why} (exit {code})", file=sys.stderr)
+    return code
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The chaos suite against one implementation; writes reports/<run-id>/ and prints the verdicts."""
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", f"--reports-dir={ns.reports_dir}"]
-    args += [f"--impl={i}" for i in (ns.impl or ["reference"])]
-    if ns.k:
-        args += ["-k", ns.k]
-    if ns.allow_unknown:
-        args.append("--allow-unknown")
-    return _pytest(args)
+    return _scenarios(ns, ns.impl or ["reference"], ["--allow-unknown"] if ns.allow_unknown else [],
+                      findings_fail=True)
 
 
 def cmd_conformance(ns: argparse.Namespace) -> int:
     """Several implementations on the same scenarios: a conformance matrix in the report.
 
     Undecided verdicts do not fail the run (a peer may not expose what a checker needs); fail
-    verdicts are findings about an implementation, reported in the matrix, and also do not fail
-    the command unless --strict is given.
+    verdicts are findings about an implementation, reported in the matrix, and do not fail the
+    command unless --strict is given. A cell the harness could not run always does.
     """
-    impls = ns.impl or list(ALIASES)
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", "--allow-unknown",
-            f"--reports-dir={ns.reports_dir}"] + [f"--impl={i}" for i in impls]
-    if ns.k:
-        args += ["-k", ns.k]
-    code = _pytest(args)
-    return code if ns.strict else (0 if code in (0, 1) else code)
+    return _scenarios(ns, ns.impl or list(ALIASES), ["--allow-unknown"], findings_fail=ns.strict)
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
@@ -56,9 +97,9 @@ def cmd_check(ns: argparse.Namespace) -> int:
         results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None)
     except NotARunDirectory as exc:
         print(f"outbox-harness check: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     statuses = {v.status for r in results for v in r.verdicts}
-    return 1 if "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else 0
+    return FINDINGS if "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else OK
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -82,8 +123,24 @@ def cmd_size(ns: argparse.Namespace) -> int:
     return sizing_main(ns)
 
 
+class _Version(argparse.Action):
+    """``--version``, computed only when asked (it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version (and git commit) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from harness.version import version  # noqa: PLC0415
+
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="outbox-harness", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="outbox-harness", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: " + ", ".join(f"{c} {n}" for c, (n, _) in EXIT_CODES.items())
+                                     + " (README, 'Exit codes')")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -129,7 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    return int(ns.func(ns))
+    name = f"outbox-harness {ns.command}"
+    try:
+        return int(ns.func(ns))
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception:  # noqa: BLE001 - a crash of the harness is an error, never a finding
+        print(f"{name}: the harness crashed:\n{traceback.format_exc()}", file=sys.stderr)
+        return ERROR
 
 
 if __name__ == "__main__":

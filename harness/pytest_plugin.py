@@ -6,6 +6,10 @@ reason when it cannot be had), ``impl_spec`` (parametrized by ``--impl``) and
 ``run_scenario`` (runs a :class:`harness.runner.Scenario`, records the result
 for the report and fails the test on any "fail" or "unknown" verdict).
 At the end of the session the report is written to ``--reports-dir``.
+
+What the session did is kept apart by kind (:class:`SessionOutcome`): a test failed by a verdict is a
+finding about an implementation; a test that failed any other way is the harness unable to run it. The
+CLI's exit code rests on that difference.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,27 @@ from harness.adapter import alias_help, load_adapter
 from harness.provision.postgres import PostgresServer, provision
 from harness.verdict import ScenarioResult
 
-RESULTS = pytest.StashKey[list[ScenarioResult]]()
-REPORT_DIR = pytest.StashKey[Path]()
+
+@dataclass
+class SessionOutcome:
+    """What a test session did, by kind."""
+
+    results: list[ScenarioResult] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # tests failed by a verdict: about an implementation
+    errors: list[str] = field(default_factory=list)  # tests failed any other way: the harness could not run them
+    report_dir: Path | None = None
+
+    @property
+    def ran(self) -> bool:
+        """Whether any scenario was exercised (not every verdict skipped or not applicable)."""
+        return any(v.status not in ("skipped", "not_applicable") for r in self.results for v in r.verdicts)
+
+
+OUTCOME = pytest.StashKey[SessionOutcome]()
+
+
+class GuaranteeFailed(pytest.fail.Exception):
+    """A scenario test failed by its verdicts: a finding, not a harness error."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[RESULTS] = []
+    config.stash[OUTCOME] = SessionOutcome()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -104,7 +127,7 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
                                  workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
                                  progress=_live_printer(request.config),
                                  time_scale=request.config.getoption("time_scale")))
-        request.config.stash[RESULTS].append(result)
+        request.config.stash[OUTCOME].results.append(result)
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))
         return result
@@ -130,13 +153,25 @@ def assert_held(result: ScenarioResult, *, allow_unknown: bool = False) -> None:
     lines = [f"{v.guarantee} {v.status}: {v.summary}" for v in result.verdicts]
     statuses = {v.status for v in result.verdicts}
     if "fail" in statuses or ("unknown" in statuses and not allow_unknown):
-        pytest.fail(f"{result.impl} / {result.scenario}:\n  " + "\n  ".join(lines), pytrace=False)
+        raise GuaranteeFailed(f"{result.impl} / {result.scenario}:\n  " + "\n  ".join(lines), pytrace=False)
     if statuses and statuses <= {"skipped", "not_applicable"}:
         pytest.skip("; ".join(dict.fromkeys(v.summary for v in result.verdicts)))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        finding = call.excinfo is not None and call.excinfo.errisinstance(GuaranteeFailed)
+        outcome = item.config.stash[OUTCOME]
+        (outcome.findings if finding else outcome.errors).append(item.nodeid)
+    return report
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    results = session.config.stash.get(RESULTS, [])
+    outcome = session.config.stash[OUTCOME]
+    results = outcome.results
     if not results:
         return
     from harness.report import write_report  # noqa: PLC0415
@@ -144,18 +179,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     impls = sorted({r.impl for r in results})
     run_dir = write_report(results, reports_dir=Path(session.config.getoption("reports_dir")),
                            meta={"impls": impls, "command": "pytest"})
-    session.config.stash[REPORT_DIR] = run_dir
+    outcome.report_dir = run_dir
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    results = config.stash.get(RESULTS, [])
-    if not results:
+    outcome = config.stash[OUTCOME]
+    if not outcome.results:
         return
     from harness.summary import verdict_table  # noqa: PLC0415
 
     terminalreporter.section("outbox-harness verdicts")
-    for line in verdict_table(results):
+    for line in verdict_table(outcome.results):
         terminalreporter.write_line(line)
-    run_dir = config.stash.get(REPORT_DIR, None)
-    if run_dir is not None:
-        terminalreporter.write_line(f"report: {run_dir / 'report.html'}")
+    if outcome.report_dir is not None:
+        terminalreporter.write_line(f"report: {outcome.report_dir / 'report.html'}")
