@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.adapter import ALIASES, alias_help
+from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 
 if TYPE_CHECKING:
@@ -184,9 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def preflight(ns: argparse.Namespace) -> None:
+    """Everything a command needs that can be checked before anything starts: each --impl loads."""
+    for spec in getattr(ns, "impl", None) or []:
+        load_adapter(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     name = f"outbox-harness {ns.command}"
+    try:
+        preflight(ns)
+    except AdapterLoadError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return USAGE
     try:
         return int(ns.func(ns))
     except KeyboardInterrupt:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from harness.adapter import alias_help, load_adapter
+from harness.adapter import AdapterLoadError, alias_help, load_adapter
 from harness.provision.postgres import PostgresServer, provision
 from harness.verdict import ScenarioResult
 
@@ -67,6 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[OUTCOME] = SessionOutcome()
+    for spec in config.getoption("impl"):  # a bad --impl is a usage error, before any server starts
+        try:
+            load_adapter(spec)
+        except AdapterLoadError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -128,3 +128,33 @@ def test_version_names_the_package_and_the_commit() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=True).stdout.strip()
     assert re.fullmatch(rf"outbox-harness \d+\.\d+\.\d+\S* \(git {commit}(, modified)?\)\n", done.stdout), done.stdout
+
+
+# -- refused before anything starts ----------------------------------------------------------------
+
+RAISES_ON_IMPORT = "raise RuntimeError('no config file')\n"
+
+
+@pytest.mark.parametrize("command", [["run"], ["conformance"], ["bench", "--messages", "10", "--probes", "1"]])
+@pytest.mark.parametrize("spec", ["nosuchimpl", "raises_on_import:adapter"])
+def test_a_bad_impl_is_one_usage_error_before_anything_starts(tmp_path: Path, command: list[str], spec: str) -> None:
+    (tmp_path / "raises_on_import.py").write_text(RAISES_ON_IMPORT)
+    done = cli(*command, "--impl", "reference", "--impl", spec, cwd=tmp_path,
+               env={"TMPDIR": str(tmp_path), "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    assert done.returncode == exits.USAGE, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert f"--impl {spec!r}" in line
+    assert not list(tmp_path.glob("outbox-harness-*-*")), "a server was started for a command that cannot run"
+
+
+def test_plain_pytest_refuses_a_bad_impl_at_configure_time(tmp_path: Path) -> None:
+    (tmp_path / "raises_on_import.py").write_text(RAISES_ON_IMPORT)
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "TMPDIR": str(tmp_path),
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-k", "sigkill",
+                           "--impl", "raises_on_import:adapter", f"--reports-dir={tmp_path / 'reports'}"],
+                          capture_output=True, text=True, timeout=120, check=False, env=env, cwd=ROOT)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--impl 'raises_on_import:adapter'" in done.stderr and "RuntimeError: no config file" in done.stderr
+    assert "collected" not in done.stdout, "tests were collected before the --impl was checked"
