@@ -31,6 +31,7 @@ import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 
+from harness.messages import one_line
 from harness.provision.postgres import asyncpg_url
 
 
@@ -275,10 +276,6 @@ def alias_help() -> str:
     return ", ".join(ALIASES)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
 def load_adapter(spec: str) -> Adapter:
     """Loads ``alias`` or ``package.module:attribute`` (an adapter, or a zero-argument factory).
 
@@ -294,10 +291,10 @@ def load_adapter(spec: str) -> Adapter:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AdapterLoadError(f"--impl {spec!r}: cannot import {module_name!r} ({_one_line(exc)}); fix the module "
+        raise AdapterLoadError(f"--impl {spec!r}: cannot import {module_name!r} ({one_line(exc)}); fix the module "
                                "path or PYTHONPATH, and for the peer adapters pip install '.[peers]'") from exc
     except Exception as exc:
-        raise AdapterLoadError(f"--impl {spec!r}: importing {module_name!r} raised {_one_line(exc)}; fix that "
+        raise AdapterLoadError(f"--impl {spec!r}: importing {module_name!r} raised {one_line(exc)}; fix that "
                                f"module (python -c 'import {module_name}' shows the traceback)") from exc
     try:
         obj = getattr(module, attr)
@@ -312,7 +309,7 @@ def load_adapter(spec: str) -> Adapter:
     try:
         adapter = obj()
     except Exception as exc:
-        raise AdapterLoadError(f"--impl {spec!r}: calling {module_name}.{attr}() raised {_one_line(exc)}; "
+        raise AdapterLoadError(f"--impl {spec!r}: calling {module_name}.{attr}() raised {one_line(exc)}; "
                                "make it a zero-argument factory that returns an adapter") from exc
     if not isinstance(adapter, Adapter):
         missing = [m for m in ADAPTER_MEMBERS if not hasattr(adapter, m)]

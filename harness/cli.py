@@ -8,6 +8,7 @@ are the table of :mod:`harness.exits`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
+from harness.provision.postgres import ProvisioningError, check_reachable, database_url
 
 if TYPE_CHECKING:
     from harness.pytest_plugin import SessionOutcome
@@ -44,6 +46,8 @@ def scenario_exit(pytest_code: int, outcome: SessionOutcome, *, findings_fail: b
     """The exit code of a scenario session, and why when it is not OK."""
     import pytest  # noqa: PLC0415
 
+    if outcome.aborted:
+        return ERROR, outcome.aborted
     if pytest_code == pytest.ExitCode.INTERRUPTED:
         return INTERRUPTED, "interrupted"
     if pytest_code == pytest.ExitCode.USAGE_ERROR:
@@ -153,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the chaos suite and write a report")
     common(run)
     run.add_argument("--allow-unknown", action="store_true")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, servers=("postgresql", "toxiproxy"))
 
     conf = sub.add_parser("conformance", help="run the suite against several implementations (matrix)")
     common(conf)
     conf.add_argument("--strict", action="store_true", help="exit non-zero when any implementation fails a guarantee")
-    conf.set_defaults(func=cmd_conformance)
+    conf.set_defaults(func=cmd_conformance, servers=("postgresql", "toxiproxy"))
 
     check = sub.add_parser("check", help="judge a saved run again, offline, from its histories")
     check.add_argument("run_dir", metavar="RUN_DIR", help="a report directory, e.g. reports/latest")
@@ -173,21 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--messages", type=int, default=100_000, help="messages to drain (default: %(default)s)")
     bench.add_argument("--probes", type=int, default=200,
                        help="single messages for the wake-up latency (default: %(default)s)")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=cmd_bench, servers=("postgresql",))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
     size.add_argument("--quick", action="store_true", help="a small grid for CI")
     size.add_argument("--target-rate", type=float, default=None, help="messages/s to recommend settings for")
     size.add_argument("--reports-dir", default="reports")
-    size.set_defaults(func=cmd_size)
+    size.set_defaults(func=cmd_size, servers=("postgresql",))
 
     return parser
 
 
 def preflight(ns: argparse.Namespace) -> None:
-    """Everything a command needs that can be checked before anything starts: each --impl loads."""
+    """What a command needs, checked before anything starts: each --impl loads, and the servers given by
+    DATABASE_URL / TOXIPROXY_URL answer (the embedded ones are started later, by what needs them)."""
     for spec in getattr(ns, "impl", None) or []:
         load_adapter(spec)
+    servers = getattr(ns, "servers", ())
+    if "postgresql" in servers and (dsn := database_url()) is not None:
+        check_reachable(dsn)
+    if "toxiproxy" in servers and os.environ.get("TOXIPROXY_URL"):
+        from harness.provision.toxiproxy import provision_toxiproxy  # noqa: PLC0415
+
+        provision_toxiproxy()  # a given server is only checked, never started or stopped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     name = f"outbox-harness {ns.command}"
     try:
         preflight(ns)
+        return int(ns.func(ns))
     except AdapterLoadError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return USAGE
-    try:
-        return int(ns.func(ns))
+    except ProvisioningError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return ERROR
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return INTERRUPTED

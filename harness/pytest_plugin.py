@@ -20,12 +20,12 @@ import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
-from harness.provision.postgres import PostgresServer, provision
+from harness.provision.postgres import PostgresServer, ProvisioningError, provision
 from harness.verdict import ScenarioResult
 
 
@@ -36,6 +36,7 @@ class SessionOutcome:
     results: list[ScenarioResult] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)  # tests failed by a verdict: about an implementation
     errors: list[str] = field(default_factory=list)  # tests failed any other way: the harness could not run them
+    aborted: str | None = None  # why the session stopped early (a server that cannot be had)
     report_dir: Path | None = None
 
     @property
@@ -80,10 +81,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("impl_spec", impls, scope="session")
 
 
+def _abort(config: pytest.Config, exc: ProvisioningError) -> NoReturn:
+    """Ends the session with the one line that names the cause and the fix (no traceback, no dump)."""
+    config.stash[OUTCOME].aborted = str(exc)
+    pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
     """One server per test session: ``DATABASE_URL`` or a fresh embedded one, always stopped."""
-    server = provision()
+    try:
+        server = provision()
+    except ProvisioningError as exc:
+        _abort(pytestconfig, exc)
     try:
         yield server
     finally:
@@ -97,7 +107,7 @@ class ToxiproxyHandle:
 
 
 @pytest.fixture(scope="session")
-def toxiproxy() -> Iterator[ToxiproxyHandle]:
+def toxiproxy(pytestconfig: pytest.Config) -> Iterator[ToxiproxyHandle]:
     """The real Toxiproxy server, or the reason it cannot be had (network scenarios then skip)."""
     from harness.provision.toxiproxy import ToxiproxyUnavailable, provision_toxiproxy  # noqa: PLC0415
 
@@ -106,6 +116,8 @@ def toxiproxy() -> Iterator[ToxiproxyHandle]:
     except ToxiproxyUnavailable as exc:
         yield ToxiproxyHandle(None, str(exc))
         return
+    except ProvisioningError as exc:  # TOXIPROXY_URL given but unusable: an error, not a skip
+        _abort(pytestconfig, exc)
     try:
         yield ToxiproxyHandle(server, None)
     finally:

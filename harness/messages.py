@@ -1,0 +1,23 @@
+"""What a person reads when something goes wrong: one line, and never a password.
+
+DSNs travel through errors, logs, histories and the files a run keeps as evidence; :func:`mask_dsn` is the
+one place that hides their passwords, whatever text they sit in.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: ``user:password@`` anywhere (a URL, a urlsplit netloc in a traceback); quotes and spaces end it.
+_USERINFO = re.compile(r"([^\s:/@'\"]*):([^\s/'\"]+)@")
+MASK = "***"
+
+
+def mask_dsn(text: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``, for every password in ``text``."""
+    return _USERINFO.sub(rf"\1:{MASK}@", text) if "@" in text else text
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: message`` on one line, passwords masked."""
+    return mask_dsn(" ".join(f"{type(exc).__name__}: {exc}".split()))
