@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
+from harness.messages import mask_dsn
 from harness.provision.postgres import ProvisioningError, check_reachable, database_url
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception:  # noqa: BLE001 - a crash of the harness is an error, never a finding
-        print(f"{name}: the harness crashed:\n{traceback.format_exc()}", file=sys.stderr)
+        print(f"{name}: the harness crashed:\n{mask_dsn(traceback.format_exc())}", file=sys.stderr)
         return ERROR
 
 

@@ -6,6 +6,7 @@ one place that hides their passwords, whatever text they sit in.
 
 from __future__ import annotations
 
+import logging
 import re
 
 #: ``user:password@`` anywhere (a URL, a urlsplit netloc in a traceback); quotes and spaces end it.
@@ -21,3 +22,10 @@ def mask_dsn(text: str) -> str:
 def one_line(exc: BaseException) -> str:
     """``TypeName: message`` on one line, passwords masked."""
     return mask_dsn(" ".join(f"{type(exc).__name__}: {exc}".split()))
+
+
+class MaskingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with DSN passwords masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_dsn(super().format(record))

@@ -20,11 +20,12 @@ import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
+from harness.messages import mask_dsn
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
 from harness.verdict import ScenarioResult
 
@@ -46,6 +47,7 @@ class SessionOutcome:
 
 
 OUTCOME = pytest.StashKey[SessionOutcome]()
+R = TypeVar("R", pytest.TestReport, pytest.CollectReport)
 
 
 class GuaranteeFailed(pytest.fail.Exception):
@@ -183,7 +185,34 @@ def pytest_runtest_makereport(item: pytest.Item,
         finding = call.excinfo is not None and call.excinfo.errisinstance(GuaranteeFailed)
         outcome = item.config.stash[OUTCOME]
         (outcome.findings if finding else outcome.errors).append(item.nodeid)
-    return report
+    return _masked(item.config, report)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport,
+                                                                          pytest.CollectReport]:
+    return _masked(collector.config, (yield))
+
+
+def _masked(config: pytest.Config, report: R) -> R:
+    """The report with every DSN password masked: tracebacks show arguments and (-l) local variables.
+
+    Rebuilt through pytest's own (xdist) serialization, so the traceback keeps its structure and colours."""
+    if report.longrepr is None and not report.sections:
+        return report
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    masked = _mask_strings(data)
+    return report if masked == data else config.hook.pytest_report_from_serializable(config=config, data=masked)
+
+
+def _mask_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_dsn(value)
+    if isinstance(value, dict):
+        return {k: _mask_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask_strings(v) for v in value)
+    return value
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.report.html import write_html
 from harness.report.junit import write_junit
+from harness.messages import mask_dsn
 from harness.names import new_run_id
 from harness.report.results import document, place, write_results
 from harness.verdict import ScenarioResult
@@ -37,7 +38,7 @@ def write_report(
         "impls": sorted({r.impl for r in results}),
         "host": socket.gethostname(),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(sys.argv),
+        "command": mask_dsn(shlex.join(sys.argv)),
         **meta,
     }
     entries = place(results, run_dir)
