@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
+from harness.argtypes import positive_finite_float, positive_int, writable_dir
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 from harness.messages import mask_dsn
 from harness.provision.postgres import ProvisioningError, check_reachable, database_url
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--impl", action="append",
                        help=f"an alias ({alias_help()}) or package.module:attribute (repeatable)")
         p.add_argument("--scenarios", type=Path, default=SCENARIOS, help="scenario directory (default: %(default)s)")
-        p.add_argument("--reports-dir", default="reports")
+        p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
 
     run = sub.add_parser("run", help="run the chaos suite and write a report")
@@ -175,15 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
                                          "wake-up latency, consumer memory")
     bench.add_argument("--impl", action="append",
                        help="alias or package.module:attribute, repeatable, measured in order (default: reference)")
-    bench.add_argument("--messages", type=int, default=100_000, help="messages to drain (default: %(default)s)")
-    bench.add_argument("--probes", type=int, default=200,
+    bench.add_argument("--messages", type=positive_int, default=100_000,
+                       help="messages to drain (default: %(default)s)")
+    bench.add_argument("--probes", type=positive_int, default=200,
                        help="single messages for the wake-up latency (default: %(default)s)")
     bench.set_defaults(func=cmd_bench, servers=("postgresql",))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
     size.add_argument("--quick", action="store_true", help="a small grid for CI")
-    size.add_argument("--target-rate", type=float, default=None, help="messages/s to recommend settings for")
-    size.add_argument("--reports-dir", default="reports")
+    size.add_argument("--target-rate", type=positive_finite_float, default=None,
+                      help="messages/s to recommend settings for")
+    size.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
     size.set_defaults(func=cmd_size, servers=("postgresql",))
 
     return parser

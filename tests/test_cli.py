@@ -158,3 +158,44 @@ def test_plain_pytest_refuses_a_bad_impl_at_configure_time(tmp_path: Path) -> No
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
     assert "--impl 'raises_on_import:adapter'" in done.stderr and "RuntimeError: no config file" in done.stderr
     assert "collected" not in done.stdout, "tests were collected before the --impl was checked"
+
+
+# -- argument values -------------------------------------------------------------------------------
+
+BAD_ARGUMENTS = [
+    ["size", "--target-rate", "inf"], ["size", "--target-rate", "nan"], ["size", "--target-rate", "0"],
+    ["size", "--target-rate", "-5"], ["size", "--target-rate", "fast"],
+    ["bench", "--messages", "0"], ["bench", "--messages", "-5"], ["bench", "--messages", "1e3"],
+    ["bench", "--probes", "0"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_ARGUMENTS, ids=" ".join)
+def test_values_out_of_range_are_refused_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == exits.USAGE
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert f"argument {argv[1]}" in error and repr(argv[2]) in error, error
+
+
+@pytest.mark.parametrize("command", ["run", "conformance", "size"])
+def test_a_reports_dir_that_cannot_be_written_is_refused_by_the_parser(tmp_path: Path, command: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import build_parser
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([command, "--reports-dir", str(tmp_path / "a-file" / "reports")])
+    assert info.value.code == exits.USAGE
+    assert "argument --reports-dir" in capsys.readouterr().err
+    assert build_parser().parse_args([command, "--reports-dir", str(tmp_path / "new" / "reports")])
+
+
+def test_bench_refuses_zero_messages_before_postgres_starts(tmp_path: Path) -> None:
+    done = cli("bench", "--messages", "0", env={"TMPDIR": str(tmp_path)}, cwd=tmp_path, timeout=60)
+    assert done.returncode == exits.USAGE, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("outbox-harness-*-*")), "PostgreSQL was started for a bench that cannot run"
