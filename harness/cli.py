@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
 from harness.argtypes import positive_finite_float, positive_int, writable_dir
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
+from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_dsn
 from harness.provision.postgres import ProvisioningError, check_reachable, database_url
 
@@ -51,7 +52,7 @@ def scenario_exit(pytest_code: int, outcome: SessionOutcome, *, findings_fail: b
     if outcome.aborted:
         return ERROR, outcome.aborted
     if pytest_code == pytest.ExitCode.INTERRUPTED:
-        return INTERRUPTED, "interrupted"
+        return INTERRUPTED, outcome.interrupted["reason"] if outcome.interrupted else "interrupted"
     if pytest_code == pytest.ExitCode.USAGE_ERROR:
         return USAGE, "pytest refused the command line"
     if pytest_code == pytest.ExitCode.NO_TESTS_COLLECTED:
@@ -96,8 +97,9 @@ def cmd_conformance(ns: argparse.Namespace) -> int:
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
-    """Judge a saved run again from its histories; exit 1 on a fail (or an unknown without --allow-unknown)."""
-    from harness.check import NotARunDirectory, check_run  # noqa: PLC0415
+    """Judge a saved run again from its histories; exit 1 on a fail (or an unknown without --allow-unknown) and
+    on a run that was cut short."""
+    from harness.check import NotARunDirectory, check_run, stored_interruption  # noqa: PLC0415
 
     try:
         results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None)
@@ -105,7 +107,8 @@ def cmd_check(ns: argparse.Namespace) -> int:
         print(f"outbox-harness check: {exc}", file=sys.stderr)
         return USAGE
     statuses = {v.status for r in results for v in r.verdicts}
-    return FINDINGS if "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else OK
+    incomplete = stored_interruption(Path(ns.run_dir)) is not None  # never a pass, whatever --allow-unknown says
+    return FINDINGS if incomplete or "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else OK
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -209,9 +212,11 @@ def preflight(ns: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     name = f"outbox-harness {ns.command}"
+    sigterm = SigtermAsInterrupt()
     try:
-        preflight(ns)
-        return int(ns.func(ns))
+        with sigterm:
+            preflight(ns)
+            return int(ns.func(ns))
     except AdapterLoadError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return USAGE
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted by {sigterm.signal_name}", file=sys.stderr)
         return INTERRUPTED
     except Exception:  # noqa: BLE001 - a crash of the harness is an error, never a finding
         print(f"{name}: the harness crashed:\n{mask_dsn(traceback.format_exc())}", file=sys.stderr)

@@ -9,7 +9,8 @@ At the end of the session the report is written to ``--reports-dir``.
 
 What the session did is kept apart by kind (:class:`SessionOutcome`): a test failed by a verdict is a
 finding about an implementation; a test that failed any other way is the harness unable to run it. The
-CLI's exit code rests on that difference.
+CLI's exit code rests on that difference. A session cut short (Ctrl-C, SIGTERM, a server lost mid-run)
+still writes its report, marked interrupted and naming the scenario it cut short, never "pass".
 """
 
 from __future__ import annotations
@@ -25,9 +26,19 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
-from harness.messages import mask_dsn
+from harness.interrupt import SigtermAsInterrupt
+from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
 from harness.verdict import ScenarioResult
+
+
+@dataclass(frozen=True)
+class Running:
+    """The scenario a session is running: what an interrupted report names."""
+
+    impl: str  # the adapter's name, as in the verdicts
+    scenario: str
+    test: str  # pytest node id
 
 
 @dataclass
@@ -38,12 +49,27 @@ class SessionOutcome:
     findings: list[str] = field(default_factory=list)  # tests failed by a verdict: about an implementation
     errors: list[str] = field(default_factory=list)  # tests failed any other way: the harness could not run them
     aborted: str | None = None  # why the session stopped early (a server that cannot be had)
+    running: Running | None = None  # set while a scenario runs; left set when an interrupt cuts it short
+    interrupted: dict[str, Any] | None = None  # how the session was cut short: the report's record
+    sigterm: SigtermAsInterrupt = field(default_factory=SigtermAsInterrupt)
     report_dir: Path | None = None
 
     @property
     def ran(self) -> bool:
         """Whether any scenario was exercised (not every verdict skipped or not applicable)."""
         return any(v.status not in ("skipped", "not_applicable") for r in self.results for v in r.verdicts)
+
+    def cut_short(self, exitstatus: int) -> dict[str, Any] | None:
+        """How the session was cut short (None if it was not), and the scenario it cut short."""
+        if self.aborted:
+            cause = {"signal": None, "reason": self.aborted}
+        elif exitstatus == pytest.ExitCode.INTERRUPTED:
+            cause = {"signal": self.sigterm.signal_name, "reason": f"interrupted by {self.sigterm.signal_name}"}
+        else:
+            return None
+        running = self.running
+        return {**cause, "impl": running and running.impl, "scenario": running and running.scenario,
+                "test": running and running.test}
 
 
 OUTCOME = pytest.StashKey[SessionOutcome]()
@@ -69,12 +95,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[OUTCOME] = SessionOutcome()
     for spec in config.getoption("impl"):  # a bad --impl is a usage error, before any server starts
         try:
             load_adapter(spec)
         except AdapterLoadError as exc:
             raise pytest.UsageError(str(exc)) from None
+    config.stash[OUTCOME] = outcome = SessionOutcome()
+    outcome.sigterm.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OUTCOME in config.stash:
+        config.stash[OUTCOME].sigterm.restore()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -142,11 +174,18 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         # Toxiproxy is started only once a scenario needs it.
         proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else ToxiproxyHandle(None, None)
         workdir = scenario_workdir / re.sub(r"\W+", "_", impl_spec) / scenario.name
-        result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
-                                 workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
-                                 progress=_live_printer(request.config),
-                                 time_scale=request.config.getoption("time_scale")))
-        request.config.stash[OUTCOME].results.append(result)
+        outcome = request.config.stash[OUTCOME]
+        outcome.running = Running(adapter.name, scenario.name, request.node.nodeid)
+        try:
+            result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
+                                     workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
+                                     progress=_live_printer(request.config),
+                                     time_scale=request.config.getoption("time_scale")))
+        except Exception:
+            outcome.running = None  # a crash, not an interrupt: the test fails and says why
+            raise
+        outcome.running = None
+        outcome.results.append(result)
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))
         return result
@@ -201,41 +240,31 @@ def _masked(config: pytest.Config, report: R) -> R:
     if report.longrepr is None and not report.sections:
         return report
     data = config.hook.pytest_report_to_serializable(config=config, report=report)
-    masked = _mask_strings(data)
+    masked = mask_all(data)
     return report if masked == data else config.hook.pytest_report_from_serializable(config=config, data=masked)
 
 
-def _mask_strings(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_dsn(value)
-    if isinstance(value, dict):
-        return {k: _mask_strings(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_mask_strings(v) for v in value)
-    return value
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Writes the report: what ran, and, when the session was cut short, what it cut short."""
     outcome = session.config.stash[OUTCOME]
-    results = outcome.results
-    if not results:
+    outcome.interrupted = interrupted = outcome.cut_short(exitstatus)
+    if not outcome.results and (interrupted is None or interrupted["scenario"] is None):
         return
     from harness.report import write_report  # noqa: PLC0415
 
-    impls = sorted({r.impl for r in results})
-    run_dir = write_report(results, reports_dir=Path(session.config.getoption("reports_dir")),
-                           meta={"impls": impls, "command": "pytest"})
-    outcome.report_dir = run_dir
+    outcome.report_dir = write_report(outcome.results, reports_dir=Path(session.config.getoption("reports_dir")),
+                                      meta={"command": "pytest"}, interrupted=interrupted)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     outcome = config.stash[OUTCOME]
-    if not outcome.results:
+    if outcome.report_dir is None:
         return
-    from harness.summary import verdict_table  # noqa: PLC0415
+    from harness.summary import interrupted_line, verdict_table  # noqa: PLC0415
 
     terminalreporter.section("outbox-harness verdicts")
     for line in verdict_table(outcome.results):
         terminalreporter.write_line(line)
-    if outcome.report_dir is not None:
-        terminalreporter.write_line(f"report: {outcome.report_dir / 'report.html'}")
+    if outcome.interrupted is not None:
+        terminalreporter.write_line(interrupted_line(outcome.interrupted), red=True, bold=True)
+    terminalreporter.write_line(f"report: {outcome.report_dir / 'report.html'}")
