@@ -10,7 +10,7 @@ would not; the crash-restart fault is a process crash) while
 
 The server is stopped by its postmaster pid on ``stop()``, at interpreter exit
 and, through :mod:`harness.provision.guard`, even when the harness itself is
-SIGKILLed.
+SIGKILLed; its temporary directory goes with it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from harness.messages import mask_dsn, one_line
+from harness.names import TEMP_PREFIX
 from harness.provision import guard
 from harness.provision.ports import free_port
 
@@ -171,6 +172,7 @@ class PostgresServer:
             self._reap()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
+            guard.forget_path(self._root)
             self._root = None
 
     def _reap(self) -> None:
@@ -217,7 +219,8 @@ def start_embedded(settings: dict[str, str] | None = None) -> PostgresServer:
     """initdb + start in a fresh temporary directory; about half a second."""
     bin_dir = _bin_dir()
     user = _server_user()
-    root = Path(tempfile.mkdtemp(prefix="outbox-harness-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}pg-"))
+    guard.protect_path(root)  # about 40 MB: removed even if the harness is SIGKILLed
     data = root / "data"
     if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
