@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class SessionOutcome:
     results: list[ScenarioResult] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)  # tests failed by a verdict: about an implementation
     errors: list[str] = field(default_factory=list)  # tests failed any other way: the harness could not run them
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (test, reason) of scenarios that could not run
     aborted: str | None = None  # why the session stopped early (a server that cannot be had)
     running: Running | None = None  # set while a scenario runs; left set when an interrupt cuts it short
     interrupted: dict[str, Any] | None = None  # how the session was cut short: the report's record
@@ -73,6 +75,8 @@ class SessionOutcome:
 
 
 OUTCOME = pytest.StashKey[SessionOutcome]()
+#: ``OUTBOX_HARNESS_ALLOW_SKIP=1``: a skipped scenario is expected here, even under ``--fail-on-skip``.
+ALLOW_SKIP = "OUTBOX_HARNESS_ALLOW_SKIP"
 R = TypeVar("R", pytest.TestReport, pytest.CollectReport)
 
 
@@ -92,6 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "drain deadlines; default 1)")
     group.addoption("--allow-unknown", action="store_true",
                     help="do not fail a scenario test whose verdicts are only undecided (conformance runs)")
+    group.addoption("--fail-on-skip", action="store_true",
+                    help=f"fail a scenario that cannot run here instead of skipping it (bin/test sets it); "
+                         f"{ALLOW_SKIP}=1 allows the skip")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -220,11 +227,24 @@ def assert_held(result: ScenarioResult, *, allow_unknown: bool = False) -> None:
 def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.skipped and "run_scenario" in getattr(item, "fixturenames", ()):
+        _scenario_skipped(item, report)
     if report.failed:
         finding = call.excinfo is not None and call.excinfo.errisinstance(GuaranteeFailed)
         outcome = item.config.stash[OUTCOME]
         (outcome.findings if finding else outcome.errors).append(item.nodeid)
     return _masked(item.config, report)
+
+
+def _scenario_skipped(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Records why a scenario could not run; under ``--fail-on-skip`` (CI) that is a failure, not a skip."""
+    longrepr = report.longrepr
+    reason = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)).removeprefix("Skipped: ")
+    item.config.stash[OUTCOME].skipped.append((item.nodeid, reason))
+    if item.config.getoption("fail_on_skip") and os.environ.get(ALLOW_SKIP) != "1":
+        report.outcome = "failed"
+        report.longrepr = (f"scenario skipped: {reason}\n--fail-on-skip: a scenario that cannot run here fails "
+                           f"the run; set {ALLOW_SKIP}=1 if this skip is expected")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -258,6 +278,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     outcome = config.stash[OUTCOME]
+    if outcome.skipped:
+        terminalreporter.section("outbox-harness scenarios that could not run")
+        allowed = (f" (allowed: {ALLOW_SKIP}=1)"
+                   if config.getoption("fail_on_skip") and os.environ.get(ALLOW_SKIP) == "1" else "")
+        for test, reason in outcome.skipped:
+            terminalreporter.write_line(f"{test}: {reason}{allowed}")
     if outcome.report_dir is None:
         return
     from harness.summary import interrupted_line, verdict_table  # noqa: PLC0415
