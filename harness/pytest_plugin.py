@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
+from harness.argtypes import positive_finite_float
 from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
@@ -91,7 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "repeat for a conformance run")
     group.addoption("--reports-dir", default="reports", help="where scenario reports are written (default: reports)")
     group.addoption("--live", action="store_true", help="print each scenario's phases and faults as they happen")
-    group.addoption("--time-scale", type=float, default=1.0,
+    group.addoption("--time-scale", type=positive_finite_float, default=1.0,
                     help="run every scenario on a clock this many times slower (leases, handler and fault times, "
                          "drain deadlines; default 1)")
     group.addoption("--allow-unknown", action="store_true",

@@ -199,3 +199,13 @@ def test_bench_refuses_zero_messages_before_postgres_starts(tmp_path: Path) -> N
     assert done.returncode == exits.USAGE, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.glob("outbox-harness-*-*")), "PostgreSQL was started for a bench that cannot run"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-2"])
+def test_pytest_time_scale_out_of_range_is_a_usage_error(value: str) -> None:
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-k", "sigkill",
+                           f"--time-scale={value}", "--collect-only", "-q"], capture_output=True, text=True,
+                          timeout=120, check=False, env=env, cwd=ROOT)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--time-scale" in done.stderr and "finite number above 0" in done.stderr
