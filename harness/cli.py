@@ -22,7 +22,7 @@ from harness.messages import mask_dsn
 from harness.provision.postgres import ProvisioningError, check_reachable, database_url
 
 if TYPE_CHECKING:
-    from harness.pytest_plugin import SessionOutcome
+    from harness.session import SessionOutcome
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -31,7 +31,8 @@ def _pytest(args: list[str]) -> tuple[int, SessionOutcome]:
     """pytest with the harness plugin; its exit code and what the session did."""
     import pytest  # noqa: PLC0415
 
-    from harness.pytest_plugin import OUTCOME, SessionOutcome  # noqa: PLC0415
+    from harness.pytest_plugin import OUTCOME  # noqa: PLC0415
+    from harness.session import SessionOutcome  # noqa: PLC0415
 
     class Capture:
         config: pytest.Config | None = None

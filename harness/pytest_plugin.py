@@ -7,10 +7,10 @@ reason when it cannot be had), ``impl_spec`` (parametrized by ``--impl``) and
 for the report and fails the test on any "fail" or "unknown" verdict).
 At the end of the session the report is written to ``--reports-dir``.
 
-What the session did is kept apart by kind (:class:`SessionOutcome`): a test failed by a verdict is a
-finding about an implementation; a test that failed any other way is the harness unable to run it. The
-CLI's exit code rests on that difference. A session cut short (Ctrl-C, SIGTERM, a server lost mid-run)
-still writes its report, marked interrupted and naming the scenario it cut short, never "pass".
+What the session did is kept by kind (:class:`harness.session.SessionOutcome`): the CLI's exit code
+rests on it. A session cut short (Ctrl-C, SIGTERM, a server lost mid-run) still writes its report, marked
+interrupted and naming the scenario it cut short, never "pass". Under ``--fail-on-skip`` (bin/test) a
+scenario that cannot run here fails. Reports are masked: no DSN password in a traceback or its locals.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -28,51 +28,10 @@ import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
 from harness.argtypes import positive_finite_float
-from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
+from harness.session import Running, SessionOutcome
 from harness.verdict import ScenarioResult
-
-
-@dataclass(frozen=True)
-class Running:
-    """The scenario a session is running: what an interrupted report names."""
-
-    impl: str  # the adapter's name, as in the verdicts
-    scenario: str
-    test: str  # pytest node id
-
-
-@dataclass
-class SessionOutcome:
-    """What a test session did, by kind."""
-
-    results: list[ScenarioResult] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)  # tests failed by a verdict: about an implementation
-    errors: list[str] = field(default_factory=list)  # tests failed any other way: the harness could not run them
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (test, reason) of scenarios that could not run
-    aborted: str | None = None  # why the session stopped early (a server that cannot be had)
-    running: Running | None = None  # set while a scenario runs; left set when an interrupt cuts it short
-    interrupted: dict[str, Any] | None = None  # how the session was cut short: the report's record
-    sigterm: SigtermAsInterrupt = field(default_factory=SigtermAsInterrupt)
-    report_dir: Path | None = None
-
-    @property
-    def ran(self) -> bool:
-        """Whether any scenario was exercised (not every verdict skipped or not applicable)."""
-        return any(v.status not in ("skipped", "not_applicable") for r in self.results for v in r.verdicts)
-
-    def cut_short(self, exitstatus: int) -> dict[str, Any] | None:
-        """How the session was cut short (None if it was not), and the scenario it cut short."""
-        if self.aborted:
-            cause = {"signal": None, "reason": self.aborted}
-        elif exitstatus == pytest.ExitCode.INTERRUPTED:
-            cause = {"signal": self.sigterm.signal_name, "reason": f"interrupted by {self.sigterm.signal_name}"}
-        else:
-            return None
-        running = self.running
-        return {**cause, "impl": running and running.impl, "scenario": running and running.scenario,
-                "test": running and running.test}
 
 
 OUTCOME = pytest.StashKey[SessionOutcome]()
@@ -237,12 +196,16 @@ def pytest_runtest_makereport(item: pytest.Item,
     return _masked(item.config, report)
 
 
+def _fail_on_skip(config: pytest.Config) -> bool:
+    return bool(config.getoption("fail_on_skip")) and os.environ.get(ALLOW_SKIP) != "1"
+
+
 def _scenario_skipped(item: pytest.Item, report: pytest.TestReport) -> None:
     """Records why a scenario could not run; under ``--fail-on-skip`` (CI) that is a failure, not a skip."""
     longrepr = report.longrepr
     reason = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)).removeprefix("Skipped: ")
     item.config.stash[OUTCOME].skipped.append((item.nodeid, reason))
-    if item.config.getoption("fail_on_skip") and os.environ.get(ALLOW_SKIP) != "1":
+    if _fail_on_skip(item.config):
         report.outcome = "failed"
         report.longrepr = (f"scenario skipped: {reason}\n--fail-on-skip: a scenario that cannot run here fails "
                            f"the run; set {ALLOW_SKIP}=1 if this skip is expected")
@@ -281,8 +244,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     outcome = config.stash[OUTCOME]
     if outcome.skipped:
         terminalreporter.section("outbox-harness scenarios that could not run")
-        allowed = (f" (allowed: {ALLOW_SKIP}=1)"
-                   if config.getoption("fail_on_skip") and os.environ.get(ALLOW_SKIP) == "1" else "")
+        allowed = "" if _fail_on_skip(config) or not config.getoption("fail_on_skip") else f" (allowed: {ALLOW_SKIP}=1)"
         for test, reason in outcome.skipped:
             terminalreporter.write_line(f"{test}: {reason}{allowed}")
     if outcome.report_dir is None:

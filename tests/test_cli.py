@@ -113,7 +113,7 @@ def test_a_cell_the_harness_could_not_run_fails_conformance(tmp_path: Path) -> N
 def test_exit_code_of_a_scenario_session(pytest_code: int, findings: int, errors: int, ran: bool,
                                          strict: bool, expected: int) -> None:
     from harness.cli import scenario_exit
-    from harness.pytest_plugin import SessionOutcome
+    from harness.session import SessionOutcome
     from harness.verdict import ScenarioResult, Verdict
 
     status = "pass" if ran else "skipped"
