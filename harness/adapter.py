@@ -31,6 +31,7 @@ import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 
+from harness.messages import one_line
 from harness.provision.postgres import asyncpg_url
 
 
@@ -264,7 +265,11 @@ ALIASES = {
 
 
 class AdapterLoadError(RuntimeError):
-    pass
+    """An ``--impl`` spec that gives no adapter; the message names --impl, the spec and the fix, on one line."""
+
+
+ADAPTER_MEMBERS = ("name", "capabilities", "dlq_table", "connection_budget", "create_schema", "publish", "consume",
+                   "read_state")
 
 
 def alias_help() -> str:
@@ -272,26 +277,42 @@ def alias_help() -> str:
 
 
 def load_adapter(spec: str) -> Adapter:
-    """Loads ``alias`` or ``package.module:attribute`` (an adapter, or a zero-argument factory)."""
+    """Loads ``alias`` or ``package.module:attribute`` (an adapter, or a zero-argument factory).
+
+    Whatever goes wrong (the import raises anything, the attribute is missing or is neither an adapter nor
+    a factory, the factory raises) is one :class:`AdapterLoadError`, so a bad spec is a usage error, never
+    a traceback from inside a scenario."""
     target = ALIASES.get(spec, spec)
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise AdapterLoadError(
-            f"--impl {spec!r} is neither a known alias ({', '.join(ALIASES)}) nor 'package.module:attribute'"
-        )
+        raise AdapterLoadError(f"--impl {spec!r}: neither a known alias ({alias_help()}) nor "
+                               "package.module:attribute; pass an alias or the path of your adapter, "
+                               "e.g. --impl mypkg.outbox_adapter:adapter")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AdapterLoadError(
-            f"--impl {spec!r}: cannot import {module_name!r} ({exc}); for the peer adapters run pip install '.[peers]'"
-        ) from exc
+        raise AdapterLoadError(f"--impl {spec!r}: cannot import {module_name!r} ({one_line(exc)}); fix the module "
+                               "path or PYTHONPATH, and for the peer adapters pip install '.[peers]'") from exc
+    except Exception as exc:
+        raise AdapterLoadError(f"--impl {spec!r}: importing {module_name!r} raised {one_line(exc)}; fix that "
+                               f"module (python -c 'import {module_name}' shows the traceback)") from exc
     try:
         obj = getattr(module, attr)
     except AttributeError as exc:
-        raise AdapterLoadError(f"--impl {spec!r}: module {module_name!r} has no attribute {attr!r}") from exc
-    adapter = obj if isinstance(obj, Adapter) else obj()
+        raise AdapterLoadError(f"--impl {spec!r}: module {module_name!r} has no attribute {attr!r}; "
+                               "point --impl at the adapter object or its factory") from exc
+    if isinstance(obj, Adapter):
+        return obj
+    if not callable(obj):
+        raise AdapterLoadError(f"--impl {spec!r}: {module_name}.{attr} is a {type(obj).__name__}, neither an "
+                               "adapter nor a zero-argument factory; point --impl at one of those")
+    try:
+        adapter = obj()
+    except Exception as exc:
+        raise AdapterLoadError(f"--impl {spec!r}: calling {module_name}.{attr}() raised {one_line(exc)}; "
+                               "make it a zero-argument factory that returns an adapter") from exc
     if not isinstance(adapter, Adapter):
-        missing = [m for m in ("name", "capabilities", "dlq_table", "connection_budget", "create_schema",
-                               "publish", "consume", "read_state") if not hasattr(adapter, m)]
-        raise AdapterLoadError(f"--impl {spec!r}: {type(adapter).__name__} lacks adapter members {missing}")
+        missing = [m for m in ADAPTER_MEMBERS if not hasattr(adapter, m)]
+        raise AdapterLoadError(f"--impl {spec!r}: {type(adapter).__name__} lacks adapter members {missing}; "
+                               "add them (docs/adapters.md is the contract)")
     return adapter

@@ -3,7 +3,7 @@
 A run directory is self-contained: every ``histories/<impl>/<scenario>.jsonl`` starts with the ``run``
 header that holds what was declared, and every observation is an event. Re-checking needs no database,
 no implementation and no access to the machine the run came from; after a checker changes, it shows which
-verdicts of an old run change with it.
+verdicts of an old run change with it. A run that was cut short stays marked so: it cannot pass.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from harness.analysis import NotAHistory, recheck
 from harness.report.results import document, entries_in_place, write_results
-from harness.summary import verdict_table
+from harness.summary import interrupted_line, verdict_table
 from harness.verdict import ScenarioResult
 
 
@@ -44,6 +44,14 @@ def saved_histories(run_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
         raise NotARunDirectory(f"{run_dir}: no results.json and no histories/<impl>/<scenario>.jsonl; "
                                "pass a report directory written by `outbox-harness run` (e.g. reports/latest)")
     return [(p, None) for p in found]
+
+
+def stored_interruption(run_dir: Path) -> dict[str, Any] | None:
+    """How the saved run was cut short, if it was (its results.json says so)."""
+    results = run_dir / "results.json"
+    if not results.is_file():
+        return None
+    return json.loads(results.read_text(encoding="utf-8")).get("interrupted")
 
 
 def differences(stored: dict[str, Any] | None, now: ScenarioResult) -> list[Difference]:
@@ -75,6 +83,8 @@ def check_run(run_dir: Path, *, json_out: Path | None = None, out: TextIO = sys.
         changed += differences(stored, result)
     for line in verdict_table(results):
         print(line, file=out)
+    if (interrupted := stored_interruption(run_dir)) is not None:
+        print(interrupted_line(interrupted), file=out)
     if changed:
         print(f"{len(changed)} verdicts differ from the stored results:", file=out)
         for d in changed:
@@ -85,5 +95,5 @@ def check_run(run_dir: Path, *, json_out: Path | None = None, out: TextIO = sys.
         stored_doc = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
         meta = {**stored_doc.get("meta", {}), "rechecked_from": str(run_dir)}
         write_results(json_out, document(stored_doc.get("run_id", run_dir.name), meta,
-                                         entries_in_place(results, run_dir)))
+                                         entries_in_place(results, run_dir), interrupted))
     return results, changed

@@ -1,64 +1,115 @@
 """``outbox-harness``: run the chaos suite, a conformance matrix, the benchmark, sizing runs.
 
 Scenarios are pytest tests (``scenarios/``); ``run`` and ``conformance`` call
-pytest with the harness plugin, so there is one way to run a scenario.
+pytest with the harness plugin, so there is one way to run a scenario. Exit codes
+are the table of :mod:`harness.exits`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from harness.adapter import ALIASES, alias_help
+from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
+from harness.argtypes import positive_finite_float, positive_int, writable_dir
+from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
+from harness.interrupt import SigtermAsInterrupt
+from harness.messages import mask_dsn
+from harness.provision.postgres import ProvisioningError, check_reachable, database_url
+
+if TYPE_CHECKING:
+    from harness.session import SessionOutcome
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
-def _pytest(args: list[str]) -> int:
+def _pytest(args: list[str]) -> tuple[int, SessionOutcome]:
+    """pytest with the harness plugin; its exit code and what the session did."""
     import pytest  # noqa: PLC0415
 
-    return int(pytest.main(args))
+    from harness.pytest_plugin import OUTCOME  # noqa: PLC0415
+    from harness.session import SessionOutcome  # noqa: PLC0415
+
+    class Capture:
+        config: pytest.Config | None = None
+
+        def pytest_configure(self, config: pytest.Config) -> None:
+            self.config = config
+
+    capture = Capture()
+    code = int(pytest.main(args, plugins=[capture]))
+    outcome = capture.config.stash.get(OUTCOME, None) if capture.config is not None else None
+    return code, outcome or SessionOutcome()
+
+
+def scenario_exit(pytest_code: int, outcome: SessionOutcome, *, findings_fail: bool) -> tuple[int, str]:
+    """The exit code of a scenario session, and why when it is not OK."""
+    import pytest  # noqa: PLC0415
+
+    if outcome.aborted:
+        return ERROR, outcome.aborted
+    if pytest_code == pytest.ExitCode.INTERRUPTED:
+        return INTERRUPTED, outcome.interrupted["reason"] if outcome.interrupted else "interrupted"
+    if pytest_code == pytest.ExitCode.USAGE_ERROR:
+        return USAGE, "pytest refused the command line"
+    if pytest_code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        return ERROR, "no scenario collected: check -k and --scenarios"
+    if pytest_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return ERROR, f"pytest ended with exit code {pytest_code}"
+    if outcome.errors:
+        return ERROR, f"the harness could not run {len(outcome.errors)} test(s): {', '.join(outcome.errors)}"
+    if not outcome.ran:
+        return ERROR, "no scenario ran: every selected scenario was skipped or not applicable"
+    if outcome.findings and findings_fail:
+        return FINDINGS, f"{len(outcome.findings)} scenario(s) failed a guarantee"
+    return OK, ""
+
+
+def _scenarios(ns: argparse.Namespace, impls: list[str], extra: list[str], *, findings_fail: bool) -> int:
+    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning", "-v",
+            "--live", "-rfs", f"--reports-dir={ns.reports_dir}",
+            *(f"--impl={i}" for i in impls), *extra]
+    if ns.k:
+        args += ["-k", ns.k]
+    code, why = scenario_exit(*_pytest(args), findings_fail=findings_fail)
+    if code != OK:
+        print(f"outbox-harness {ns.command}: {why} (exit {code})", file=sys.stderr)
+    return code
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """The chaos suite against one implementation; writes reports/<run-id>/ and prints the verdicts."""
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", f"--reports-dir={ns.reports_dir}"]
-    args += [f"--impl={i}" for i in (ns.impl or ["reference"])]
-    if ns.k:
-        args += ["-k", ns.k]
-    if ns.allow_unknown:
-        args.append("--allow-unknown")
-    return _pytest(args)
+    return _scenarios(ns, ns.impl or ["reference"], ["--allow-unknown"] if ns.allow_unknown else [],
+                      findings_fail=True)
 
 
 def cmd_conformance(ns: argparse.Namespace) -> int:
     """Several implementations on the same scenarios: a conformance matrix in the report.
 
     Undecided verdicts do not fail the run (a peer may not expose what a checker needs); fail
-    verdicts are findings about an implementation, reported in the matrix, and also do not fail
-    the command unless --strict is given.
+    verdicts are findings about an implementation, reported in the matrix, and do not fail the
+    command unless --strict is given. A cell the harness could not run always does.
     """
-    impls = ns.impl or list(ALIASES)
-    args = [str(ns.scenarios), "-p", "no:cacheprovider", "-v", "--live", "-rfs", "--allow-unknown",
-            f"--reports-dir={ns.reports_dir}"] + [f"--impl={i}" for i in impls]
-    if ns.k:
-        args += ["-k", ns.k]
-    code = _pytest(args)
-    return code if ns.strict else (0 if code in (0, 1) else code)
+    return _scenarios(ns, ns.impl or list(ALIASES), ["--allow-unknown"], findings_fail=ns.strict)
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
-    """Judge a saved run again from its histories; exit 1 on a fail (or an unknown without --allow-unknown)."""
-    from harness.check import NotARunDirectory, check_run  # noqa: PLC0415
+    """Judge a saved run again from its histories; exit 1 on a fail (or an unknown without --allow-unknown) and
+    on a run that was cut short."""
+    from harness.check import NotARunDirectory, check_run, stored_interruption  # noqa: PLC0415
 
     try:
         results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None)
     except NotARunDirectory as exc:
         print(f"outbox-harness check: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     statuses = {v.status for r in results for v in r.verdicts}
-    return 1 if "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else 0
+    incomplete = stored_interruption(Path(ns.run_dir)) is not None  # never a pass, whatever --allow-unknown says
+    return FINDINGS if incomplete or "fail" in statuses or ("unknown" in statuses and not ns.allow_unknown) else OK
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -82,26 +133,42 @@ def cmd_size(ns: argparse.Namespace) -> int:
     return sizing_main(ns)
 
 
+class _Version(argparse.Action):
+    """``--version``, computed only when asked (it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version (and git commit) and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from harness.version import version  # noqa: PLC0415
+
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="outbox-harness", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="outbox-harness", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: " + ", ".join(f"{c} {n}" for c, (n, _) in EXIT_CODES.items())
+                                     + " (README, 'Exit codes')")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--impl", action="append",
                        help=f"an alias ({alias_help()}) or package.module:attribute (repeatable)")
         p.add_argument("--scenarios", type=Path, default=SCENARIOS, help="scenario directory (default: %(default)s)")
-        p.add_argument("--reports-dir", default="reports")
+        p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
 
     run = sub.add_parser("run", help="run the chaos suite and write a report")
     common(run)
     run.add_argument("--allow-unknown", action="store_true")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, servers=("postgresql", "toxiproxy"))
 
     conf = sub.add_parser("conformance", help="run the suite against several implementations (matrix)")
     common(conf)
     conf.add_argument("--strict", action="store_true", help="exit non-zero when any implementation fails a guarantee")
-    conf.set_defaults(func=cmd_conformance)
+    conf.set_defaults(func=cmd_conformance, servers=("postgresql", "toxiproxy"))
 
     check = sub.add_parser("check", help="judge a saved run again, offline, from its histories")
     check.add_argument("run_dir", metavar="RUN_DIR", help="a report directory, e.g. reports/latest")
@@ -113,23 +180,56 @@ def build_parser() -> argparse.ArgumentParser:
                                          "wake-up latency, consumer memory")
     bench.add_argument("--impl", action="append",
                        help="alias or package.module:attribute, repeatable, measured in order (default: reference)")
-    bench.add_argument("--messages", type=int, default=100_000, help="messages to drain (default: %(default)s)")
-    bench.add_argument("--probes", type=int, default=200,
+    bench.add_argument("--messages", type=positive_int, default=100_000,
+                       help="messages to drain (default: %(default)s)")
+    bench.add_argument("--probes", type=positive_int, default=200,
                        help="single messages for the wake-up latency (default: %(default)s)")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(func=cmd_bench, servers=("postgresql",))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
     size.add_argument("--quick", action="store_true", help="a small grid for CI")
-    size.add_argument("--target-rate", type=float, default=None, help="messages/s to recommend settings for")
-    size.add_argument("--reports-dir", default="reports")
-    size.set_defaults(func=cmd_size)
+    size.add_argument("--target-rate", type=positive_finite_float, default=None,
+                      help="messages/s to recommend settings for")
+    size.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
+    size.set_defaults(func=cmd_size, servers=("postgresql",))
 
     return parser
 
 
+def preflight(ns: argparse.Namespace) -> None:
+    """What a command needs, checked before anything starts: each --impl loads, and the servers given by
+    DATABASE_URL / TOXIPROXY_URL answer (the embedded ones are started later, by what needs them)."""
+    for spec in getattr(ns, "impl", None) or []:
+        load_adapter(spec)
+    servers = getattr(ns, "servers", ())
+    if "postgresql" in servers and (dsn := database_url()) is not None:
+        check_reachable(dsn)
+    if "toxiproxy" in servers and os.environ.get("TOXIPROXY_URL"):
+        from harness.provision.toxiproxy import provision_toxiproxy  # noqa: PLC0415
+
+        provision_toxiproxy()  # a given server is only checked, never started or stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    return int(ns.func(ns))
+    name = f"outbox-harness {ns.command}"
+    sigterm = SigtermAsInterrupt()
+    try:
+        with sigterm:
+            preflight(ns)
+            return int(ns.func(ns))
+    except AdapterLoadError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return USAGE
+    except ProvisioningError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted by {sigterm.signal_name}", file=sys.stderr)
+        return INTERRUPTED
+    except Exception:  # noqa: BLE001 - a crash of the harness is an error, never a finding
+        print(f"{name}: the harness crashed:\n{mask_dsn(traceback.format_exc())}", file=sys.stderr)
+        return ERROR
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness.messages import mask_dsn
+
 EventType = Literal["invoke", "ok", "fail", "info"]
 
 
@@ -70,7 +72,7 @@ class HistoryWriter:
 
     def record(self, type_: EventType, f: str, **value: Any) -> Event:
         event = Event(time.monotonic(), time.time(), self.process, type_, f, value)
-        self._file.write(event.to_json() + "\n")
+        self._file.write(mask_dsn(event.to_json()) + "\n")  # a history is evidence: it outlives the run
         return event
 
     def close(self) -> None:

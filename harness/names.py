@@ -22,7 +22,8 @@ LOCUST_APP = f"{APP_PREFIX}locust"
 HOG_APP = f"{APP_PREFIX}hog"
 SAMPLER_APP = f"{APP_PREFIX}sampler"
 
-#: Temporary files and directories the harness creates start with this (the guard removes them).
+#: Temporary files and directories the harness creates start with this (registered with the guard, which
+#: removes them if the harness dies without doing so).
 TEMP_PREFIX = "outbox-harness-"
 
 

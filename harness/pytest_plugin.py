@@ -6,26 +6,42 @@ reason when it cannot be had), ``impl_spec`` (parametrized by ``--impl``) and
 ``run_scenario`` (runs a :class:`harness.runner.Scenario`, records the result
 for the report and fails the test on any "fail" or "unknown" verdict).
 At the end of the session the report is written to ``--reports-dir``.
+
+What the session did is kept by kind (:class:`harness.session.SessionOutcome`): the CLI's exit code
+rests on it. A session cut short (Ctrl-C, SIGTERM, a server lost mid-run) still writes its report, marked
+interrupted and naming the scenario it cut short, never "pass". Under ``--fail-on-skip`` (bin/test) a
+scenario that cannot run here fails. Reports are masked: no DSN password in a traceback or its locals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from harness.adapter import alias_help, load_adapter
-from harness.provision.postgres import PostgresServer, provision
+from harness.adapter import AdapterLoadError, alias_help, load_adapter
+from harness.argtypes import positive_finite_float
+from harness.messages import mask_all
+from harness.provision.postgres import PostgresServer, ProvisioningError, provision
+from harness.session import Running, SessionOutcome
 from harness.verdict import ScenarioResult
 
-RESULTS = pytest.StashKey[list[ScenarioResult]]()
-REPORT_DIR = pytest.StashKey[Path]()
+
+OUTCOME = pytest.StashKey[SessionOutcome]()
+#: ``OUTBOX_HARNESS_ALLOW_SKIP=1``: a skipped scenario is expected here, even under ``--fail-on-skip``.
+ALLOW_SKIP = "OUTBOX_HARNESS_ALLOW_SKIP"
+R = TypeVar("R", pytest.TestReport, pytest.CollectReport)
+
+
+class GuaranteeFailed(pytest.fail.Exception):
+    """A scenario test failed by its verdicts: a finding, not a harness error."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,15 +51,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "repeat for a conformance run")
     group.addoption("--reports-dir", default="reports", help="where scenario reports are written (default: reports)")
     group.addoption("--live", action="store_true", help="print each scenario's phases and faults as they happen")
-    group.addoption("--time-scale", type=float, default=1.0,
+    group.addoption("--time-scale", type=positive_finite_float, default=1.0,
                     help="run every scenario on a clock this many times slower (leases, handler and fault times, "
                          "drain deadlines; default 1)")
     group.addoption("--allow-unknown", action="store_true",
                     help="do not fail a scenario test whose verdicts are only undecided (conformance runs)")
+    group.addoption("--fail-on-skip", action="store_true",
+                    help=f"fail a scenario that cannot run here instead of skipping it (bin/test sets it); "
+                         f"{ALLOW_SKIP}=1 allows the skip")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[RESULTS] = []
+    for spec in config.getoption("impl"):  # a bad --impl is a usage error, before any server starts
+        try:
+            load_adapter(spec)
+        except AdapterLoadError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[OUTCOME] = outcome = SessionOutcome()
+    outcome.sigterm.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if OUTCOME in config.stash:
+        config.stash[OUTCOME].sigterm.restore()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -52,10 +82,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("impl_spec", impls, scope="session")
 
 
+def _abort(config: pytest.Config, exc: ProvisioningError) -> NoReturn:
+    """Ends the session with the one line that names the cause and the fix (no traceback, no dump)."""
+    config.stash[OUTCOME].aborted = str(exc)
+    pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
     """One server per test session: ``DATABASE_URL`` or a fresh embedded one, always stopped."""
-    server = provision()
+    try:
+        server = provision()
+    except ProvisioningError as exc:
+        _abort(pytestconfig, exc)
     try:
         yield server
     finally:
@@ -69,7 +108,7 @@ class ToxiproxyHandle:
 
 
 @pytest.fixture(scope="session")
-def toxiproxy() -> Iterator[ToxiproxyHandle]:
+def toxiproxy(pytestconfig: pytest.Config) -> Iterator[ToxiproxyHandle]:
     """The real Toxiproxy server, or the reason it cannot be had (network scenarios then skip)."""
     from harness.provision.toxiproxy import ToxiproxyUnavailable, provision_toxiproxy  # noqa: PLC0415
 
@@ -78,6 +117,8 @@ def toxiproxy() -> Iterator[ToxiproxyHandle]:
     except ToxiproxyUnavailable as exc:
         yield ToxiproxyHandle(None, str(exc))
         return
+    except ProvisioningError as exc:  # TOXIPROXY_URL given but unusable: an error, not a skip
+        _abort(pytestconfig, exc)
     try:
         yield ToxiproxyHandle(server, None)
     finally:
@@ -100,11 +141,18 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         # Toxiproxy is started only once a scenario needs it.
         proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else ToxiproxyHandle(None, None)
         workdir = scenario_workdir / re.sub(r"\W+", "_", impl_spec) / scenario.name
-        result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
-                                 workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
-                                 progress=_live_printer(request.config),
-                                 time_scale=request.config.getoption("time_scale")))
-        request.config.stash[RESULTS].append(result)
+        outcome = request.config.stash[OUTCOME]
+        outcome.running = Running(adapter.name, scenario.name, request.node.nodeid)
+        try:
+            result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
+                                     workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
+                                     progress=_live_printer(request.config),
+                                     time_scale=request.config.getoption("time_scale")))
+        except Exception:
+            outcome.running = None  # a crash, not an interrupt: the test fails and says why
+            raise
+        outcome.running = None
+        outcome.results.append(result)
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))
         return result
@@ -130,32 +178,82 @@ def assert_held(result: ScenarioResult, *, allow_unknown: bool = False) -> None:
     lines = [f"{v.guarantee} {v.status}: {v.summary}" for v in result.verdicts]
     statuses = {v.status for v in result.verdicts}
     if "fail" in statuses or ("unknown" in statuses and not allow_unknown):
-        pytest.fail(f"{result.impl} / {result.scenario}:\n  " + "\n  ".join(lines), pytrace=False)
+        raise GuaranteeFailed(f"{result.impl} / {result.scenario}:\n  " + "\n  ".join(lines), pytrace=False)
     if statuses and statuses <= {"skipped", "not_applicable"}:
         pytest.skip("; ".join(dict.fromkeys(v.summary for v in result.verdicts)))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    results = session.config.stash.get(RESULTS, [])
-    if not results:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.skipped and "run_scenario" in getattr(item, "fixturenames", ()):
+        _scenario_skipped(item, report)
+    if report.failed:
+        finding = call.excinfo is not None and call.excinfo.errisinstance(GuaranteeFailed)
+        outcome = item.config.stash[OUTCOME]
+        (outcome.findings if finding else outcome.errors).append(item.nodeid)
+    return _masked(item.config, report)
+
+
+def _fail_on_skip(config: pytest.Config) -> bool:
+    return bool(config.getoption("fail_on_skip")) and os.environ.get(ALLOW_SKIP) != "1"
+
+
+def _scenario_skipped(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Records why a scenario could not run; under ``--fail-on-skip`` (CI) that is a failure, not a skip."""
+    longrepr = report.longrepr
+    reason = (longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)).removeprefix("Skipped: ")
+    item.config.stash[OUTCOME].skipped.append((item.nodeid, reason))
+    if _fail_on_skip(item.config):
+        report.outcome = "failed"
+        report.longrepr = (f"scenario skipped: {reason}\n--fail-on-skip: a scenario that cannot run here fails "
+                           f"the run; set {ALLOW_SKIP}=1 if this skip is expected")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport,
+                                                                          pytest.CollectReport]:
+    return _masked(collector.config, (yield))
+
+
+def _masked(config: pytest.Config, report: R) -> R:
+    """The report with every DSN password masked: tracebacks show arguments and (-l) local variables.
+
+    Rebuilt through pytest's own (xdist) serialization, so the traceback keeps its structure and colours."""
+    if report.longrepr is None and not report.sections:
+        return report
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    masked = mask_all(data)
+    return report if masked == data else config.hook.pytest_report_from_serializable(config=config, data=masked)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Writes the report: what ran, and, when the session was cut short, what it cut short."""
+    outcome = session.config.stash[OUTCOME]
+    outcome.interrupted = interrupted = outcome.cut_short(exitstatus)
+    if not outcome.results and (interrupted is None or interrupted["scenario"] is None):
         return
     from harness.report import write_report  # noqa: PLC0415
 
-    impls = sorted({r.impl for r in results})
-    run_dir = write_report(results, reports_dir=Path(session.config.getoption("reports_dir")),
-                           meta={"impls": impls, "command": "pytest"})
-    session.config.stash[REPORT_DIR] = run_dir
+    outcome.report_dir = write_report(outcome.results, reports_dir=Path(session.config.getoption("reports_dir")),
+                                      meta={"command": "pytest"}, interrupted=interrupted)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    results = config.stash.get(RESULTS, [])
-    if not results:
+    outcome = config.stash[OUTCOME]
+    if outcome.skipped:
+        terminalreporter.section("outbox-harness scenarios that could not run")
+        allowed = "" if _fail_on_skip(config) or not config.getoption("fail_on_skip") else f" (allowed: {ALLOW_SKIP}=1)"
+        for test, reason in outcome.skipped:
+            terminalreporter.write_line(f"{test}: {reason}{allowed}")
+    if outcome.report_dir is None:
         return
-    from harness.summary import verdict_table  # noqa: PLC0415
+    from harness.summary import interrupted_line, verdict_table  # noqa: PLC0415
 
     terminalreporter.section("outbox-harness verdicts")
-    for line in verdict_table(results):
+    for line in verdict_table(outcome.results):
         terminalreporter.write_line(line)
-    run_dir = config.stash.get(REPORT_DIR, None)
-    if run_dir is not None:
-        terminalreporter.write_line(f"report: {run_dir / 'report.html'}")
+    if outcome.interrupted is not None:
+        terminalreporter.write_line(interrupted_line(outcome.interrupted), red=True, bold=True)
+    terminalreporter.write_line(f"report: {outcome.report_dir / 'report.html'}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.guarantees import ordered
+from harness.report.results import interruption_text
 from harness.verdict import ScenarioResult, worst
 
 SYMBOL = {"pass": "ok", "fail": "FAIL", "unknown": "?", "not_applicable": "n/a", "skipped": "skip"}
@@ -24,3 +27,7 @@ def verdict_table(results: list[ScenarioResult]) -> list[str]:
     for name, status, cells in rows:
         lines.append(f"{name:<{name_w}}  {status:<14}  " + " ".join(f"{c:<{w}}" for c, w in zip(cells, widths)))
     return lines
+
+
+def interrupted_line(interrupted: dict[str, Any]) -> str:
+    return f"INCOMPLETE: {interruption_text(interrupted)}"

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.history import HistoryWriter, read_events
+from harness.messages import mask_dsn
 from harness.nemesis.base import FaultNotApplied
 from harness.provision import guard
-from harness.worker import WorkerSpec
+from harness.worker import DSN_ENV, WorkerSpec
 
 
 class FaketimeMissing(FaultNotApplied):
@@ -86,13 +87,13 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         slot.incarnation += 1
         slot.stopping = False
-        spec = WorkerSpec(impl=self.impl, dsn=slot.dsn, process=slot.process,
+        spec = WorkerSpec(impl=self.impl, dsn=mask_dsn(slot.dsn), process=slot.process,
                           history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler,
                           deliveries=str(self.workdir / "deliveries"))
         spec_path = self.workdir / f"{slot.process}.spec.json"
         spec.dump(spec_path)
         cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]
-        env = dict(os.environ)
+        env = {**os.environ, DSN_ENV: slot.dsn}
         if slot.clock_offset:
             # libfaketime preloaded into the worker itself (not the `faketime` wrapper), so the pid we
             # signal is the worker's. Only the wall clock is faked; asyncio runs on the monotonic one.

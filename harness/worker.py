@@ -29,10 +29,13 @@ from typing import Any
 from harness.adapter import ConsumerConfig, ConsumerContext, DeliveryInfo, load_adapter
 from harness.deliveries import DeliveryCounter
 from harness.history import HistoryWriter
+from harness.messages import MaskingFormatter
 from harness.names import worker_app
 from harness.payload import decode, decode_script, seq_of
 
 EXIT_REFUSED = 3  # the consumer refused to start (e.g. a pool below its budget)
+#: The DSN reaches the worker only through its environment: the spec file (kept as evidence) holds it masked.
+DSN_ENV = "OUTBOX_HARNESS_DSN"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class HandlerSpec:
 @dataclass(frozen=True)
 class WorkerSpec:
     impl: str
-    dsn: str
+    dsn: str  # masked; the real one is in the DSN_ENV environment variable
     process: str
     history: str
     config: dict[str, Any]
@@ -199,7 +202,7 @@ async def run(spec: WorkerSpec) -> int:
                        **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
 
     noop = Noop(handler_spec.expect, history, spec.process) if handler_spec.noop else None
-    ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
+    ctx = ConsumerContext(dsn=os.environ[DSN_ENV], config=config, application_name=worker_app(spec.process),
                           handler=handler if noop is None else noop.handle, stopping=stopping,
                           settled=settled if noop is None else _ignore, metric=metric if noop is None else _ignore,
                           claimed=claimed if noop is None else _ignore)
@@ -224,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="WorkerSpec JSON written by the runner")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.StreamHandler(sys.stderr)
+    log.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[log])
     return asyncio.run(run(WorkerSpec.load(args.spec)))
 
 

@@ -39,9 +39,11 @@ class Listener:
         self._lost = asyncio.Event()
         self.connected = False
         self.warnings = 0
+        self.notifications = 0  # NOTIFYs for this queue that woke the fetch loop: none while messages flow = polling
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == self._queue:
+            self.notifications += 1
             self._wake()
 
     def _on_lost(self, _conn: object) -> None:

@@ -1,20 +1,25 @@
-"""Stops every process the harness started, by pid, even if the harness is SIGKILLed.
+"""Stops every process the harness started, by pid, and removes what they left, even if the harness is SIGKILLed.
 
-A small guard process reads pids from a pipe held by the harness. The harness
-stops its processes itself on normal exit, Ctrl-C and test failure; if it dies
-without doing so, the pipe closes and the guard SIGKILLs what is left. Pids are
-remembered with their start time, so a recycled pid is never killed.
+A small guard process reads pids and paths from a pipe held by the harness. The
+harness stops its processes and removes its temporary directories itself on
+normal exit, Ctrl-C and test failure; if it dies without doing so, the pipe
+closes and the guard SIGKILLs what is left, waits for those processes (and any
+other still working inside a registered directory, such as PostgreSQL's
+backends) to be gone, then removes the registered paths. Pids are remembered
+with their start time, so a recycled pid is never killed.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 _lock = threading.Lock()
 _guard: subprocess.Popen[bytes] | None = None
@@ -70,6 +75,18 @@ def forget(pid: int) -> None:
         _send(f"-{pid}")
 
 
+def protect_path(path: str | os.PathLike[str]) -> None:
+    """Registers a temporary file or directory to be removed if the harness dies without removing it."""
+    with _lock:
+        _send(f"+{Path(path).resolve()}")
+
+
+def forget_path(path: str | os.PathLike[str]) -> None:
+    """The owner removed (or keeps) ``path``; the guard must not touch it."""
+    with _lock:
+        _send(f"-{Path(path).resolve()}")
+
+
 def kill_and_forget(pid: int, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
     """Sends ``sig`` to ``pid`` if it is still the process we started, and waits for it to go."""
     started = _protected.get(pid)
@@ -96,23 +113,52 @@ def _stop_all() -> None:
         _guard.stdin.close()
 
 
-def _serve(parent: int) -> None:
-    """Guard main loop: track pids until stdin closes, then kill whatever is left."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the harness
-    tracked: dict[int, str] = {}
-    for line in sys.stdin:
-        line = line.strip()
-        if line.startswith("+"):
-            pid, started = line[1:].split()
-            tracked[int(pid)] = started
-        elif line.startswith("-"):
-            tracked.pop(int(line[1:]), None)
-    for pid, started in tracked.items():
+def _working_in(paths: set[str]) -> bool:
+    """Whether any process still works inside one of ``paths`` (PostgreSQL backends outlive their postmaster)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            except OSError:
+                continue
+            if any(cwd == p or cwd.startswith(p + "/") for p in paths):
+                return True
+    return False
+
+
+def _clean_up(pids: dict[int, str], paths: set[str], wait: float = 10.0) -> None:
+    for pid, started in pids.items():
         if alive(pid, started):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + wait
+    while (any(alive(p, s) for p, s in pids.items()) or _working_in(paths)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+
+def _serve(parent: int) -> None:
+    """Guard main loop: track pids and paths until stdin closes, then kill and remove whatever is left."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is for the harness
+    pids: dict[int, str] = {}
+    paths: set[str] = set()
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        op, item = line[:1], line[1:]
+        if item.startswith("/"):
+            (paths.add if op == "+" else paths.discard)(item)
+        elif op == "+":
+            pid, started = item.split()
+            pids[int(pid)] = started
+        elif op == "-":
+            pids.pop(int(item), None)
+    _clean_up(pids, paths)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ would not; the crash-restart fault is a process crash) while
 
 The server is stopped by its postmaster pid on ``stop()``, at interpreter exit
 and, through :mod:`harness.provision.guard`, even when the harness itself is
-SIGKILLed.
+SIGKILLed; its temporary directory goes with it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from harness.messages import mask_dsn, one_line
+from harness.names import TEMP_PREFIX
 from harness.provision import guard
 from harness.provision.ports import free_port
 
@@ -45,12 +47,15 @@ class ProvisioningError(RuntimeError):
     """A server could not be had; the message names the cause and the fix."""
 
 
+EXAMPLE_URL = "postgresql://user:password@host:5432/dbname"
+
+
 def plain_dsn(url: str) -> str:
     """``postgresql+asyncpg://`` and friends become a libpq-style ``postgresql://`` DSN."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in ("postgresql", "postgres"):
-        raise ProvisioningError(f"DATABASE_URL {url!r} is not a postgresql:// URL; set it like postgresql://user:pw@host:5432/db")
+        raise ProvisioningError(f"{mask_dsn(url)} is not a postgresql:// URL; write it like {EXAMPLE_URL}")
     return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -167,6 +172,7 @@ class PostgresServer:
             self._reap()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
+            guard.forget_path(self._root)
             self._root = None
 
     def _reap(self) -> None:
@@ -213,7 +219,8 @@ def start_embedded(settings: dict[str, str] | None = None) -> PostgresServer:
     """initdb + start in a fresh temporary directory; about half a second."""
     bin_dir = _bin_dir()
     user = _server_user()
-    root = Path(tempfile.mkdtemp(prefix="outbox-harness-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}pg-"))
+    guard.protect_path(root)  # about 40 MB: removed even if the harness is SIGKILLed
     data = root / "data"
     if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
@@ -241,28 +248,49 @@ async def server_settings(dsn: str, *names: str) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+def database_url() -> str | None:
+    """``DATABASE_URL`` as a plain DSN, checked well formed (not yet reached); None when unset."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return None
+    fix = f"set it like {EXAMPLE_URL}, or unset DATABASE_URL to use the embedded server"
+    parts = urlsplit(url)
+    if parts.scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        raise ProvisioningError(f"DATABASE_URL={mask_dsn(url)}: not a postgresql:// URL; {fix}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ProvisioningError(f"DATABASE_URL={mask_dsn(url)}: the port is not a number from 0 to 65535; "
+                                f"{fix}") from None
+    return plain_dsn(url)
+
+
 def check_reachable(dsn: str, timeout: float = 5.0) -> None:
-    """Fails with a message naming the server and the fix when it cannot be reached."""
+    """Logs in once; a refusal is one line naming DATABASE_URL, what PostgreSQL said and the fix."""
 
     async def probe() -> None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         await conn.close()
 
+    shown, unset = f"DATABASE_URL={mask_dsn(dsn)}", "or unset DATABASE_URL to use the embedded server"
     try:
         asyncio.run(probe())
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-        raise ProvisioningError(
-            f"cannot reach PostgreSQL at {dsn!r}: {type(exc).__name__}: {exc}. "
-            "Start that server, fix DATABASE_URL, or unset DATABASE_URL to use the embedded one."
-        ) from exc
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:  # wrong password, unknown role, pg_hba
+        raise ProvisioningError(f"{shown}: PostgreSQL refused the login ({one_line(exc)}); fix the user and "
+                                f"password in DATABASE_URL, {unset}") from exc
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise ProvisioningError(f"{shown}: cannot reach PostgreSQL ({one_line(exc)}); start that server, fix "
+                                f"DATABASE_URL, {unset}") from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise ProvisioningError(f"{shown}: PostgreSQL refused the connection ({one_line(exc)}); fix DATABASE_URL, "
+                                f"{unset}") from exc
 
 
 def provision(settings: dict[str, str] | None = None) -> PostgresServer:
     """``DATABASE_URL`` when set (checked reachable), else a fresh embedded server."""
-    url = os.environ.get("DATABASE_URL")
-    if not url:
+    dsn = database_url()
+    if dsn is None:
         return start_embedded(settings)
-    dsn = plain_dsn(url)
     check_reachable(dsn)
     parts = urlsplit(dsn)
     return PostgresServer(dsn=dsn, host=parts.hostname or "127.0.0.1", port=parts.port or 5432, embedded=False)

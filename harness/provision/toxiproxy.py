@@ -7,7 +7,7 @@ v2.12.0 is started on a free 127.0.0.1 port, found as ``TOXIPROXY_SERVER_BIN``,
 first use). When none can be had, :class:`ToxiproxyUnavailable` says why and
 how to fix it; network scenarios are then reported "skipped" with that text,
 never "pass". A server we started is stopped by pid, and
-:mod:`harness.provision.guard` kills it even if the harness is SIGKILLed.
+:mod:`harness.provision.guard` kills it (and removes its log) even if the harness is SIGKILLed.
 Proxies listen on 127.0.0.1, so a ``TOXIPROXY_URL`` server must run on this
 host (for a server in a container see :mod:`harness.provision.docker`).
 
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import requests
 import toxiproxy
 
+from harness.names import TEMP_PREFIX
 from harness.provision import guard
 from harness.provision.ports import free_port
 from harness.provision.postgres import ProvisioningError, with_host_port
@@ -196,6 +197,7 @@ class ToxiproxyServer:
             self._process = None
         if self._log is not None:
             self._log.unlink(missing_ok=True)
+            guard.forget_path(self._log)
             self._log = None
 
     def __enter__(self) -> ToxiproxyServer:
@@ -276,8 +278,9 @@ def start_server(binary: str) -> ToxiproxyServer:
     """Starts ``binary`` on 127.0.0.1:free port and waits until ``/version`` answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    fd, log_name = tempfile.mkstemp(prefix="outbox-harness-toxiproxy-", suffix=".log")
+    fd, log_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}toxiproxy-", suffix=".log")
     log = Path(log_name)
+    guard.protect_path(log)
     with os.fdopen(fd, "wb") as log_file:
         process = subprocess.Popen(
             [binary, "-host", "127.0.0.1", "-port", str(port), "-proxy-metrics"],

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.report.html import write_html
 from harness.report.junit import write_junit
+from harness.messages import mask_dsn
 from harness.names import new_run_id
 from harness.report.results import document, place, write_results
 from harness.verdict import ScenarioResult
@@ -26,9 +27,12 @@ __all__ = ["write_report"]
 
 
 def write_report(
-    results: list[ScenarioResult], *, reports_dir: Path, run_id: str | None = None, meta: dict[str, Any]
+    results: list[ScenarioResult], *, reports_dir: Path, run_id: str | None = None, meta: dict[str, Any],
+    interrupted: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes the run directory and returns it; an existing run directory is never overwritten."""
+    """Writes the run directory and returns it; an existing run directory is never overwritten.
+
+    ``interrupted`` (how the run was cut short, and the scenario it cut short) marks every file of it."""
     run_id = run_id or new_run_id()
     reports_dir = Path(reports_dir)
     run_dir = reports_dir / run_id
@@ -37,13 +41,13 @@ def write_report(
         "impls": sorted({r.impl for r in results}),
         "host": socket.gethostname(),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(sys.argv),
+        "command": mask_dsn(shlex.join(sys.argv)),
         **meta,
     }
     entries = place(results, run_dir)
-    doc = document(run_id, meta, entries)
+    doc = document(run_id, meta, entries, interrupted)
     write_results(run_dir / "results.json", doc)
-    write_junit(run_dir / "junit.xml", run_id, entries)
+    write_junit(run_dir / "junit.xml", run_id, entries, interrupted)
     write_html(run_dir / "report.html", doc, entries)
     _point_latest(reports_dir, run_dir)
     return run_dir

@@ -18,7 +18,7 @@ from typing import Any
 from harness.history import Event, read_events
 from harness.report.plots import latency_svg, publish_outcomes, series, throughput_svg
 from harness.guarantees import order_key
-from harness.report.results import Entry, by_guarantee, guarantee_ids, worst_verdicts
+from harness.report.results import Entry, by_guarantee, guarantee_ids, interruption_text, worst_verdicts
 
 _LABEL = {"pass": "pass", "fail": "fail", "unknown": "unknown", "not_applicable": "n/a", "skipped": "skipped"}
 _LIST_ITEMS = 5
@@ -47,6 +47,7 @@ table.verdicts td.figs{font-family:ui-monospace,monospace;font-size:12px;max-wid
 .fig{display:inline-block;margin-right:12px} .fig b{color:#555;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px} .plots svg{max-width:100%;height:auto}
 a{color:#1a57b0}
+.banner{padding:10px 14px;border-radius:6px;font-size:15px;margin:12px 0}
 """
 
 
@@ -182,8 +183,10 @@ def write_html(path: Path, doc: dict[str, Any], entries: list[Entry]) -> None:
     multi = len({r.impl for r in results}) > 1
     summary = " ".join(f"{_badge(s)} {n}" for s, n in doc["summary"].items() if n)
     legend = " ".join(_badge(s) for s in _LABEL) + ' <span class="st-none">– not checked</span>'
+    banner = doc.get("interrupted")
     body = [
         f"<h1>Outbox harness report</h1><p class=\"sub\">run <b>{escape(doc['run_id'])}</b></p>",
+        *([f'<p class="banner st-fail">{escape(interruption_text(banner))}.</p>'] if banner else []),
         _meta(doc["meta"]),
         f"<p>Verdict cells (scenario × guarantee): {summary or 'none'}</p>",
         "<h2>Verdicts</h2>",

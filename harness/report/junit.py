@@ -2,7 +2,9 @@
 
 One testsuite per implementation, one testcase per (scenario, guarantee).
 ``unknown`` is reported as skipped with a message starting ``unknown:``: a
-checker that could not decide must never be counted as a pass.
+checker that could not decide must never be counted as a pass. A run cut
+short gets an ``interrupted`` testcase in error, named after the scenario it
+cut short, so CI never shows an incomplete run green.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
-from harness.report.results import Entry, by_guarantee, worst_verdicts
+from harness.report.results import Entry, by_guarantee, interruption_text, worst_verdicts
 from harness.verdict import Verdict
 
 # Characters XML 1.0 forbids; worker log lines can carry them.
@@ -43,7 +46,16 @@ def _testcase(suite: ET.Element, e: Entry, gid: str, verdicts: list[Verdict]) ->
     return status
 
 
-def write_junit(path: Path, run_id: str, entries: list[Entry]) -> None:
+def _interrupted(root: ET.Element, interrupted: dict[str, Any]) -> None:
+    suite = ET.SubElement(root, "testsuite", name="interrupted", tests="1", failures="0", errors="1", skipped="0",
+                          time="0")
+    scenario = f"{interrupted['impl']}.{interrupted['scenario']}" if interrupted.get("scenario") else "run"
+    case = ET.SubElement(suite, "testcase", classname=scenario, name="interrupted")
+    ET.SubElement(case, "error", message=_clean(interruption_text(interrupted)),
+                  type=interrupted.get("signal") or "stopped")
+
+
+def write_junit(path: Path, run_id: str, entries: list[Entry], interrupted: dict[str, Any] | None = None) -> None:
     root = ET.Element("testsuites", name=f"outbox harness {run_id}")
     totals = {"tests": 0, "failures": 0, "skipped": 0}
     for impl in dict.fromkeys(e.result.impl for e in entries):
@@ -60,8 +72,11 @@ def write_junit(path: Path, run_id: str, entries: list[Entry]) -> None:
             totals[k] += n
         suite.set("errors", "0")
         suite.set("time", f"{sum(e.result.duration_s for e in mine):.3f}")
+    if interrupted is not None:
+        _interrupted(root, interrupted)
+        totals["tests"] += 1
     for k, n in totals.items():
         root.set(k, str(n))
-    root.set("errors", "0")
+    root.set("errors", "1" if interrupted is not None else "0")
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -144,14 +144,29 @@ def summary(entries: list[Entry]) -> dict[str, int]:
     return counts
 
 
-def document(run_id: str, meta: dict[str, Any], entries: list[Entry]) -> dict[str, Any]:
+def interruption_text(interrupted: dict[str, Any]) -> str:
+    """The sentence every part of a report uses to say the run is incomplete, and what was cut short."""
+    cause = (f"Interrupted by {interrupted['signal']}" if interrupted.get("signal")
+             else f"Stopped early ({interrupted['reason']})")
+    if not interrupted.get("scenario"):
+        return f"{cause}: this run is incomplete; scenarios not listed here did not run"
+    return (f"{cause} while running {interrupted['impl']} / {interrupted['scenario']}: this run is incomplete; "
+            "that scenario was not judged and scenarios not listed here did not run")
+
+
+def document(run_id: str, meta: dict[str, Any], entries: list[Entry],
+             interrupted: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.json: ``status`` is the worst verdict cell of a complete run, "interrupted" for one cut short."""
     scenarios = [{**e.result.to_dict(), "evidence": e.evidence, "history": e.history} for e in entries]
+    counts = summary(entries)
     return {
         "run_id": run_id,
+        "status": "interrupted" if interrupted else worst([s for s, n in counts.items() if n]),
+        "interrupted": interrupted,
         "meta": meta,
         "scenarios": scenarios,
         "matrix": matrix(entries),
-        "summary": summary(entries),
+        "summary": counts,
     }
 
 

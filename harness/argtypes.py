@@ -1,0 +1,44 @@
+"""Argument types for the command line: a value out of range is refused by the parser, before anything starts,
+not after PostgreSQL is up or a whole run has gone by."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """A count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value
+
+
+def positive_finite_float(text: str) -> float:
+    """A rate or a duration: a finite number above 0 (``float`` alone takes inf and nan)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number above 0")
+    return value
+
+
+def writable_dir(text: str) -> Path:
+    """A directory the run can write into, created if missing; proven by writing a file in it."""
+    path = Path(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written ({exc.strerror or exc}); "
+                                         "give a directory you can write to") from None
+    return path

@@ -1,0 +1,50 @@
+"""``--impl`` specs that cannot give an adapter are refused with one AdapterLoadError naming --impl, the spec
+and the fix, whatever went wrong: an import that raises, an attribute that is not an adapter, a factory that
+raises."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.adapter import AdapterLoadError, load_adapter
+
+MODULES = {
+    "raises_on_import": "raise RuntimeError('no config file')\n",
+    "not_callable": "adapter = 42\n",
+    "factory_raises": "def adapter():\n    raise KeyError('missing setting')\n",
+    "factory_needs_args": "def adapter(dsn):\n    return None\n",
+    "not_an_adapter": "def adapter():\n    return object()\n",
+}
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, source in MODULES.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in MODULES:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("spec,says", [
+    ("nosuchimpl", "neither a known alias"),
+    ("no_such_module_anywhere:adapter", "cannot import"),
+    ("raises_on_import:adapter", "RuntimeError: no config file"),
+    ("not_callable:adapter", "int"),
+    ("factory_raises:adapter", "KeyError: 'missing setting'"),
+    ("factory_needs_args:adapter", "TypeError"),
+    ("not_an_adapter:adapter", "lacks adapter members"),
+    ("harness.adapters.reference:no_such_attribute", "no attribute"),
+])
+def test_a_bad_impl_is_one_error_naming_impl_the_spec_and_the_fix(modules: None, spec: str, says: str) -> None:
+    with pytest.raises(AdapterLoadError) as info:
+        load_adapter(spec)
+    message = str(info.value)
+    assert message.startswith(f"--impl {spec!r}: "), message
+    assert says in message, message
+    assert "\n" not in message, message
+    assert any(fix in message for fix in ("pass", "make", "fix", "install", "point", "add")), message
