@@ -261,6 +261,8 @@ ALIASES = {
     "pgqueuer": "harness.adapters.pgqueuer_adapter:adapter",
     "soniq": "harness.adapters.soniq_adapter:adapter",
     "eventsource-py": "harness.adapters.eventsource_adapter:adapter",
+    "procrastinate": "harness.adapters.procrastinate_adapter:adapter",
+    "chancy": "harness.adapters.chancy_adapter:adapter",
 }
 
 

@@ -27,6 +27,8 @@ SHIPPED = [
     ("pgqueuer", "pgqueuer"),
     ("soniq", "soniq"),
     ("eventsource-py", "eventsource"),
+    ("procrastinate", "procrastinate"),
+    ("chancy", "chancy"),
     ("harness.adapters.example:adapter", None),
     ("tests.correct.prefetch:adapter", None),
     ("tests.correct.heartbeat:adapter", None),
