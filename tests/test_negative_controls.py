@@ -181,3 +181,15 @@ def test_a_tokenless_heartbeat_outbox_is_caught_only_when_a_worker_is_cut_off(ru
 def test_tokenless_ack_is_caught_by_the_zombie_worker(run_broken: Run) -> None:
     result = run_broken("tokenless_ack", by_name("zombie_worker"))
     assert_caught(result, "D6")
+
+
+# -- one control per guarantee no other control fails -------------------------------------------------------------
+
+def test_reclaim_after_a_grace_period_is_late(run_broken: Run) -> None:
+    """D5: a dead holder's rows must come back within [ttl, ttl + max_fetch_interval]; waiting graceful_timeout
+    more is late, by the database clock. Late, never early: no live lease is taken (D3 holds)."""
+    result = run_broken("grace_on_reclaim", by_name("sigkill_storm"))
+    assert_caught(result, "D5")
+    d5 = verdict(result, "D5").figures
+    assert d5["too_late"] > 0 and d5["too_early"] == 0
+    assert verdict(result, "D3").status == "pass", describe(result)

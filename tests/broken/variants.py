@@ -15,6 +15,7 @@ non_atomic_dead_letter     DELETE, then a separate INSERT into the DLQ        dl
 tokenless_ack              ack deletes by id, ignoring the lease token        slow_handlers (D6)
 no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           sigkill_storm (D3)
 publish_outside_tx         publish commits on its own connection              sigkill_storm (P1)
+grace_on_reclaim           reclaims graceful_timeout after the lease ran out  sigkill_storm (D5)
 =========================  =================================================  ====================
 """
 
@@ -194,6 +195,20 @@ class PublishOutsideTxOutbox(BrokenOutbox):
             return await super().publish_batch(own, payloads, queue=queue, **kwargs)
 
 
+# -- reclaim waits a grace period past the lease (D5) ---------------------------------------------
+
+class GraceOnReclaimSubscriber(Subscriber):
+    """Reclaims a row only ``graceful_timeout`` after its lease ran out, "so a worker that is draining is not raced".
+
+    The lease already is that protection: a dead holder's rows now come back ``graceful_timeout`` late. (The fetch
+    judges expiry by ``self.lease_ttl_seconds``, its ``$2``; nothing else reads it but a log line.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease_ttl_seconds += self.graceful_timeout
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -205,6 +220,7 @@ non_atomic_dead_letter = _adapter("non_atomic_dead_letter", _outbox("NonAtomicDe
 tokenless_ack = _adapter("tokenless_ack", _outbox("TokenlessAckOutbox", statements=TokenlessAckStatements))
 no_skip_locked = _adapter("no_skip_locked", _outbox("NoSkipLockedOutbox", statements=NoSkipLockedStatements))
 publish_outside_tx = _adapter("publish_outside_tx", PublishOutsideTxOutbox)
+grace_on_reclaim = _adapter("grace_on_reclaim", _outbox("GraceOnReclaimOutbox", subscriber=GraceOnReclaimSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
-            "no_skip_locked", "publish_outside_tx")
+            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim")
