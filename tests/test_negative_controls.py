@@ -193,3 +193,10 @@ def test_reclaim_after_a_grace_period_is_late(run_broken: Run) -> None:
     d5 = verdict(result, "D5").figures
     assert d5["too_late"] > 0 and d5["too_early"] == 0
     assert verdict(result, "D3").status == "pass", describe(result)
+
+
+def test_notify_with_swapped_arguments_leaves_idle_wakeups_to_polling(run_broken: Run) -> None:
+    """D7: pg_notify(payload, channel) wakes nobody; idle probes wait for the next poll."""
+    result = run_broken("swapped_notify", by_name("listen_loss"))
+    assert_caught(result, "D7")
+    assert verdict(result, "D7").figures["p50_ms"] > 100

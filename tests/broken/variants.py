@@ -16,6 +16,7 @@ tokenless_ack              ack deletes by id, ignoring the lease token        sl
 no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           sigkill_storm (D3)
 publish_outside_tx         publish commits on its own connection              sigkill_storm (P1)
 grace_on_reclaim           reclaims graceful_timeout after the lease ran out  sigkill_storm (D5)
+swapped_notify             pg_notify(payload, channel): NOTIFY wakes nobody   listen_loss (D7)
 =========================  =================================================  ====================
 """
 
@@ -209,6 +210,17 @@ class GraceOnReclaimSubscriber(Subscriber):
         self.lease_ttl_seconds += self.graceful_timeout
 
 
+# -- NOTIFY with its arguments swapped (D7) ------------------------------------------------------------
+
+class SwappedNotifyStatements(Statements):
+    """The publish calls ``pg_notify(payload, channel)`` instead of ``pg_notify(channel, payload)``: the wake-up goes
+    to a channel named after the queue, where nobody listens, so an idle consumer waits for its next poll."""
+
+    @property
+    def insert(self) -> str:
+        return _swap(super().insert, "pg_notify($5, $1)", "pg_notify($1, $5)")
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -221,6 +233,7 @@ tokenless_ack = _adapter("tokenless_ack", _outbox("TokenlessAckOutbox", statemen
 no_skip_locked = _adapter("no_skip_locked", _outbox("NoSkipLockedOutbox", statements=NoSkipLockedStatements))
 publish_outside_tx = _adapter("publish_outside_tx", PublishOutsideTxOutbox)
 grace_on_reclaim = _adapter("grace_on_reclaim", _outbox("GraceOnReclaimOutbox", subscriber=GraceOnReclaimSubscriber))
+swapped_notify = _adapter("swapped_notify", _outbox("SwappedNotifyOutbox", statements=SwappedNotifyStatements))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
-            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim")
+            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify")
