@@ -200,3 +200,11 @@ def test_notify_with_swapped_arguments_leaves_idle_wakeups_to_polling(run_broken
     result = run_broken("swapped_notify", by_name("listen_loss"))
     assert_caught(result, "D7")
     assert verdict(result, "D7").figures["p50_ms"] > 100
+
+
+def test_an_unchecked_listen_connection_leaves_polling_slow_after_its_loss(run_broken: Run) -> None:
+    """D8: a consumer that believes its killed LISTEN connection is alive stays on its slow safety poll."""
+    result = run_broken("trusted_listen", by_name("listen_loss"))
+    assert_caught(result, "D8")
+    d8 = verdict(result, "D8").figures
+    assert d8["too_slow"] > 0 and d8["max_latency_s"] > d8["bound_s"]

@@ -17,6 +17,8 @@ no_skip_locked             claim CTE without FOR UPDATE SKIP LOCKED           si
 publish_outside_tx         publish commits on its own connection              sigkill_storm (P1)
 grace_on_reclaim           reclaims graceful_timeout after the lease ran out  sigkill_storm (D5)
 swapped_notify             pg_notify(payload, channel): NOTIFY wakes nobody   listen_loss (D7)
+trusted_listen             slow safety poll while LISTEN is "up", and never   listen_loss (D8)
+                           checks that connection
 =========================  =================================================  ====================
 """
 
@@ -34,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from harness.adapters.reference import ReferenceAdapter
 from outbox import Outbox
 from outbox.sql import Statements
+from outbox.listener import Listener
 from outbox.subscriber import TRANSIENT, Message, Subscriber
 
 log = logging.getLogger("tests.broken")
@@ -221,6 +224,49 @@ class SwappedNotifyStatements(Statements):
         return _swap(super().insert, "pg_notify($5, $1)", "pg_notify($1, $5)")
 
 
+# -- an unchecked LISTEN connection and a slow safety poll (D8) -----------------------------------------
+
+class DeafListener(Listener):
+    """LISTENs once and then only holds the connection: no termination callback, no ping, no reconnect. When its
+    backend is killed it goes on reporting ``connected``."""
+
+    async def run(self) -> None:
+        try:
+            self._conn = await asyncpg.connect(**self._connect_kwargs)
+            await self._conn.add_listener(self._channel, self._on_notify)
+            self.connected = True
+            self._wake()
+            await asyncio.Event().wait()  # until cancelled by stop()
+        finally:
+            self.connected = False
+            await self._close()
+
+
+class TrustedListenSubscriber(Subscriber):
+    """While its LISTEN connection is up, NOTIFY does the work and polling is only a safety net every
+    ``SAFETY_POLL`` × ``max_fetch_interval``; and it takes "up" on trust (``DeafListener``). A LISTEN backend killed
+    under it leaves it deaf and on the slow poll."""
+
+    SAFETY_POLL = 3
+
+    async def start(self) -> None:
+        listen, self._listen = self._listen, False
+        try:
+            await super().start()
+        finally:
+            self._listen = listen
+        if listen:
+            self.listener = DeafListener(
+                connect_kwargs=self._listen_kwargs(), channel=self.sql.channel, listen_sql=self.sql.listen,
+                queue=self.queue, wake=self._wake.set, retry_interval=self.max_fetch_interval)
+            self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.listener is not None and self.listener.connected:
+            seconds *= self.SAFETY_POLL
+        await super()._sleep(seconds)
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -234,6 +280,7 @@ no_skip_locked = _adapter("no_skip_locked", _outbox("NoSkipLockedOutbox", statem
 publish_outside_tx = _adapter("publish_outside_tx", PublishOutsideTxOutbox)
 grace_on_reclaim = _adapter("grace_on_reclaim", _outbox("GraceOnReclaimOutbox", subscriber=GraceOnReclaimSubscriber))
 swapped_notify = _adapter("swapped_notify", _outbox("SwappedNotifyOutbox", statements=SwappedNotifyStatements))
+trusted_listen = _adapter("trusted_listen", _outbox("TrustedListenOutbox", subscriber=TrustedListenSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
-            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify")
+            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen")
