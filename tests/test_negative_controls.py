@@ -208,3 +208,10 @@ def test_an_unchecked_listen_connection_leaves_polling_slow_after_its_loss(run_b
     assert_caught(result, "D8")
     d8 = verdict(result, "D8").figures
     assert d8["too_slow"] > 0 and d8["max_latency_s"] > d8["bound_s"]
+
+
+def test_a_warning_on_every_poll_floods_the_log(run_broken: Run) -> None:
+    """O2: one WARNING per outage, not one per poll."""
+    result = run_broken("noisy_poll", by_name("listen_loss"))
+    assert_caught(result, "O2")
+    assert max(verdict(result, "O2").figures["repeated"].values()) > 1

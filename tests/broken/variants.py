@@ -19,6 +19,7 @@ grace_on_reclaim           reclaims graceful_timeout after the lease ran out  si
 swapped_notify             pg_notify(payload, channel): NOTIFY wakes nobody   listen_loss (D7)
 trusted_listen             slow safety poll while LISTEN is "up", and never   listen_loss (D8)
                            checks that connection
+noisy_poll                 a WARNING about LISTEN on every poll while down    listen_loss (O2)
 =========================  =================================================  ====================
 """
 
@@ -267,6 +268,18 @@ class TrustedListenSubscriber(Subscriber):
         await super()._sleep(seconds)
 
 
+# -- a WARNING on every poll while LISTEN is down (O2) ---------------------------------------------------
+
+class NoisyPollSubscriber(Subscriber):
+    """Says on every idle poll that LISTEN is down, at WARNING: one outage floods the log."""
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.listener is not None and not self.listener.connected:
+            log.warning("LISTEN connection on %s is down; polling %r every %.2fs", self.sql.channel, self.queue,
+                        seconds)
+        await super()._sleep(seconds)
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -281,6 +294,8 @@ publish_outside_tx = _adapter("publish_outside_tx", PublishOutsideTxOutbox)
 grace_on_reclaim = _adapter("grace_on_reclaim", _outbox("GraceOnReclaimOutbox", subscriber=GraceOnReclaimSubscriber))
 swapped_notify = _adapter("swapped_notify", _outbox("SwappedNotifyOutbox", statements=SwappedNotifyStatements))
 trusted_listen = _adapter("trusted_listen", _outbox("TrustedListenOutbox", subscriber=TrustedListenSubscriber))
+noisy_poll = _adapter("noisy_poll", _outbox("NoisyPollOutbox", subscriber=NoisyPollSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
-            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen")
+            "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
+            "noisy_poll")
