@@ -215,3 +215,10 @@ def test_a_warning_on_every_poll_floods_the_log(run_broken: Run) -> None:
     result = run_broken("noisy_poll", by_name("listen_loss"))
     assert_caught(result, "O2")
     assert max(verdict(result, "O2").figures["repeated"].values()) > 1
+
+
+def test_retry_delays_read_as_milliseconds_come_too_early(run_broken: Run) -> None:
+    """R1: a retry due at once instead of after the strategy's delay, by the database clock."""
+    result = run_broken("millisecond_retry", by_name("poison_retries"))
+    assert_caught(result, "R1")
+    assert verdict(result, "R1").figures["too_early"] > 0

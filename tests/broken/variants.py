@@ -20,6 +20,7 @@ swapped_notify             pg_notify(payload, channel): NOTIFY wakes nobody   li
 trusted_listen             slow safety poll while LISTEN is "up", and never   listen_loss (D8)
                            checks that connection
 noisy_poll                 a WARNING about LISTEN on every poll while down    listen_loss (O2)
+millisecond_retry          retry delay read as milliseconds                   poison_retries (R1)
 =========================  =================================================  ====================
 """
 
@@ -280,6 +281,16 @@ class NoisyPollSubscriber(Subscriber):
         await super()._sleep(seconds)
 
 
+# -- retry delays taken as milliseconds (R1) ------------------------------------------------------------
+
+class MillisecondRetryStatements(Statements):
+    """The retry statement reads the strategy's delay as milliseconds: a failed message is due again at once."""
+
+    @property
+    def retry(self) -> str:
+        return _swap(super().retry, "make_interval(secs => $3)", "make_interval(secs => $3::float8 / 1000)")
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -295,7 +306,9 @@ grace_on_reclaim = _adapter("grace_on_reclaim", _outbox("GraceOnReclaimOutbox", 
 swapped_notify = _adapter("swapped_notify", _outbox("SwappedNotifyOutbox", statements=SwappedNotifyStatements))
 trusted_listen = _adapter("trusted_listen", _outbox("TrustedListenOutbox", subscriber=TrustedListenSubscriber))
 noisy_poll = _adapter("noisy_poll", _outbox("NoisyPollOutbox", subscriber=NoisyPollSubscriber))
+millisecond_retry = _adapter("millisecond_retry", _outbox("MillisecondRetryOutbox",
+                                                          statements=MillisecondRetryStatements))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
-            "noisy_poll")
+            "noisy_poll", "millisecond_retry")
