@@ -222,3 +222,11 @@ def test_retry_delays_read_as_milliseconds_come_too_early(run_broken: Run) -> No
     result = run_broken("millisecond_retry", by_name("poison_retries"))
     assert_caught(result, "R1")
     assert verdict(result, "R1").figures["too_early"] > 0
+
+
+def test_a_cap_on_failed_attempts_delivers_once_too_often(run_broken: Run) -> None:
+    """R2: max_deliveries counts claims; capping on failed attempts lets each poison message through once more."""
+    result = run_broken("attempts_cap", by_name("poison_max_deliveries"))
+    assert_caught(result, "R2")
+    r2 = verdict(result, "R2").figures
+    assert r2["over_cap"] > 0 and r2["most_deliveries"] == r2["max_deliveries"] + 1

@@ -21,6 +21,8 @@ trusted_listen             slow safety poll while LISTEN is "up", and never   li
                            checks that connection
 noisy_poll                 a WARNING about LISTEN on every poll while down    listen_loss (O2)
 millisecond_retry          retry delay read as milliseconds                   poison_retries (R1)
+attempts_cap               max_deliveries judged on failed attempts, not      poison_max_deliveries
+                           on claims                                          (R2)
 =========================  =================================================  ====================
 """
 
@@ -39,7 +41,7 @@ from harness.adapters.reference import ReferenceAdapter
 from outbox import Outbox
 from outbox.sql import Statements
 from outbox.listener import Listener
-from outbox.subscriber import TRANSIENT, Message, Subscriber
+from outbox.subscriber import TRANSIENT, Message, Subscriber, _being_cancelled
 
 log = logging.getLogger("tests.broken")
 
@@ -291,6 +293,34 @@ class MillisecondRetryStatements(Statements):
         return _swap(super().retry, "make_interval(secs => $3)", "make_interval(secs => $3::float8 / 1000)")
 
 
+# -- max_deliveries judged on failed attempts (R2) --------------------------------------------------------
+
+class AttemptsCapSubscriber(Subscriber):
+    """Caps on ``attempts`` (failed handler runs so far) instead of ``deliveries`` (claims): reclaims are not
+    counted, and since a row's attempts lag its claims by one, every capped message gets one delivery too many."""
+
+    async def _handle(self, msg: Message) -> None:
+        if self.max_deliveries is not None and msg.attempts > self.max_deliveries:
+            await self._terminal(msg, "max_deliveries",
+                                 f"failed {msg.attempts} times, max_deliveries={self.max_deliveries}", 0)
+            return
+        try:
+            await self.handler(msg)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - as the reference: whatever the handler raises is a failure
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise
+            try:
+                await self._failed(msg, exc)
+            except Exception:  # noqa: BLE001
+                log.exception("could not record the failure of row %s", msg.id)
+                self._settled(msg, "error")
+            return
+        self._acks.append(msg)
+        self._ack_ready.set()
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -308,7 +338,8 @@ trusted_listen = _adapter("trusted_listen", _outbox("TrustedListenOutbox", subsc
 noisy_poll = _adapter("noisy_poll", _outbox("NoisyPollOutbox", subscriber=NoisyPollSubscriber))
 millisecond_retry = _adapter("millisecond_retry", _outbox("MillisecondRetryOutbox",
                                                           statements=MillisecondRetryStatements))
+attempts_cap = _adapter("attempts_cap", _outbox("AttemptsCapOutbox", subscriber=AttemptsCapSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
-            "noisy_poll", "millisecond_retry")
+            "noisy_poll", "millisecond_retry", "attempts_cap")
