@@ -230,3 +230,13 @@ def test_a_cap_on_failed_attempts_delivers_once_too_often(run_broken: Run) -> No
     assert_caught(result, "R2")
     r2 = verdict(result, "R2").figures
     assert r2["over_cap"] > 0 and r2["most_deliveries"] == r2["max_deliveries"] + 1
+
+
+def test_nacked_terminal_counted_after_the_dlq_write_hides_the_drift(run_broken: Run) -> None:
+    """R4: while the DLQ refuses inserts, nacked_terminal must run ahead of dlq_written; counted together after the
+    write, neither moves. Nothing is lost (the statement still rolls back whole), so R3 holds."""
+    result = run_broken("quiet_terminal", by_name("dlq_drift"))
+    assert_caught(result, "R4")
+    tested = [w for w in verdict(result, "R4").figures["windows"] if w["terminal_failures"]]
+    assert tested and all(w["nacked_terminal"] == w["dlq_written"] == 0 for w in tested)
+    assert verdict(result, "R3").status == "pass", describe(result)

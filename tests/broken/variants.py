@@ -23,6 +23,7 @@ noisy_poll                 a WARNING about LISTEN on every poll while down    li
 millisecond_retry          retry delay read as milliseconds                   poison_retries (R1)
 attempts_cap               max_deliveries judged on failed attempts, not      poison_max_deliveries
                            on claims                                          (R2)
+quiet_terminal             nacked_terminal counted only after the DLQ write   dlq_drift (R4)
 =========================  =================================================  ====================
 """
 
@@ -321,6 +322,30 @@ class AttemptsCapSubscriber(Subscriber):
         self._ack_ready.set()
 
 
+# -- nacked_terminal counted only once the dead letter landed (R4) --------------------------------------
+
+class QuietTerminalSubscriber(Subscriber):
+    """Counts ``nacked_terminal`` together with ``dlq_written``, after the dead-letter write succeeded. While the
+    DLQ refuses inserts neither moves, so the divergence an operator alerts on never shows."""
+
+    async def _terminal(self, msg: Message, reason: str, error: str, failed: int) -> None:
+        if self.sql.dlq_table is None:
+            await super()._terminal(msg, reason, error, failed)
+            return
+        try:
+            moved = await self._write(msg, self.sql.dead_letter, reason, error, failed)
+        except asyncpg.PostgresError as exc:
+            log.error("dead-letter write for row %s failed (%s: %s)", msg.id, type(exc).__name__, exc)
+            self._settled(msg, "error")
+            return
+        if moved:
+            self.metrics.add("nacked_terminal")
+            self.metrics.add("dlq_written")
+            self._settled(msg, "dead_lettered")
+        elif moved is False:
+            self._lease_lost(msg)
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -339,7 +364,8 @@ noisy_poll = _adapter("noisy_poll", _outbox("NoisyPollOutbox", subscriber=NoisyP
 millisecond_retry = _adapter("millisecond_retry", _outbox("MillisecondRetryOutbox",
                                                           statements=MillisecondRetryStatements))
 attempts_cap = _adapter("attempts_cap", _outbox("AttemptsCapOutbox", subscriber=AttemptsCapSubscriber))
+quiet_terminal = _adapter("quiet_terminal", _outbox("QuietTerminalOutbox", subscriber=QuietTerminalSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
-            "noisy_poll", "millisecond_retry", "attempts_cap")
+            "noisy_poll", "millisecond_retry", "attempts_cap", "quiet_terminal")
