@@ -240,3 +240,11 @@ def test_nacked_terminal_counted_after_the_dlq_write_hides_the_drift(run_broken:
     tested = [w for w in verdict(result, "R4").figures["windows"] if w["terminal_failures"]]
     assert tested and all(w["nacked_terminal"] == w["dlq_written"] == 0 for w in tested)
     assert verdict(result, "R3").status == "pass", describe(result)
+
+
+def test_a_connection_per_worker_exceeds_the_declared_budget(run_broken: Run) -> None:
+    """L2: the backends of one consumer, sampled by application_name, against the budget it declares."""
+    result = run_broken("connection_per_worker", by_name("pool_exhaustion"))
+    assert_caught(result, "L2")
+    l2 = verdict(result, "L2").figures
+    assert l2["over_budget"] > 0 and max(l2["peak_by_process"].values()) > l2["budget"]

@@ -24,6 +24,7 @@ millisecond_retry          retry delay read as milliseconds                   po
 attempts_cap               max_deliveries judged on failed attempts, not      poison_max_deliveries
                            on claims                                          (R2)
 quiet_terminal             nacked_terminal counted only after the DLQ write   dlq_drift (R4)
+connection_per_worker      a connection per worker task, beyond the budget    pool_exhaustion (L2)
 =========================  =================================================  ====================
 """
 
@@ -346,6 +347,39 @@ class QuietTerminalSubscriber(Subscriber):
             self._lease_lost(msg)
 
 
+# -- a connection per worker, outside the declared budget (L2) -------------------------------------------
+
+class ConnectionPerWorkerSubscriber(Subscriber):
+    """Each worker task opens a connection of its own for its retry and dead-letter writes ("no pool checkout on
+    the failure path"), beside the pool; the declared budget (``max_workers + 1`` pool connections and one LISTEN
+    connection) still leaves them out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own: dict[asyncio.Task[Any], asyncpg.Connection] = {}
+
+    async def _work_loop(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._own[me] = await asyncpg.connect(**self._listen_kwargs())
+        try:
+            await super()._work_loop()
+        finally:
+            conn = self._own.pop(me)
+            conn.terminate()
+
+    async def _write(self, msg: Message, sql: str, *args: Any) -> bool | None:
+        conn = self._own.get(asyncio.current_task())  # type: ignore[arg-type]
+        if conn is None:
+            return await super()._write(msg, sql, *args)
+        try:
+            return await conn.fetchval(sql, msg.id, msg.token, *args, timeout=self.statement_timeout) is not None
+        except TRANSIENT as exc:
+            log.error("write for row %s failed (%s: %s)", msg.id, type(exc).__name__, exc)
+            self._settled(msg, "error")
+            return None
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -365,7 +399,9 @@ millisecond_retry = _adapter("millisecond_retry", _outbox("MillisecondRetryOutbo
                                                           statements=MillisecondRetryStatements))
 attempts_cap = _adapter("attempts_cap", _outbox("AttemptsCapOutbox", subscriber=AttemptsCapSubscriber))
 quiet_terminal = _adapter("quiet_terminal", _outbox("QuietTerminalOutbox", subscriber=QuietTerminalSubscriber))
+connection_per_worker = _adapter("connection_per_worker", _outbox("ConnectionPerWorkerOutbox",
+                                                                  subscriber=ConnectionPerWorkerSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
-            "noisy_poll", "millisecond_retry", "attempts_cap", "quiet_terminal")
+            "noisy_poll", "millisecond_retry", "attempts_cap", "quiet_terminal", "connection_per_worker")
