@@ -248,3 +248,14 @@ def test_a_connection_per_worker_exceeds_the_declared_budget(run_broken: Run) ->
     assert_caught(result, "L2")
     l2 = verdict(result, "L2").figures
     assert l2["over_budget"] > 0 and max(l2["peak_by_process"].values()) > l2["budget"]
+
+
+def test_fetching_on_through_the_drain_is_caught_by_its_lease_times(run_broken: Run) -> None:
+    """L1: after SIGTERM fetching stops at once. This consumer claims new rows all through its drain, but never
+    later than graceful_timeout (1.5 s, no longer than the scheduling slack), so handler starts cannot show it; the
+    database-clock lease times of its claims do."""
+    result = run_broken("fetch_through_drain", by_name("graceful_drain"))
+    assert_caught(result, "L1")
+    l1 = verdict(result, "L1").figures
+    assert l1["fetched_after_sigterm"] > 0 and l1["cut_off_lost"] == 0 and not l1["did_not_exit_in_time"]
+    assert all(e["after_s"] <= 1.5 + 0.1 for e in l1["examples"] if "after_s" in e)
