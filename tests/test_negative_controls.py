@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from harness.adapter import load_adapter
+from harness.nemesis.pause import Pause
 from harness.runner import run_scenario
-from harness.scenario import Scenario
+from harness.scenario import FaultStep, Scenario
 from harness.scenarios import by_name
 from harness.verdict import ScenarioResult, Verdict
 
@@ -109,8 +110,7 @@ def test_variants_load_in_a_worker_like_process(variants_importable: None, tmp_p
 
 def test_ack_before_handler_loses_messages_under_sigkill(run_broken: Run) -> None:
     """D1, and P2 on worker crashes: the rows a kill catches between the delete and the handler are gone. (P2's
-    other half, a PostgreSQL crash-restart, has no control: in pg_crash_restart the consumers keep up, so nothing
-    committed is still unhandled when the server goes down, and even an UNLOGGED outbox table passes.)"""
+    other half, a PostgreSQL crash-restart, is the unlogged-table control below.)"""
     result = run_broken("ack_before_handler", by_name("sigkill_storm"))
     assert_caught(result, "D1", "P2")
     assert verdict(result, "D1").figures["lost"] > 0
@@ -263,3 +263,17 @@ def test_fetching_on_through_the_drain_is_caught_by_its_lease_times(run_broken: 
     l1 = verdict(result, "L1").figures
     assert l1["fetched_after_sigterm"] > 0 and l1["cut_off_lost"] == 0 and not l1["did_not_exit_in_time"]
     assert all(e["after_s"] <= 1.5 + 0.1 for e in l1["examples"] if "after_s" in e)
+
+
+def test_an_unlogged_outbox_table_loses_the_backlog_in_a_crash_restart(run_broken: Run) -> None:
+    """P2: PostgreSQL empties an UNLOGGED table when it recovers from a crash. The stock pg_crash_restart cannot show
+    it: its consumers keep up, so nothing committed is still unhandled when the server goes down (this variant passes
+    it). Here the same scenario with both workers paused (SIGSTOP) from half a second before the crash until after the
+    restart, so that a backlog is pending when it hits."""
+    stock = by_name("pg_crash_restart")
+    (crash,) = stock.faults
+    pauses = [FaultStep(at=crash.at - 0.5, nemesis=Pause, params={"name": f"w{i + 1}"}, hold=crash.hold + 1.0)
+              for i in range(stock.workers)]
+    result = run_broken("unlogged_table", dataclasses.replace(stock, faults=[*pauses, crash]))
+    assert_caught(result, "P2", "D1")
+    assert verdict(result, "P2").figures["lost"] > 0

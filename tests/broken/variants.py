@@ -27,6 +27,8 @@ quiet_terminal             nacked_terminal counted only after the DLQ write   dl
 connection_per_worker      a connection per worker task, beyond the budget    pool_exhaustion (L2)
 fetch_through_drain        on SIGTERM, fetching goes on until the workers     graceful_drain (L1)
                            are idle or graceful_timeout passes
+unlogged_table             the outbox table made UNLOGGED by a migration      pg_crash_restart with the
+                                                                              workers paused (P2, D1)
 =========================  =================================================  ====================
 """
 
@@ -404,6 +406,21 @@ class FetchThroughDrainSubscriber(Subscriber):
         await super().stop()
 
 
+# -- an UNLOGGED outbox table (P2) -----------------------------------------------------------------------
+
+class UnloggedTableAdapter(ReferenceAdapter):
+    """The reference outbox after a migration that made its table ``UNLOGGED`` to save WAL. Writes are faster; a
+    crash-restart of PostgreSQL empties the table, every pending message with it."""
+
+    async def create_schema(self, dsn: str, config: Any) -> None:
+        await super().create_schema(dsn, config)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'ALTER TABLE "{self.outbox.statements.table}" SET UNLOGGED')
+        finally:
+            await conn.close()
+
+
 # -- the adapters ----------------------------------------------------------------------------------
 
 ack_before_handler = _adapter("ack_before_handler", _outbox("AckBeforeHandlerOutbox",
@@ -425,10 +442,12 @@ attempts_cap = _adapter("attempts_cap", _outbox("AttemptsCapOutbox", subscriber=
 quiet_terminal = _adapter("quiet_terminal", _outbox("QuietTerminalOutbox", subscriber=QuietTerminalSubscriber))
 fetch_through_drain = _adapter("fetch_through_drain", _outbox("FetchThroughDrainOutbox",
                                                               subscriber=FetchThroughDrainSubscriber))
+unlogged_table = UnloggedTableAdapter()
+unlogged_table.name = "broken:unlogged_table"  # instance attribute, as _adapter does
 connection_per_worker = _adapter("connection_per_worker", _outbox("ConnectionPerWorkerOutbox",
                                                                   subscriber=ConnectionPerWorkerSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
             "noisy_poll", "millisecond_retry", "attempts_cap", "quiet_terminal", "connection_per_worker",
-            "fetch_through_drain")
+            "fetch_through_drain", "unlogged_table")
