@@ -3,8 +3,9 @@
 Every variant is the reference outbox with one realistic mistake, made by
 subclassing (``Statements`` properties, ``Subscriber`` methods, ``Outbox``
 methods), never by editing ``outbox/``. Each is plugged in through the stock
-``ReferenceAdapter(outbox_factory=...)``, so workers load it by spec string,
-e.g. ``--impl tests.broken.variants:ack_before_handler``.
+``ReferenceAdapter(outbox_factory=...)`` (``unlogged_table``, whose mistake is in
+the schema, subclasses the adapter's ``create_schema``), so workers load it by
+spec string, e.g. ``--impl tests.broken.variants:ack_before_handler``.
 
 =========================  =================================================  ====================
 variant                    mistake                                            caught by (guarantee)
@@ -391,8 +392,9 @@ class FetchThroughDrainSubscriber(Subscriber):
     fetching ("finish the backlog before going"). Under steady traffic the fetch loop goes on claiming new rows
     all through the drain; at the deadline whatever still runs is cancelled and comes back after its lease.
 
-    It claims one row at a time, for a worker about to be free (a fair, low-latency setting that is no mistake),
-    so its claims follow its handlers; with big prefetched batches a drain may need no claim at all to go on."""
+    It also claims one row at a time (``fetch_batch_size`` 1, a fair, low-latency setting that is no mistake), so
+    its claims follow its handlers: with the scenario's batches of up to 50 prefetched rows, a drain that goes on
+    may start only rows claimed before the signal, which is allowed, and then shows nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -440,12 +442,12 @@ millisecond_retry = _adapter("millisecond_retry", _outbox("MillisecondRetryOutbo
                                                           statements=MillisecondRetryStatements))
 attempts_cap = _adapter("attempts_cap", _outbox("AttemptsCapOutbox", subscriber=AttemptsCapSubscriber))
 quiet_terminal = _adapter("quiet_terminal", _outbox("QuietTerminalOutbox", subscriber=QuietTerminalSubscriber))
+connection_per_worker = _adapter("connection_per_worker", _outbox("ConnectionPerWorkerOutbox",
+                                                                  subscriber=ConnectionPerWorkerSubscriber))
 fetch_through_drain = _adapter("fetch_through_drain", _outbox("FetchThroughDrainOutbox",
                                                               subscriber=FetchThroughDrainSubscriber))
 unlogged_table = UnloggedTableAdapter()
 unlogged_table.name = "broken:unlogged_table"  # instance attribute, as _adapter does
-connection_per_worker = _adapter("connection_per_worker", _outbox("ConnectionPerWorkerOutbox",
-                                                                  subscriber=ConnectionPerWorkerSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
