@@ -590,6 +590,21 @@ def test_handler_started_after_sigterm_on_a_row_fetched_before_is_not_a_fetch() 
     assert v.status == "pass" and v.figures["fetched_after_sigterm"] == 0 and v.figures["in_flight"] == 1
 
 
+def test_claims_through_the_drain_fail_by_their_lease_times_within_the_slack() -> None:
+    """A worker that keeps claiming after SIGTERM, every claim inside graceful_timeout (here no longer than the
+    scheduling slack): the lease times date its claims after the signal, so it fails; a claim already in flight when
+    the signal came (lease a few milliseconds after it) does not."""
+    h = (H().publish(0, "m1", "m2", "m3").deliver(10, "m1", "w1").sigterm(11, "w1")
+         .deliver(11.05, "m2", "w1", lease_at=DB_EPOCH + 11.01).deliver(12.2, "m3", "w1", lease_at=DB_EPOCH + 11.9)
+         .worker(12.5, "w1", "exited"))
+    v = check_drain(h.build(), ctx(cfg={"graceful_timeout": 1.5}))[0]
+    assert v.status == "fail" and v.figures["fetched_after_sigterm"] == 1
+    assert v.figures["examples"][0]["mid"] == "m3"
+    in_flight = (H().publish(0, "m1", "m2").deliver(10, "m1", "w1").sigterm(11, "w1")
+                 .deliver(11.05, "m2", "w1", lease_at=DB_EPOCH + 11.01).worker(12.5, "w1", "exited"))
+    assert check_drain(in_flight.build(), ctx(cfg={"graceful_timeout": 1.5}))[0].status == "pass"
+
+
 def test_drain_with_nothing_in_flight_passes_and_says_so() -> None:
     h = H().publish(0, "m1").deliver(1, "m1", "w1").sigterm(11, "w1").worker(11.2, "w1", "exited")
     v = check_drain(h.build(), ctx())[0]

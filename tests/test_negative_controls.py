@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from harness.adapter import load_adapter
+from harness.nemesis.pause import Pause
 from harness.runner import run_scenario
-from harness.scenario import Scenario
+from harness.scenario import FaultStep, Scenario
 from harness.scenarios import by_name
 from harness.verdict import ScenarioResult, Verdict
 
@@ -108,9 +109,12 @@ def test_variants_load_in_a_worker_like_process(variants_importable: None, tmp_p
 
 
 def test_ack_before_handler_loses_messages_under_sigkill(run_broken: Run) -> None:
+    """D1, and P2 on worker crashes: the rows a kill catches between the delete and the handler are gone. (P2's
+    other half, a PostgreSQL crash-restart, is the unlogged-table control below.)"""
     result = run_broken("ack_before_handler", by_name("sigkill_storm"))
-    assert_caught(result, "D1")
+    assert_caught(result, "D1", "P2")
     assert verdict(result, "D1").figures["lost"] > 0
+    assert verdict(result, "P2").figures["lost"] == verdict(result, "D1").figures["lost"]
 
 
 def test_worker_clock_lease_steals_live_leases_under_skew(run_broken: Run) -> None:
@@ -181,3 +185,95 @@ def test_a_tokenless_heartbeat_outbox_is_caught_only_when_a_worker_is_cut_off(ru
 def test_tokenless_ack_is_caught_by_the_zombie_worker(run_broken: Run) -> None:
     result = run_broken("tokenless_ack", by_name("zombie_worker"))
     assert_caught(result, "D6")
+
+
+# -- one control per guarantee no other control fails -------------------------------------------------------------
+
+def test_reclaim_after_a_grace_period_is_late(run_broken: Run) -> None:
+    """D5: a dead holder's rows must come back within [ttl, ttl + max_fetch_interval]; waiting graceful_timeout
+    more is late, by the database clock. Late, never early: no live lease is taken (D3 holds)."""
+    result = run_broken("grace_on_reclaim", by_name("sigkill_storm"))
+    assert_caught(result, "D5")
+    d5 = verdict(result, "D5").figures
+    assert d5["too_late"] > 0 and d5["too_early"] == 0
+    assert verdict(result, "D3").status == "pass", describe(result)
+
+
+def test_notify_with_swapped_arguments_leaves_idle_wakeups_to_polling(run_broken: Run) -> None:
+    """D7: pg_notify(payload, channel) wakes nobody; idle probes wait for the next poll."""
+    result = run_broken("swapped_notify", by_name("listen_loss"))
+    assert_caught(result, "D7")
+    assert verdict(result, "D7").figures["p50_ms"] > 100
+
+
+def test_an_unchecked_listen_connection_leaves_polling_slow_after_its_loss(run_broken: Run) -> None:
+    """D8: a consumer that believes its killed LISTEN connection is alive stays on its slow safety poll."""
+    result = run_broken("trusted_listen", by_name("listen_loss"))
+    assert_caught(result, "D8")
+    d8 = verdict(result, "D8").figures
+    assert d8["too_slow"] > 0 and d8["max_latency_s"] > d8["bound_s"]
+
+
+def test_a_warning_on_every_poll_floods_the_log(run_broken: Run) -> None:
+    """O2: one WARNING per outage, not one per poll."""
+    result = run_broken("noisy_poll", by_name("listen_loss"))
+    assert_caught(result, "O2")
+    assert max(verdict(result, "O2").figures["repeated"].values()) > 1
+
+
+def test_retry_delays_read_as_milliseconds_come_too_early(run_broken: Run) -> None:
+    """R1: a retry due at once instead of after the strategy's delay, by the database clock."""
+    result = run_broken("millisecond_retry", by_name("poison_retries"))
+    assert_caught(result, "R1")
+    assert verdict(result, "R1").figures["too_early"] > 0
+
+
+def test_a_cap_on_failed_attempts_delivers_once_too_often(run_broken: Run) -> None:
+    """R2: max_deliveries counts claims; capping on failed attempts lets each poison message through once more."""
+    result = run_broken("attempts_cap", by_name("poison_max_deliveries"))
+    assert_caught(result, "R2")
+    r2 = verdict(result, "R2").figures
+    assert r2["over_cap"] > 0 and r2["most_deliveries"] == r2["max_deliveries"] + 1
+
+
+def test_nacked_terminal_counted_after_the_dlq_write_hides_the_drift(run_broken: Run) -> None:
+    """R4: while the DLQ refuses inserts, nacked_terminal must run ahead of dlq_written; counted together after the
+    write, neither moves. Nothing is lost (the statement still rolls back whole), so R3 holds."""
+    result = run_broken("quiet_terminal", by_name("dlq_drift"))
+    assert_caught(result, "R4")
+    tested = [w for w in verdict(result, "R4").figures["windows"] if w["terminal_failures"]]
+    assert tested and all(w["nacked_terminal"] == w["dlq_written"] == 0 for w in tested)
+    assert verdict(result, "R3").status == "pass", describe(result)
+
+
+def test_a_connection_per_worker_exceeds_the_declared_budget(run_broken: Run) -> None:
+    """L2: the backends of one consumer, sampled by application_name, against the budget it declares."""
+    result = run_broken("connection_per_worker", by_name("pool_exhaustion"))
+    assert_caught(result, "L2")
+    l2 = verdict(result, "L2").figures
+    assert l2["over_budget"] > 0 and max(l2["peak_by_process"].values()) > l2["budget"]
+
+
+def test_fetching_on_through_the_drain_is_caught_by_its_lease_times(run_broken: Run) -> None:
+    """L1: after SIGTERM fetching stops at once. This consumer claims new rows all through its drain, but never
+    later than graceful_timeout (1.5 s, no longer than the scheduling slack), so handler starts cannot show it; the
+    database-clock lease times of its claims do."""
+    result = run_broken("fetch_through_drain", by_name("graceful_drain"))
+    assert_caught(result, "L1")
+    l1 = verdict(result, "L1").figures
+    assert l1["fetched_after_sigterm"] > 0 and l1["cut_off_lost"] == 0 and not l1["did_not_exit_in_time"]
+    assert all(e["after_s"] <= 1.5 + 0.1 for e in l1["examples"] if "after_s" in e)
+
+
+def test_an_unlogged_outbox_table_loses_the_backlog_in_a_crash_restart(run_broken: Run) -> None:
+    """P2: PostgreSQL empties an UNLOGGED table when it recovers from a crash. The stock pg_crash_restart cannot show
+    it: its consumers keep up, so nothing committed is still unhandled when the server goes down (this variant passes
+    it). Here the same scenario with both workers paused (SIGSTOP) from half a second before the crash until after the
+    restart, so that a backlog is pending when it hits."""
+    stock = by_name("pg_crash_restart")
+    (crash,) = stock.faults
+    pauses = [FaultStep(at=crash.at - 0.5, nemesis=Pause, params={"name": f"w{i + 1}"}, hold=crash.hold + 1.0)
+              for i in range(stock.workers)]
+    result = run_broken("unlogged_table", dataclasses.replace(stock, faults=[*pauses, crash]))
+    assert_caught(result, "P2", "D1")
+    assert verdict(result, "P2").figures["lost"] > 0

@@ -10,6 +10,9 @@ from harness.verdict import Verdict
 
 NAME = "drain"
 EXIT_GRACE = 2.0  # seconds beyond graceful_timeout + slack for the process to be gone
+#: A claim that started, by the database clock, this long after SIGTERM was sent came from a worker that had seen
+#: the signal: its event loop handles it within milliseconds, and a claim already in flight started before.
+SIGNAL_REACTION_S = 0.5
 
 
 @checker(NAME, decides=("L1",))
@@ -88,9 +91,11 @@ def _lifecycle(history: list[Event], process: str, event: str, after: float) -> 
 
 def _fetched_after(d: Delivery, sent: Event, ctx: CheckContext) -> bool:
     """The row was claimed after SIGTERM was sent: by its database-clock lease against the wall clock of the
-    signalling process when known (a row fetched before may start its handler later), else by the handler start."""
+    signalling process when known (a row fetched before may start its handler later), allowing the signal's
+    reaction time; else by the handler start, allowing the scheduling slack. Judged by the slack alone, a claim
+    within graceful_timeout (often no longer than the slack) would never show, however long fetching went on."""
     if ctx.capabilities.lease_times and d.lease_at is not None:
-        return d.lease_at > sent.wall + ctx.slack_seconds
+        return d.lease_at > sent.wall + min(SIGNAL_REACTION_S, ctx.slack_seconds)
     return d.t > sent.t + ctx.slack_seconds
 
 
