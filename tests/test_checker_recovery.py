@@ -52,7 +52,13 @@ def test_l4_passes_when_a_surviving_worker_delivers_after_the_heal() -> None:
 
 
 def test_l4_fails_when_only_restarted_workers_deliver_after_the_heal() -> None:
-    assert verdicts(network_history(survivor_delivers=False))["L4"].status == "fail"
+    """w1#1 lived through the partition; after the heal only the restarted w2#2 delivers, and the connection
+    samples never see w1#1 hold a backend again, for longer than the liveness bound."""
+    h = network_history(survivor_delivers=False)
+    for t in range(4, 40, 2):
+        h.sample(float(t), **{"w2#2": 2})
+    assert verdicts(h)["L4"].status == "fail"
+    assert verdicts(network_history(survivor_delivers=False))["L4"].status == "unknown"  # no samples to tell
 
 
 def test_l4_fails_on_loss_through_the_faults() -> None:
@@ -113,5 +119,13 @@ def test_a_worker_cut_off_alone_must_come_back_itself() -> None:
         return h.deliver(4.2, "m4", "w1#1") if w1_back else h.deliver(4.2, "m4", "w2#1")
 
     assert verdicts(cut_w1(True))["L4"].status == "pass"
-    v = verdicts(cut_w1(False))["L4"]
+    silent = cut_w1(False)
+    for t in range(4, 40, 2):  # connection samples: w2 holds backends, w1 none
+        silent.sample(float(t), **{"w2#1": 2})
+    v = verdicts(silent)["L4"]
     assert v.status == "fail" and v.figures["workers_through_faults"] == ["w1#1"]
+    busy_elsewhere = cut_w1(False)
+    for t in range(4, 40, 2):  # w1 reconnected (it holds a backend) but w2 took all the work
+        busy_elsewhere.sample(float(t), **{"w1#1": 1, "w2#1": 2})
+    assert verdicts(busy_elsewhere)["L4"].status == "pass"
+    assert verdicts(cut_w1(False))["L4"].status == "unknown"  # no samples: watched 0 s
