@@ -27,6 +27,7 @@ from harness import business
 from harness.adapter import Adapter, Timings, declared_timings
 from harness.analysis import judge
 from harness.checkers import CheckContext
+from harness.checkers.recovery import silent_since_heal
 from harness.generator import Publisher
 from harness.history import HistoryWriter, merge, read_events, write_history
 from harness.names import WORKER_APP_LIKE, scenario_database
@@ -103,14 +104,17 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
             await publisher.run(scenario.workload.after_heal)
             if scenario.workload.probes:
                 await _probe(publisher, env, scenario.workload)
+            # Long enough for a consumer that recovers at its own declared pace: past it, silence is a finding.
+            deadline = max(scenario.drain_deadline, ctx.liveness_bound + DRAIN_MARGIN_S)
+            say("faults healed; draining")
+            drained = await _drain(admin_dsn, adapter, deadline, history)
+            say("drained" if drained else f"not drained after {deadline:.0f}s")
+            paths = lambda: supervisor.history_paths() + [workdir / RUNNER_HISTORY]  # noqa: E731
+            if drained and await _watch_cut_off(publisher, ctx, paths, say):
+                await _drain(admin_dsn, adapter, deadline, history)
+            await publisher.resolve_unknown(admin_dsn)
         finally:
             await publisher.close()
-        # Long enough for a consumer that recovers at its own declared pace: past it, silence is a finding.
-        deadline = max(scenario.drain_deadline, ctx.liveness_bound + DRAIN_MARGIN_S)
-        say("faults healed; draining")
-        drained = await _drain(admin_dsn, adapter, deadline, history)
-        say("drained" if drained else f"not drained after {deadline:.0f}s")
-        await publisher.resolve_unknown(admin_dsn)
     finally:
         if sampler is not None:
             sampler.cancel()
@@ -158,6 +162,23 @@ def _result(scenario: Scenario, adapter: Adapter, workdir: Path, paths: list[Pat
     verdicts, notes = judge(events)
     return ScenarioResult(scenario.name, adapter.name, verdicts, time.monotonic() - t0,
                           history_path=str(history_path), notes=notes)
+
+
+async def _watch_cut_off(publisher: Publisher, ctx: CheckContext, paths: Callable[[], list[Path]],
+                         say: Callable[[str], None]) -> bool:
+    """L4 asks the workers a network fault cut off to come back. While one has neither delivered nor held a
+    connection since the last heal, offer it work (a message a second) until it does or the liveness bound has
+    passed, so the verdict is decided by the worker, not by how fast the others drained. True if it published."""
+    published = False
+    while True:
+        silent, until = silent_since_heal(merge(paths()), ctx)
+        if not silent or time.monotonic() >= until:
+            return published
+        if not published:
+            say(f"{', '.join(sorted(silent))} silent since the heal; offering work for up to {until - time.monotonic():.0f}s")
+        await publisher.publish([False])
+        published = True
+        await asyncio.sleep(1.0)
 
 
 def _progress(name: str, sink: Callable[[str], None] | None) -> Callable[[str], None]:

@@ -48,10 +48,12 @@ def _cut_off(windows: list[FaultWindow]) -> set[str] | None:
     return None if "all" in targets else targets
 
 
-def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
+def _through(history: list[Event]) -> tuple[list[FaultWindow], float | None, set[str], list[str]]:
+    """Network fault windows, the last heal, the workers that lived through the faults cut off, and those of them
+    that delivered again after the heal."""
     windows = [w for k in kinds_of(history, NETWORK) for w in fault_windows(history, k) if w.applied]
     if not windows:
-        return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
+        return [], None, set(), []
     last_heal = max((w.healed for w in windows if w.healed is not None), default=None)
     first_fault = min(w.applied_at for w in windows if w.applied_at is not None)
     ended = {target(e) for e in history if e.f == "worker" and e.value.get("event") in ("died", "stopped", "refused")}
@@ -60,6 +62,24 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
     survivors = {p for p in before - ended if cut is None or p.partition("#")[0] in cut}
     resumed = sorted({e.process for e in history if e.f == "deliver" and e.type == "invoke"
                       and last_heal is not None and e.t > last_heal and e.process in survivors})
+    return windows, last_heal, survivors, resumed
+
+
+def silent_since_heal(history: list[Event], ctx: CheckContext) -> tuple[set[str], float]:
+    """Workers cut off by the network faults that have neither delivered nor held a connection since the last
+    heal, and the monotonic time at which their silence passes the liveness bound (for the runner, which keeps
+    offering them work until then)."""
+    windows, last_heal, survivors, resumed = _through(history)
+    if not windows or last_heal is None:
+        return set(), 0.0
+    back, _ = _connected_after(history, survivors, last_heal)
+    return survivors - set(resumed) - back, last_heal + ctx.liveness_bound + 1.0
+
+
+def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
+    windows, last_heal, survivors, resumed = _through(history)
+    if not windows:
+        return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
                "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
     if last_heal is not None and late.mids:
@@ -97,9 +117,13 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
                    f"{len(windows)} network faults; nothing lost", figures)
 
 
+STALE_BACKEND_S = 1.0  # a backend whose client was cut may linger this long in pg_stat_activity
+
+
 def _connected_after(history: list[Event], processes: set[str], since: float) -> tuple[set[str], float]:
-    """Processes seen holding a backend in a connection sample after ``since``, and how long the samples watched."""
-    samples = [e for e in history if e.f == "sample" and e.t > since]
+    """Processes seen holding a backend in a connection sample after ``since`` (not counting the first second, when
+    backends of cut connections may linger), and how long the samples watched."""
+    samples = [e for e in history if e.f == "sample" and e.t > since + STALE_BACKEND_S]
     seen = {p for p in processes for e in samples
             if int((e.value.get("backends") or {}).get(f"{APP_PREFIX}{p}", 0)) > 0}
     return seen, (samples[-1].t - since if samples else 0.0)
