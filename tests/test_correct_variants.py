@@ -83,13 +83,15 @@ def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_pa
     """Workers import these by spec string from a fresh interpreter: a typo would only show as workers
     refusing to start, so check every correct outbox and its broken twins first, cheaply."""
     specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.prefetch:silent",
-             "tests.correct.heartbeat:adapter", "tests.broken.prefetch_variants:worker_clock_prefetch",
+             "tests.correct.heartbeat:adapter", "tests.correct.heartbeat:fixed_timeout",
+             "tests.broken.prefetch_variants:worker_clock_prefetch",
              "tests.broken.prefetch_variants:never_reconnects", "tests.broken.prefetch_variants:heartbeat_tokenless"]
     code = f"from harness.adapter import load_adapter\nprint(','.join(load_adapter(s).name for s in {specs!r}))\n"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",") == ["prefetch", "prefetch_eager", "prefetch_silent", "heartbeat",
+                                             "heartbeat_fixed_timeout",
                                              "broken:worker_clock_prefetch", "broken:never_reconnects",
                                              "broken:heartbeat_tokenless"]
 
@@ -119,3 +121,9 @@ def test_a_heartbeat_outbox_gets_a_decided_d6_from_the_zombie_worker(run_correct
     """slow_handlers cannot exercise D6 on an implementation whose heartbeats keep slow handlers' leases; cutting
     one worker off alone does, and the correct heartbeat outbox passes it."""
     assert_not_blamed(run_correct("tests.correct.heartbeat:adapter", by_name("zombie_worker")))
+
+
+def test_a_heartbeat_outbox_with_its_own_timeout_passes_the_stretched_zombie(run_correct: Run) -> None:
+    """Its 6 s heartbeat timeout is longer than the scenario's lease: the scenario stretches to the timings it
+    declares, and the correct outbox passes there (its broken twin does not: see the negative controls)."""
+    assert_not_blamed(run_correct("tests.correct.heartbeat:fixed_timeout", by_name("zombie_worker")))

@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import time
 
+from harness.adapter import ConsumerConfig, Timings
 from tests.correct._lease import CONNECTION_ERRORS, LeaseTable, Outage
-from tests.correct.heartbeat import HeartbeatAdapter
+from tests.correct.heartbeat import FixedTimeoutHeartbeatAdapter, HeartbeatAdapter
 from tests.correct.prefetch import PrefetchAdapter, PrefetchConsumer
 
 log = logging.getLogger("tests.broken.prefetch")
@@ -88,8 +89,28 @@ class TokenlessHeartbeatAdapter(HeartbeatAdapter):
     table = TokenlessTable("heartbeat_outbox")
 
 
+class TokenlessFixedTimeoutAdapter(FixedTimeoutHeartbeatAdapter):
+    """The tokenless completion again, in the heartbeat outbox with a 6 s heartbeat timeout of its own: a cut shorter
+    than that never makes a zombie, so only a scenario stretched to the declared timings can catch it."""
+
+    name = "broken:fixed_timeout_tokenless"
+    table = TokenlessTable("heartbeat_outbox")
+
+
+class TokenlessFixedTimeoutUndeclared(TokenlessFixedTimeoutAdapter):
+    """The same, claiming the scenario's own lease as its reclaim time: the scenario is not stretched."""
+
+    name = "broken:fixed_timeout_tokenless_undeclared"
+
+    def timings(self, config: ConsumerConfig) -> Timings:
+        return Timings(reclaim_seconds=config.lease_ttl_seconds)
+
+
 worker_clock_prefetch = WorkerClockPrefetchAdapter()
 never_reconnects = NeverReconnectsAdapter()
 heartbeat_tokenless = TokenlessHeartbeatAdapter()
+fixed_timeout_tokenless = TokenlessFixedTimeoutAdapter()
+fixed_timeout_tokenless_undeclared = TokenlessFixedTimeoutUndeclared()
 
-VARIANTS = ("worker_clock_prefetch", "never_reconnects", "heartbeat_tokenless")
+VARIANTS = ("worker_clock_prefetch", "never_reconnects", "heartbeat_tokenless", "fixed_timeout_tokenless",
+            "fixed_timeout_tokenless_undeclared")

@@ -17,12 +17,14 @@ No database-clock lease time is reported; polling only.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncio
 import logging
 import time
 import uuid
 
-from harness.adapter import Capabilities, ConsumerConfig
+from harness.adapter import Capabilities, ConsumerConfig, ConsumerContext, Timings
 from tests.correct._consumer import Claimed, LeaseAdapter, LeaseConsumer
 from tests.correct._lease import LeaseTable, Link, Outage, close_all
 
@@ -127,4 +129,24 @@ class HeartbeatAdapter(LeaseAdapter):
         return config.max_workers + 2  # claim loop, heartbeat, and one per handler slot
 
 
+class FixedTimeoutHeartbeatAdapter(HeartbeatAdapter):
+    """The same outbox with a heartbeat timeout of its own, whatever lease the scenario asks for (as libraries with a
+    fixed or minimum heartbeat timeout have): it declares when a dead holder's rows come back (``timings``), so the
+    scenarios that need reclaims run on a clock slow enough for it."""
+
+    name = "heartbeat_fixed_timeout"
+    capabilities = replace(HeartbeatAdapter.capabilities, lease_ttl=False,
+                           notes="heartbeat outbox with its own heartbeat timeout of 6 s, every 2 s")
+    timeout_s = 6.0
+
+    def timings(self, config: ConsumerConfig) -> Timings:
+        beat = self.timeout_s / 3
+        return Timings(reclaim_seconds=self.timeout_s - beat, reclaim_window_seconds=beat + 1.0)
+
+    async def consume(self, ctx: ConsumerContext) -> None:
+        ctx.config = replace(ctx.config, lease_ttl_seconds=self.timeout_s)
+        await super().consume(ctx)
+
+
 adapter = HeartbeatAdapter()
+fixed_timeout = FixedTimeoutHeartbeatAdapter()
