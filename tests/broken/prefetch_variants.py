@@ -14,6 +14,9 @@ never_reconnects        the fetch loop ends at the first connection error;   par
 heartbeat_tokenless     the heartbeat outbox (tests/correct/heartbeat.py)     zombie_worker: D6 fail;
                         completes by id alone, ignoring the lease token      slow_handlers cannot see it
                                                                              (heartbeats keep the leases)
+fixed_timeout_          the same mistake behind a 6 s heartbeat timeout      zombie_worker stretched to
+tokenless               of its own (declared); ``_undeclared`` claims the    its timings: D6 fail; the
+                        scenario's lease instead                             unstretched run sees nothing
 ======================  ===================================================  ===========================
 """
 

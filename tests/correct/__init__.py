@@ -8,13 +8,16 @@ as false alarms. Workers load them by spec string, e.g. ``--impl tests.correct.p
 ==========================  ==========================================================  =================
 adapter                     design                                                      lease_times
 ==========================  ==========================================================  =================
-prefetch:adapter            one fetch loop claims into a 2 × max_workers buffer;        no (lease_at None)
-                            workers start handlers later; expired buffered rows are
-                            handed back unhandled
+prefetch:adapter            one fetch loop claims into a 2 × max_workers buffer;        no (lease_at None);
+                            workers start handlers later; expired buffered rows are     claims reported
+                            handed back unhandled; declares prefetch
+prefetch:silent             the same, reporting neither claims nor lease times          no
 prefetch:eager              the same, but a buffered row is handled even when its       no
                             lease ran out in the buffer (its writes are lease_lost)
 heartbeat:adapter           no buffer; short leases renewed every TTL/3 while the       no
                             handler runs, so only dead workers' rows are reclaimed
+heartbeat:fixed_timeout     the same with a 6 s heartbeat timeout of its own (not the   no
+                            scenario's lease), declared as Timings
 ==========================  ==========================================================  =================
 
 Shared by all: ``_lease.py`` (table, SQL, connections) and ``_consumer.py`` (settling, claim loop,
