@@ -1,8 +1,9 @@
 """``outbox-harness``: run the chaos suite, a conformance matrix, the benchmark, sizing runs.
 
-Scenarios are pytest tests (``scenarios/``); ``run`` and ``conformance`` call
-pytest with the harness plugin, so there is one way to run a scenario. Exit codes
-are the table of :mod:`harness.exits`.
+Scenarios are pytest tests (:mod:`harness.suite`, inside the package, so an installed
+wheel runs them); ``run`` and ``conformance`` call pytest with the harness plugin on
+that module, so there is one way to run a scenario. Exit codes are the table of
+:mod:`harness.exits`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from harness.provision.postgres import ProvisioningError, check_reachable, datab
 if TYPE_CHECKING:
     from harness.session import SessionOutcome
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+#: The suite's pytest module; pytest collects a file named on its command line whatever the file's name.
+SUITE = Path(__file__).resolve().with_name("suite.py")
 
 
 def _pytest(args: list[str]) -> tuple[int, SessionOutcome]:
@@ -156,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--impl", action="append",
                        help=f"an alias ({alias_help()}) or package.module:attribute (repeatable)")
-        p.add_argument("--scenarios", type=Path, default=SCENARIOS, help="scenario directory (default: %(default)s)")
+        p.add_argument("--scenarios", type=Path, default=SUITE,
+                       help="pytest path of the scenario tests (default: the packaged suite, %(default)s)")
         p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
 
