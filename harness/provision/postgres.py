@@ -124,6 +124,11 @@ class PostgresServer:
     _user: pwd.struct_passwd | None = None
     pid: int | None = None
 
+    @property
+    def log_path(self) -> Path | None:
+        """The embedded server's log (crash-restarts append to it); None for a server given by DATABASE_URL."""
+        return self._root / "server.log" if self._root is not None else None
+
     # -- lifecycle -------------------------------------------------------------
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self._bin is not None
