@@ -1,5 +1,6 @@
 """The package on its own: a wheel built from this tree, installed into a fresh virtual environment in another
-directory, runs the suite from site-packages, where no ``scenarios/`` directory and no checkout exist.
+directory, runs the suite from site-packages, where no ``scenarios/`` directory and no checkout exist, with the
+command docs/ci.md gives teams, against an adapter of a team's own package.
 
 The fresh environment gets the wheel alone (``--no-deps``); its dependencies come from this interpreter's
 site-packages through a ``.pth`` line (directories a ``.pth`` line adds are not scanned for ``.pth`` files, so
@@ -12,6 +13,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import shlex
 import shutil
 import site
 import subprocess
@@ -79,15 +81,23 @@ def test_the_wheel_declares_its_license_and_what_it_imports(wheel: tuple[Path, s
     assert "harness/suite.py" in names and "harness/locustfile.py" in names
 
 
-def test_the_installed_wheel_runs_a_scenario_outside_the_checkout(venv: Path, tmp_path: Path) -> None:
+def test_the_installed_wheel_runs_the_ci_recipe_against_a_team_adapter(venv: Path, tmp_path: Path) -> None:
+    """docs/ci.md's command, as a team's job runs it: the package from site-packages, the team's adapter from its
+    own package (here one that re-exports the reference adapter), one scenario."""
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import harness, outbox; print(harness.__file__); "
                             "print(outbox.__file__)"], capture_output=True, text=True, check=True, cwd=tmp_path,
                            env=_env()).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where
-    reports = tmp_path / "reports"
-    done = subprocess.run([str(venv / "bin" / "outbox-harness"), "run", "-k", "sigkill_storm", "--reports-dir",
-                           str(reports)], capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
-                          env=_env())
+    team = tmp_path / "team" / "mypkg"
+    team.mkdir(parents=True)
+    (team / "__init__.py").write_text("")
+    (team / "outbox_adapter.py").write_text("from harness.adapters.reference import adapter\n")
+    recipe = next(line.strip() for line in (ROOT / "docs" / "ci.md").read_text().splitlines()
+                  if line.strip().startswith("outbox-harness run "))
+    done = subprocess.run([str(venv / "bin" / "outbox-harness"), *shlex.split(recipe)[1:], "-k", "sigkill_storm"],
+                          capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
+                          env={**_env(), "PYTHONPATH": str(team.parent)})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
-    doc = json.loads((reports / "latest" / "results.json").read_text())
+    doc = json.loads((tmp_path / "reports" / "latest" / "results.json").read_text())
     assert doc["status"] == "pass" and [s["scenario"] for s in doc["scenarios"]] == ["sigkill_storm"]
+    assert doc["scenarios"][0]["run"]["impl_spec"] == "mypkg.outbox_adapter:adapter"
