@@ -13,7 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-OWN = {"harness", "outbox", "tests", "scenarios"}
+#: The project's own top-level names, and the test helpers tests import by module name.
+OWN = {"harness", "outbox", "tests", "scenarios"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
 
 
 def _name(requirement: str) -> str:
