@@ -162,14 +162,14 @@ def copy_server_logs(logs: dict[str, Path | None], run_dir: Path) -> dict[str, s
 def tested(entries: list[Entry]) -> dict[str, Any]:
     """What the run tested, from the histories' headers: each implementation's version, and the versions of
     PostgreSQL, Toxiproxy and the harness that ran the scenarios (more than one only if they changed mid-run)."""
-    versions = [e.run.get("versions") or {} for e in entries if e.run is not None]
+    versions = [(e.result.impl, (e.run or {}).get("versions") or {}) for e in entries]
     impls: dict[str, str] = {}
-    for e in entries:
-        if e.run is not None and (v := (e.run.get("versions") or {}).get("impl")):
-            impls.setdefault(e.result.impl, v)
+    for impl, v in versions:
+        if v.get("impl"):
+            impls.setdefault(impl, str(v["impl"]))
 
     def seen(key: str) -> list[str]:
-        return sorted({str(v[key]) for v in versions if v.get(key)})
+        return sorted({str(v[key]) for _, v in versions if v.get(key)})
 
     return {"implementations": impls, "postgresql": seen("postgresql"), "toxiproxy": seen("toxiproxy"),
             "harness": seen("harness")}
