@@ -31,6 +31,17 @@ def positive_finite_float(text: str) -> float:
     return value
 
 
+def non_negative_finite_float(text: str) -> float:
+    """A duration or a fraction that may be zero: a finite number of at least 0 (``0`` means zero, not a default)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of at least 0")
+    return value
+
+
 def writable_dir(text: str) -> Path:
     """A directory the run can write into, created if missing; proven by writing a file in it."""
     path = Path(text)

@@ -1,8 +1,9 @@
 """``outbox-harness``: run the chaos suite, a conformance matrix, the benchmark, sizing runs.
 
-Scenarios are pytest tests (``scenarios/``); ``run`` and ``conformance`` call
-pytest with the harness plugin, so there is one way to run a scenario. Exit codes
-are the table of :mod:`harness.exits`.
+Scenarios are pytest tests (:mod:`harness.suite`, inside the package, so an installed
+wheel runs them); ``run`` and ``conformance`` call pytest with the harness plugin on
+that module, so there is one way to run a scenario. Exit codes are the table of
+:mod:`harness.exits`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
-from harness.argtypes import positive_finite_float, positive_int, writable_dir
+from harness.argtypes import positive_int, writable_dir
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_dsn
-from harness.provision.postgres import ProvisioningError, check_reachable, database_url
+from harness.provision.postgres import ProvisioningError, check_reachable, database_url, plain_dsn
+from harness.sizing.cli import add_run_options
 
 if TYPE_CHECKING:
     from harness.session import SessionOutcome
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+#: The suite's pytest module; pytest collects a file named on its command line whatever the file's name.
+SUITE = Path(__file__).resolve().with_name("suite.py")
 
 
 def _pytest(args: list[str]) -> tuple[int, SessionOutcome]:
@@ -156,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--impl", action="append",
                        help=f"an alias ({alias_help()}) or package.module:attribute (repeatable)")
-        p.add_argument("--scenarios", type=Path, default=SCENARIOS, help="scenario directory (default: %(default)s)")
+        p.add_argument("--scenarios", type=Path, default=SUITE,
+                       help="pytest path of the scenario tests (default: the packaged suite, %(default)s)")
         p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
 
@@ -187,10 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench, servers=("postgresql",))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
-    size.add_argument("--quick", action="store_true", help="a small grid for CI")
-    size.add_argument("--target-rate", type=positive_finite_float, default=None,
-                      help="messages/s to recommend settings for")
-    size.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
+    add_run_options(size)  # the options of python -m harness.sizing run, from one function
     size.set_defaults(func=cmd_size, servers=("postgresql",))
 
     return parser
@@ -202,7 +203,9 @@ def preflight(ns: argparse.Namespace) -> None:
     for spec in getattr(ns, "impl", None) or []:
         load_adapter(spec)
     servers = getattr(ns, "servers", ())
-    if "postgresql" in servers and (dsn := database_url()) is not None:
+    if "postgresql" in servers and getattr(ns, "dsn", None):
+        check_reachable(plain_dsn(ns.dsn), source="--dsn")
+    elif "postgresql" in servers and (dsn := database_url()) is not None:
         check_reachable(dsn)
     if "toxiproxy" in servers and os.environ.get("TOXIPROXY_URL"):
         from harness.provision.toxiproxy import provision_toxiproxy  # noqa: PLC0415

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +89,29 @@ def _abort(config: pytest.Config, exc: ProvisioningError) -> NoReturn:
     pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
+@contextlib.contextmanager
+def _log_kept(config: pytest.Config, factory: pytest.TempPathFactory, name: str, log: Path | None) -> Iterator[None]:
+    """While a server runs the report takes its live log; as it stops, a copy (stopping removes the log)."""
+    logs = config.stash[OUTCOME].server_logs
+    logs[name] = log
+    try:
+        yield
+    finally:
+        if log is not None and log.is_file():
+            logs[name] = factory.getbasetemp() / f"{name}.log"
+            shutil.copyfile(log, logs[name])
+
+
 @pytest.fixture(scope="session")
-def postgres_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
+def postgres_server(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """One server per test session: ``DATABASE_URL`` or a fresh embedded one, always stopped."""
     try:
         server = provision()
     except ProvisioningError as exc:
         _abort(pytestconfig, exc)
     try:
-        yield server
+        with _log_kept(pytestconfig, tmp_path_factory, "postgresql", server.log_path):
+            yield server
     finally:
         server.stop()
 
@@ -108,7 +123,7 @@ class ToxiproxyHandle:
 
 
 @pytest.fixture(scope="session")
-def toxiproxy(pytestconfig: pytest.Config) -> Iterator[ToxiproxyHandle]:
+def toxiproxy(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToxiproxyHandle]:
     """The real Toxiproxy server, or the reason it cannot be had (network scenarios then skip)."""
     from harness.provision.toxiproxy import ToxiproxyUnavailable, provision_toxiproxy  # noqa: PLC0415
 
@@ -120,7 +135,8 @@ def toxiproxy(pytestconfig: pytest.Config) -> Iterator[ToxiproxyHandle]:
     except ProvisioningError as exc:  # TOXIPROXY_URL given but unusable: an error, not a skip
         _abort(pytestconfig, exc)
     try:
-        yield ToxiproxyHandle(server, None)
+        with _log_kept(pytestconfig, tmp_path_factory, "toxiproxy", server.log_path):
+            yield ToxiproxyHandle(server, None)
     finally:
         server.stop()
 
@@ -153,6 +169,8 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
             raise
         outcome.running = None
         outcome.results.append(result)
+        for v in result.verdicts:  # pytest's own --junitxml carries the verdicts too
+            request.node.user_properties.append((v.guarantee, f"{v.status} ({v.checker}): {v.summary}"))
         if check:
             assert_held(result, allow_unknown=request.config.getoption("allow_unknown"))
         return result
@@ -237,7 +255,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from harness.report import write_report  # noqa: PLC0415
 
     outcome.report_dir = write_report(outcome.results, reports_dir=Path(session.config.getoption("reports_dir")),
-                                      meta={"command": "pytest"}, interrupted=interrupted)
+                                      interrupted=interrupted, server_logs=outcome.server_logs)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

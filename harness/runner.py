@@ -3,7 +3,8 @@
 ``run_scenario``
 
 1. creates a fresh database and the implementation's schema through its adapter, and writes the history's
-   ``run`` header (the scenario, the declared config, capabilities and budget, the seed);
+   ``run`` header (the scenario, the declared config, capabilities and budget, the seed, and the versions of the
+   implementation, the harness, PostgreSQL and Toxiproxy);
 2. starts the workers under the supervisor (through a Toxiproxy proxy when there is one);
 3. publishes (:mod:`harness.generator`) while the fault schedule (:mod:`harness.schedule`) breaks things;
 4. publishes a healthy tail after the last heal, and idle wake-up probes if asked, then drains with healthy
@@ -33,12 +34,14 @@ from harness.history import HistoryWriter, merge, read_events, write_history
 from harness.names import WORKER_APP_LIKE, scenario_database
 from harness.nemesis.base import Env
 from harness.payload import decode
-from harness.provision.postgres import PostgresServer
+from harness.provenance import implementation_version
+from harness.provision.postgres import PostgresServer, server_settings
 from harness.sampler import sample_connections
 from harness.scenario import RECLAIM, Scenario, Workload
 from harness.schedule import apply, run_schedule
 from harness.supervisor import Supervisor
 from harness.verdict import ScenarioResult
+from harness.version import version
 
 RUNNER_HISTORY = "history-runner.jsonl"
 PUBLISHER = "publisher"  # the publisher's path to PostgreSQL, beside the workers' (w1, w2, ...)
@@ -58,11 +61,14 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     ctx = CheckContext(scenario.config, adapter.capabilities, adapter.connection_budget(scenario.config),
                        declared_timings(adapter, scenario.config))
     history = HistoryWriter(workdir / RUNNER_HISTORY, "runner")
+    versions = {"impl": implementation_version(adapter), "harness": version(),
+                "postgresql": (await server_settings(server.dsn, "server_version"))["server_version"],
+                "toxiproxy": toxiproxy.version if toxiproxy is not None else None}
 
     def header(**extra: Any) -> None:
         history.record("info", "run", scenario=scenario.describe(), impl=adapter.name, impl_spec=impl_spec,
                        context=ctx.to_dict(), notes=adapter.capabilities.notes, seed=seed, time_scale=scale,
-                       **extra)
+                       versions=versions, **extra)
 
     if reason := _cannot_run(scenario, adapter, ctx, server, toxiproxy, toxiproxy_error):
         header(not_run={"status": reason[0], "reason": reason[1]})

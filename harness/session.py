@@ -39,6 +39,8 @@ class SessionOutcome:
     interrupted: dict[str, Any] | None = None  # how the session was cut short: the report's record
     sigterm: SigtermAsInterrupt = field(default_factory=SigtermAsInterrupt)
     report_dir: Path | None = None
+    #: the servers' logs ({"postgresql": path, "toxiproxy": path}), copied aside before the servers stop
+    server_logs: dict[str, Path | None] = field(default_factory=dict)
 
     @property
     def ran(self) -> bool:

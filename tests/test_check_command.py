@@ -33,7 +33,7 @@ def saved_run(tmp_path: Path, *, lose: bool) -> Path:
     write_history(events, work / HISTORY)
     verdicts, notes = judge(events)
     result = ScenarioResult("tiny", "reference", verdicts, 1.0, history_path=str(work / HISTORY), notes=notes)
-    run_dir = write_report([result], reports_dir=tmp_path / "reports", meta={})
+    run_dir = write_report([result], reports_dir=tmp_path / "reports")
     shutil.rmtree(work)  # the run directory must stand alone
     return run_dir
 

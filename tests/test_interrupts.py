@@ -127,9 +127,9 @@ def test_check_never_passes_a_run_that_was_cut_short(tmp_path: Path) -> None:
     from harness.verdict import ScenarioResult, Verdict
 
     passed = ScenarioResult("sigkill_storm", "reference", [Verdict("D1", "total_queue", "pass", "none lost")], 1.0)
-    complete = write_report([passed], reports_dir=tmp_path / "a", meta={})
+    complete = write_report([passed], reports_dir=tmp_path / "a")
     assert json.loads((complete / "results.json").read_text())["status"] == "pass"
-    cut = write_report([passed], reports_dir=tmp_path / "b", meta={}, interrupted={
+    cut = write_report([passed], reports_dir=tmp_path / "b", interrupted={
         "signal": "SIGINT", "reason": "interrupted by SIGINT", "impl": "reference", "scenario": "slow_handlers",
         "test": "scenarios/test_scenarios.py::test_scenario[reference-slow_handlers]"})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

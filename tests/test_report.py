@@ -78,7 +78,7 @@ def results(tmp_path: Path) -> list[ScenarioResult]:
 
 @pytest.fixture
 def run_dir(results: list[ScenarioResult], tmp_path: Path) -> Path:
-    return write_report(results, reports_dir=tmp_path / "reports", run_id="R1", meta={"versions": {"ref": "0.1"}})
+    return write_report(results, reports_dir=tmp_path / "reports", run_id="R1")
 
 
 def test_files_and_latest(run_dir: Path, results: list[ScenarioResult], tmp_path: Path) -> None:
@@ -89,11 +89,11 @@ def test_files_and_latest(run_dir: Path, results: list[ScenarioResult], tmp_path
     assert not (run_dir / "histories/alt/partition.jsonl").exists()
     latest = tmp_path / "reports" / "latest"
     assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
-    second = write_report(results, reports_dir=tmp_path / "reports", meta={})
+    second = write_report(results, reports_dir=tmp_path / "reports")
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", second.name)
     assert latest.resolve() == second.resolve()
     with pytest.raises(FileExistsError):
-        write_report(results, reports_dir=tmp_path / "reports", run_id="R1", meta={})
+        write_report(results, reports_dir=tmp_path / "reports", run_id="R1")
 
 
 def test_histories(run_dir: Path, results: list[ScenarioResult]) -> None:
@@ -108,7 +108,7 @@ def test_histories(run_dir: Path, results: list[ScenarioResult]) -> None:
 def test_results_json_matrix(run_dir: Path) -> None:
     doc = json.loads((run_dir / "results.json").read_text())
     assert doc["run_id"] == "R1"
-    assert doc["meta"]["versions"] == {"ref": "0.1"} and doc["meta"]["impls"] == ["alt", "ref"]
+    assert doc["meta"]["impls"] == ["alt", "ref"]
     # decided verdicts outrank skipped / not applicable ones: alt/sigkill passed what it could decide
     assert [s["status"] for s in doc["scenarios"]] == ["unknown", "fail", "pass", "unknown"]
     assert doc["scenarios"][3]["history"] is None
@@ -191,7 +191,7 @@ def test_latest_txt_when_symlinks_fail(results: list[ScenarioResult], tmp_path: 
         raise OSError("symlinks not supported")
 
     monkeypatch.setattr(Path, "symlink_to", refuse)
-    run = write_report(results, reports_dir=tmp_path / "r", meta={})
+    run = write_report(results, reports_dir=tmp_path / "r")
     assert (tmp_path / "r" / "latest.txt").read_text().strip() == str(run.resolve())
     assert not (tmp_path / "r" / "latest").exists()
     assert [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".latest")] == []
@@ -203,7 +203,7 @@ def test_a_pass_is_not_hidden_by_a_scenario_that_could_not_exercise_it(tmp_path:
         ScenarioResult("sigkill", "peer", [V("D1", "pass")], 0.1),
         ScenarioResult("partition", "peer", [V("L4", "skipped"), V("D3", "not_applicable")], 0.1),
     ]
-    run = write_report(results, reports_dir=tmp_path, run_id="R2", meta={})
+    run = write_report(results, reports_dir=tmp_path, run_id="R2")
     m = json.loads((run / "results.json").read_text())["matrix"]["peer"]
     assert (m["D1"]["status"], m["L4"]["status"], m["D3"]["status"]) == ("pass", "skipped", "not_applicable")
 
@@ -214,3 +214,133 @@ def test_the_guarantees_doc_shows_the_catalogue_as_generated() -> None:
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "guarantees.md").read_text(encoding="utf-8")
     assert markdown_table() in doc, "regenerate the table: python -m harness.guarantees --write docs/guarantees.md"
+
+
+# -- what was tested, and the answer first ---------------------------------------------------------
+
+HEADER = {"scenario": {"name": "sigkill", "guarantees": ["D1", "D6"], "workers": 2, "handler": {"base_ms": 5},
+                       "workload": {"messages": 4}, "faults": [{"at": 1.0, "nemesis": "sigkill", "hold": 0.0,
+                                                                "params": {"name": "w2"}}]},
+          "impl": "ref", "impl_spec": "reference", "context": {"config": {"max_workers": 3, "lease_ttl_seconds": 2.0}},
+          "notes": "", "seed": 4242, "time_scale": 1.0,
+          "versions": {"impl": "outbox-harness 0.1.0", "harness": "0.1.0", "postgresql": "18.6", "toxiproxy": "v2.12.0"}}
+EVIDENCE = {"messages": ["m1"], "history": ["+   0.600s w-0 invoke deliver {\"mid\":\"m1\"}",
+                                            "+   1.100s nemesis ok fault {\"kind\":\"sigkill\"}"]}
+
+
+def run_with_evidence(tmp_path: Path, *, status: str = "fail") -> Path:
+    """A run whose scenario work dir holds a history with its header, worker logs and specs; and the servers' logs."""
+    work = tmp_path / "work" / "ref" / "sigkill"
+    work.mkdir(parents=True)
+    history = write_hist(work / "history.jsonl", [ev(99.0, "runner", "info", "run", **HEADER), *sigkill_history()])
+    (work / "w1#1.log").write_text("worker says hello\n")
+    (work / "w1#1.spec.json").write_text('{"dsn": "postgresql://u:***@h/db"}\n')
+    (tmp_path / "pg.log").write_text("LOG:  database system is ready\n")
+    verdicts = [V("D1", "pass"), Verdict("D6", "stale_ack", status, "m1 vanished while a lapsed holder ran",  # type: ignore[arg-type]
+                                         {"wrongly_removed": 1, "evidence": EVIDENCE})]
+    return write_report([ScenarioResult("sigkill", "ref", verdicts, 3.0, history)], reports_dir=tmp_path / "reports",
+                        run_id="T", server_logs={"postgresql": tmp_path / "pg.log", "toxiproxy": None})
+
+
+def test_results_json_says_what_was_tested(tmp_path: Path) -> None:
+    import shlex
+    import sys
+
+    run_dir = run_with_evidence(tmp_path)
+    text = (run_dir / "results.json").read_text()
+    doc = json.loads(text)
+    assert doc["format_version"] == 1
+    assert doc["tested"] == {"implementations": {"ref": "outbox-harness 0.1.0"}, "postgresql": ["18.6"],
+                             "toxiproxy": ["v2.12.0"], "harness": ["0.1.0"]}
+    scenario = doc["scenarios"][0]
+    assert scenario["run"] == HEADER  # the header, quoted: config, faults, seed, versions
+    assert (scenario["history"], scenario["logs"]) == ("histories/ref/sigkill.jsonl", "logs/ref/sigkill")
+    assert str(tmp_path) not in text  # every path is relative to the run directory
+    assert "history_path" not in scenario
+    assert (run_dir / "logs/ref/sigkill/w1#1.log").read_text() == "worker says hello\n"
+    assert (run_dir / "logs/ref/sigkill/w1#1.spec.json").is_file()
+    meta = doc["meta"]
+    assert meta["server_logs"] == {"postgresql": "logs/postgresql.log", "toxiproxy": None}
+    assert (run_dir / "logs/postgresql.log").read_text() == "LOG:  database system is ready\n"
+    assert meta["command"] == shlex.join(sys.orig_argv) and meta["cwd"] == str(Path.cwd())
+    assert set(meta["harness"]) == {"version", "commit", "modified"}
+
+
+def _order(page: str, *needles: str) -> list[int]:
+    found = [page.find(n) for n in needles]
+    assert -1 not in found, [n for n, i in zip(needles, found) if i == -1]
+    return found
+
+
+def test_the_page_leads_with_the_answer_and_the_failures(tmp_path: Path) -> None:
+    from harness.guarantees import title
+
+    run_dir = run_with_evidence(tmp_path)
+    page = (run_dir / "report.html").read_text()
+    positions = _order(page, '<div class="banner st-fail" id="answer"><b class="word">FAIL</b>', '<h2 id="fail">Failures (1)',
+                       f"D6: {title('D6')}", '<p class="reason">m1 vanished while a lapsed holder ran</p>',
+                       '<pre class="evidence">', "+   1.100s nemesis ok fault", "<h2>Verdicts</h2>",
+                       '<h2 id="tested">What was tested</h2>', "<h2>Scenarios</h2>")
+    assert positions == sorted(positions)
+    for shown in ("outbox-harness 0.1.0", "18.6", "v2.12.0", "seed 4242", "+1 s <b>sigkill</b>",
+                  '<a href="logs/ref/sigkill/w1%231.log">w1#1.log</a>', '<a href="logs/postgresql.log">',
+                  "&quot;lease_ttl_seconds&quot;: 2.0"):
+        assert shown in page, shown
+
+
+@pytest.mark.parametrize("status,word", [("pass", "PASS"), ("unknown", "UNDECIDED")])
+def test_the_banner_says_pass_only_when_everything_held(tmp_path: Path, status: str, word: str) -> None:
+    run_dir = run_with_evidence(tmp_path, status=status)
+    page = (run_dir / "report.html").read_text()
+    assert f'<b class="word">{word}</b>' in page
+    assert ('<h2 id="unknown">Undecided (1)' in page) == (status == "unknown") and '<h2 id="fail">' not in page
+
+
+def test_an_interrupted_run_is_never_a_pass_banner(results: list[ScenarioResult], tmp_path: Path) -> None:
+    run = write_report(results[2:3], reports_dir=tmp_path, interrupted={
+        "signal": "SIGTERM", "reason": "interrupted by SIGTERM", "impl": "alt", "scenario": "partition", "test": "t"})
+    page = (run / "report.html").read_text()
+    assert '<b class="word">INTERRUPTED</b> Interrupted by SIGTERM while running alt / partition' in page
+
+
+def test_a_conformance_page_shows_the_matrix_first(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text()
+    positions = _order(page, 'id="answer"', "<h2>Conformance matrix</h2>", '<h2 id="fail">Failures',
+                       '<h2 id="unknown">Undecided', "<h2>Verdicts</h2>")
+    assert positions == sorted(positions)
+
+
+def test_a_scenario_run_reports_what_it_tested_and_tells_pytests_junitxml(tmp_path: Path) -> None:
+    """A real run (a network scenario, so both servers are involved): provenance from the history's header, the
+    servers' and workers' logs in the run directory, and the verdicts in pytest's own --junitxml."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from harness.scenarios import by_name
+    from harness.version import version
+
+    root = Path(__file__).resolve().parent.parent
+    reports, junit = tmp_path / "reports", tmp_path / "pytest.xml"
+    argv = [sys.executable, "-m", "pytest", str(root / "harness" / "suite.py"), "-k", "partition_black_hole", "-p",
+            "no:cacheprovider", f"--reports-dir={reports}", f"--junitxml={junit}", f"--basetemp={tmp_path / 'tmp'}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TOXIPROXY_URL")}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    run_dir = reports / "latest"
+    doc = json.loads((run_dir / "results.json").read_text())
+    assert doc["meta"]["command"] == shlex.join(argv)
+    assert doc["tested"]["implementations"] == {"reference": f"outbox-harness {version()}"}
+    assert re.fullmatch(r"\d+\.\d+.*", doc["tested"]["postgresql"][0]) and doc["tested"]["toxiproxy"] == ["v2.12.0"]
+    scenario = by_name("partition_black_hole")
+    run = doc["scenarios"][0]["run"]
+    assert run["scenario"]["faults"] == scenario.describe()["faults"]
+    assert run["context"]["config"] == scenario.config.to_dict() and isinstance(run["seed"], int)
+    assert "database system is ready" in (run_dir / "logs/postgresql.log").read_text()
+    assert "Starting Toxiproxy" in (run_dir / "logs/toxiproxy.log").read_text()
+    assert {p.name for p in (run_dir / doc["scenarios"][0]["logs"]).iterdir()} >= {"w1#1.log", "w1#1.spec.json"}
+    case = ET.parse(junit).getroot().find(".//testcase")
+    properties = {p.get("name"): p.get("value") or "" for p in case.iter("property")}  # type: ignore[union-attr]
+    assert set(properties) == set(scenario.guarantees) and all(v.startswith("pass (") for v in properties.values())

@@ -194,8 +194,8 @@ def test_recommend_skips_points_over_their_budget_or_bound() -> None:
     slow = result(GridPoint(4, 20, 1), 900, p95_ms=1500)
     fine = result(GridPoint(8, 100, 1), 900)
     assert not over.budget.ok
-    assert recommend([over, slow, fine], 800).point == GridPoint(8, 100, 1)
-    rec = recommend([over], 800)
+    assert recommend([over, slow, fine], 600).point == GridPoint(8, 100, 1)  # 900 ≥ 600 with 30 % headroom
+    rec = recommend([over], 600)
     assert rec.point is None and "overran" in rec.message
 
 
@@ -280,8 +280,11 @@ def test_quick_single_point_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     if importlib.util.find_spec("locust") is None:  # importing locust here would gevent-patch this process
         pytest.skip("locust is not installed: pip install '.[load]'")
     pytest.importorskip("psycopg")
-    ns = argparse.Namespace(quick=True, target_rate=40.0, reports_dir=str(tmp_path), point=["4:50:1"],
-                            steps=2, step_seconds=4.0, step_users=2, user_rate=25.0)
+    from harness.sizing.cli import build_parser
+
+    ns = build_parser().parse_args(["run", "--quick", "--target-rate", "40", "--reports-dir", str(tmp_path),
+                                    "--point", "4:50:1", "--steps", "2", "--step-seconds", "4", "--step-users", "2",
+                                    "--user-rate", "25"])
     code = sizing.main(ns)
     out = capsys.readouterr().out
     assert code == 0, out
@@ -304,9 +307,89 @@ def test_quick_single_point_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert p["locust"]["publish"]["requests"] > 0 and p["locust"]["deliver"]["requests"] > 0
     rec = data["recommendation"]
     assert rec["config"] == {"max_workers": 4, "fetch_batch_size": 50, "processes": 1, "subs": 1}, rec["message"]
+    assert 4 <= p["handler_p99_ms"] < 100  # the 5 ± 1 ms stand-in handler, measured from the worker histories
+    assert rec["lease_ttl_seconds_min"] == pytest.approx(2 * (50 // 4 + 1 + 1) * p["handler_p99_ms"] / 1000, rel=0.01)
 
 
 def test_backlog_limit_for_stopping_early() -> None:
     plan = sizing.LoadPlan(user_rate=50.0, batch=1, step_users=4, step_seconds=4.0, steps=4)  # up to 800 msg/s
     assert sizing.backlog_limit(plan, 1.0) == 1600
     assert sizing.backlog_limit(sizing.FULL_PLAN, 0.5) == 2500
+
+
+# -- advice a production owner can act on ----------------------------------------------------
+
+def test_the_recommendation_keeps_headroom_and_says_why() -> None:
+    exact = result(GridPoint(2, 20, 1), 500)  # sustains the target, nothing more
+    roomy = result(GridPoint(4, 50, 1), 700)
+    rec = recommend([exact, roomy], 500)
+    assert rec.point == GridPoint(4, 50, 1), rec.message
+    assert f"{sizing.HEADROOM:.0%} headroom" in rec.message and "650" in rec.message  # 1.3 × 500
+    assert "burst" in rec.message and "replica" in rec.message  # why
+    assert recommend([exact], 500).point is None
+
+
+def test_the_recommendation_states_the_lease_against_the_measured_handler_p99() -> None:
+    point = result(GridPoint(4, 40, 1), 700)
+    point.handler_p99_ms = 250.0
+    rec = recommend([point], 500)
+    # a claimed row waits behind ⌈40 / 4⌉ = 10 handlers of its batch, then runs its own: 11 × 250 ms, doubled
+    assert rec.lease_ttl_s == pytest.approx(5.5)
+    assert "lease_ttl_seconds ≥ 5.5 s" in rec.message and "handler p99 250 ms" in rec.message
+    slow = result(GridPoint(4, 40, 1), 700)
+    slow.handler_p99_ms = 4000.0
+    assert "too short" in recommend([slow], 500).message  # 88 s > the reference's default of 60 s
+
+
+def test_the_recommendation_says_what_a_connection_pooler_changes() -> None:
+    rec = recommend([result(GridPoint(4, 50, 1), 700)], 500)
+    assert "LISTEN" in rec.message and "session" in rec.message and "listen_connect_args" in rec.message
+
+
+def test_handler_times_are_read_from_the_worker_histories(tmp_path: Path) -> None:
+    from harness.sizing.data import handler_durations
+
+    path = tmp_path / "worker-w1-1.jsonl"
+    path.write_text("".join(Event(t, t, "w1#1", kind, "deliver", {"mid": mid}).to_json() + "\n" for t, kind, mid in [
+        (1.0, "invoke", "m1"), (1.1, "invoke", "m2"), (1.15, "ok", "m2"), (1.25, "fail", "m1"), (2.0, "invoke", "m3")]))
+    assert sorted(round(d, 3) for d in handler_durations([path])) == [0.05, 0.25]  # m3 never finished
+
+
+SIZE_ARGS = ["--point", "4:50:1", "--handler-ms", "0", "--jitter-ms", "0", "--bound", "0.5", "--user-rate", "10",
+             "--batch", "1", "--step-users", "1", "--step-seconds", "2", "--steps", "2", "--target-rate", "100",
+             "--headroom", "0.5", "--dsn", "postgresql://u@127.0.0.1:5/db"]
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+
+
+def test_size_and_sizing_run_share_one_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cli import build_parser
+    from harness.sizing.cli import build_parser as sizing_parser
+    from harness.sizing.cli import plan_run
+
+    monkeypatch.chdir(tmp_path)
+    size = build_parser()._subparsers._group_actions[0].choices["size"]  # type: ignore[union-attr]
+    run = sizing_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    assert _option_strings(size) == _option_strings(run)
+    for ns in (build_parser().parse_args(["size", *SIZE_ARGS]), sizing_parser().parse_args(["run", *SIZE_ARGS])):
+        planned = plan_run(ns)
+        assert planned.grid == [GridPoint(4, 50, 1)] and planned.bound_s == 0.5 and planned.headroom == 0.5
+        assert (planned.handler.base_ms, planned.handler.jitter_ms) == (0.0, 0.0)  # zero means zero
+        assert (planned.plan.user_rate, planned.plan.batch, planned.plan.steps) == (10.0, 1, 2)
+        assert planned.dsn == "postgresql://u@127.0.0.1:5/db"
+
+
+@pytest.mark.parametrize("argv", [["--point", "4:50"], ["--point", "0:50:1"], ["--handler-ms", "-1"],
+                                  ["--handler-ms", "nan"], ["--bound", "0"], ["--headroom", "-0.1"], ["--steps", "0"]])
+def test_sizing_values_out_of_range_are_usage_errors(argv: list[str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cli import build_parser
+    from harness.sizing.cli import build_parser as sizing_parser
+
+    monkeypatch.chdir(tmp_path)
+    for parser, command in ((build_parser(), "size"), (sizing_parser(), "run")):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([command, *argv])
+        assert exc.value.code == 2, command

@@ -124,6 +124,11 @@ class PostgresServer:
     _user: pwd.struct_passwd | None = None
     pid: int | None = None
 
+    @property
+    def log_path(self) -> Path | None:
+        """The embedded server's log (crash-restarts append to it); None for a server given by DATABASE_URL."""
+        return self._root / "server.log" if self._root is not None else None
+
     # -- lifecycle -------------------------------------------------------------
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self._bin is not None
@@ -265,32 +270,35 @@ def database_url() -> str | None:
     return plain_dsn(url)
 
 
-def check_reachable(dsn: str, timeout: float = 5.0) -> None:
-    """Logs in once; a refusal is one line naming DATABASE_URL, what PostgreSQL said and the fix."""
+def check_reachable(dsn: str, timeout: float = 5.0, *, source: str = "DATABASE_URL") -> None:
+    """Logs in once; a refusal is one line naming where the DSN came from (``source``: DATABASE_URL, or an option
+    such as --dsn), what PostgreSQL said and the fix."""
 
     async def probe() -> None:
         conn = await asyncpg.connect(dsn, timeout=timeout)
         await conn.close()
 
-    shown, unset = f"DATABASE_URL={mask_dsn(dsn)}", "or unset DATABASE_URL to use the embedded server"
+    drop = "leave out" if source.startswith("--") else "unset"
+    shown, unset = f"{source}={mask_dsn(dsn)}", f"or {drop} {source} to use the embedded server"
     try:
         asyncio.run(probe())
     except asyncpg.InvalidAuthorizationSpecificationError as exc:  # wrong password, unknown role, pg_hba
         raise ProvisioningError(f"{shown}: PostgreSQL refused the login ({one_line(exc)}); fix the user and "
-                                f"password in DATABASE_URL, {unset}") from exc
+                                f"password in {source}, {unset}") from exc
     except (OSError, asyncio.TimeoutError) as exc:
         raise ProvisioningError(f"{shown}: cannot reach PostgreSQL ({one_line(exc)}); start that server, fix "
-                                f"DATABASE_URL, {unset}") from exc
+                                f"{source}, {unset}") from exc
     except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-        raise ProvisioningError(f"{shown}: PostgreSQL refused the connection ({one_line(exc)}); fix DATABASE_URL, "
+        raise ProvisioningError(f"{shown}: PostgreSQL refused the connection ({one_line(exc)}); fix {source}, "
                                 f"{unset}") from exc
 
 
-def provision(settings: dict[str, str] | None = None) -> PostgresServer:
-    """``DATABASE_URL`` when set (checked reachable), else a fresh embedded server."""
-    dsn = database_url()
+def provision(settings: dict[str, str] | None = None, *, url: str | None = None) -> PostgresServer:
+    """``url`` (given by ``--dsn``) or else ``DATABASE_URL`` when set, checked reachable; else a fresh embedded
+    server."""
+    dsn = plain_dsn(url) if url else database_url()
     if dsn is None:
         return start_embedded(settings)
-    check_reachable(dsn)
+    check_reachable(dsn, source="--dsn" if url else "DATABASE_URL")
     parts = urlsplit(dsn)
     return PostgresServer(dsn=dsn, host=parts.hostname or "127.0.0.1", port=parts.port or 5432, embedded=False)

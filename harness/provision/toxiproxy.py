@@ -158,6 +158,11 @@ class ToxiproxyServer:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: Path | None = field(default=None, repr=False)
 
+    @property
+    def log_path(self) -> Path | None:
+        """The log of a server the harness started; None for one given by ``TOXIPROXY_URL``."""
+        return self._log
+
     def proxy(self, name: str, upstream_host: str, upstream_port: int) -> Proxy:
         """A fresh proxy ``name`` (an existing one is deleted) listening on a free 127.0.0.1 port.
 

@@ -1,7 +1,8 @@
 """The report writer: one directory per run with everything needed to judge it later.
 
 reports/<run_id>/ holds results.json (machines), junit.xml (CI), report.html
-(people), history.jsonl plus histories/<impl>/<scenario>.jsonl (evidence), and
+(people), history.jsonl plus histories/<impl>/<scenario>.jsonl (evidence),
+logs/ (the workers' logs and specs per scenario, the servers' logs), and
 reports/latest points at the newest run so a person does not hunt for it.
 """
 
@@ -16,33 +17,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.report.html import write_html
-from harness.report.junit import write_junit
 from harness.messages import mask_dsn
 from harness.names import new_run_id
-from harness.report.results import document, place, write_results
+from harness.report.html import write_html
+from harness.report.junit import write_junit
+from harness.report.results import copy_server_logs, document, place, write_results
 from harness.verdict import ScenarioResult
+from harness.version import describe
 
 __all__ = ["write_report"]
 
 
 def write_report(
-    results: list[ScenarioResult], *, reports_dir: Path, run_id: str | None = None, meta: dict[str, Any],
-    interrupted: dict[str, Any] | None = None,
+    results: list[ScenarioResult], *, reports_dir: Path, run_id: str | None = None,
+    interrupted: dict[str, Any] | None = None, server_logs: dict[str, Path | None] | None = None,
 ) -> Path:
     """Writes the run directory and returns it; an existing run directory is never overwritten.
 
-    ``interrupted`` (how the run was cut short, and the scenario it cut short) marks every file of it."""
+    ``interrupted`` (how the run was cut short, and the scenario it cut short) marks every file of it;
+    ``server_logs`` (``{"postgresql": path, "toxiproxy": path}``) are copied into it."""
     run_id = run_id or new_run_id()
     reports_dir = Path(reports_dir)
     run_dir = reports_dir / run_id
     run_dir.mkdir(parents=True)
     meta = {
         "impls": sorted({r.impl for r in results}),
+        "harness": describe(),
+        "command": mask_dsn(shlex.join(sys.orig_argv)),  # the interpreter and everything after it, as typed
+        "cwd": os.getcwd(),
         "host": socket.gethostname(),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": mask_dsn(shlex.join(sys.argv)),
-        **meta,
+        "server_logs": copy_server_logs(server_logs or {}, run_dir),
     }
     entries = place(results, run_dir)
     doc = document(run_id, meta, entries, interrupted)

@@ -1,9 +1,11 @@
 """report.html: the page a person opens first after a run.
 
 Self-contained (inline CSS and SVG, no scripts, no network) so it can be
-attached to a CI job or mailed and still open offline. The verdict table at
-the top answers "what broke"; each cell links to the scenario section with the
-figures, the counts behind them and the plots that show when it broke.
+attached to a CI job or mailed and still open offline. It leads with the answer
+(:mod:`harness.report.answer`: the banner, then the failures with their evidence;
+a conformance run's matrix before them), then the verdict table, whose cells link
+to the scenario sections with the figures, the counts behind them and the plots
+that show when it broke, and what was tested (:mod:`harness.report.tested`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from harness.history import Event, read_events
-from harness.report.plots import latency_svg, publish_outcomes, series, throughput_svg
 from harness.guarantees import order_key
-from harness.report.results import Entry, by_guarantee, guarantee_ids, interruption_text, worst_verdicts
+from harness.history import Event, read_events
+from harness.report.answer import banner, findings
+from harness.report.plots import latency_svg, publish_outcomes, series, throughput_svg
+from harness.report.results import Entry, by_guarantee, guarantee_ids, worst_verdicts
+from harness.report.tested import run_section, scenario_rows
 
 _LABEL = {"pass": "pass", "fail": "fail", "unknown": "unknown", "not_applicable": "n/a", "skipped": "skipped"}
 _LIST_ITEMS = 5
@@ -47,7 +51,16 @@ table.verdicts td.figs{font-family:ui-monospace,monospace;font-size:12px;max-wid
 .fig{display:inline-block;margin-right:12px} .fig b{color:#555;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px} .plots svg{max-width:100%;height:auto}
 a{color:#1a57b0}
-.banner{padding:10px 14px;border-radius:6px;font-size:15px;margin:12px 0}
+.banner{padding:12px 16px;border-radius:6px;font-size:15px;margin:12px 0}
+.banner .word{font-size:22px;margin-right:8px;letter-spacing:.04em} .banner .tally{font-size:13px;opacity:.9}
+.finding{border:1px solid #d0d4d8;border-left:6px solid #c8ccd0;border-radius:4px;padding:8px 14px;margin:10px 0}
+.finding h3{margin:2px 0 4px} .finding .where{color:#555;margin:0 0 4px} .finding .reason{margin:4px 0;font-size:15px}
+.st-edge-fail{border-left-color:#d6332a} .st-edge-unknown{border-left-color:#f2a900}
+.figs{font-family:ui-monospace,monospace;font-size:12px;color:#444;margin:4px 0}
+pre.evidence{background:#f6f7f9;border:1px solid #e1e4e8;border-radius:4px;padding:8px 10px;font-size:12px;
+ line-height:1.35;overflow-x:auto;white-space:pre;margin:6px 0 2px}
+details.tested{margin:6px 0} details.tested summary{cursor:pointer;color:#1a57b0}
+ol.faults{margin:0;padding-left:20px} code{font-size:12px;word-break:break-all}
 """
 
 
@@ -93,7 +106,11 @@ def _short(value: Any) -> str:
 
 
 def _figures(figures: dict[str, Any]) -> str:
-    return " ".join(f'<span class="fig"><b>{escape(str(k))}</b> {escape(_short(v))}</span>' for k, v in figures.items())
+    """Every figure but the quoted evidence, which the failures at the top of the page show in full."""
+    shown = [f'<span class="fig"><b>{escape(str(k))}</b> {escape(_short(v))}</span>'
+             for k, v in figures.items() if k != "evidence"]
+    return " ".join(shown + (['<span class="fig"><a href="#fail">evidence quoted above</a></span>']
+                             if "evidence" in figures else []))
 
 
 def _badge(status: str) -> str:
@@ -146,7 +163,9 @@ def _section(e: Entry, run_dir: Path) -> str:
     parts = [f'<section class="scenario" id="{e.anchor}">',
              f"<h3>{escape(r.scenario)} <span class=\"sub\">on {escape(r.impl)}</span> {_badge(r.status)}</h3>"]
     history = f' · history <a href="{escape(e.history)}">{escape(e.history)}</a>' if e.history else " · no history"
-    parts.append(f'<p class="sub">duration {r.duration_s:.1f} s{history}</p>')
+    seed = f" · seed {e.run.get('seed')}" if e.run is not None else ""
+    parts.append(f'<p class="sub">duration {r.duration_s:.1f} s{seed}{history}</p>')
+    parts.append(scenario_rows(e, run_dir))
     events = sorted(read_events(run_dir / e.history), key=lambda ev: ev.t) if e.history else []
     if events:
         parts.append(f'<p class="counts">Counts behind the verdicts: {Counts.of(events).html()}</p>')
@@ -166,37 +185,25 @@ def _section(e: Entry, run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _meta(meta: dict[str, Any]) -> str:
-    def text(v: Any) -> str:
-        if isinstance(v, str):
-            return v
-        if isinstance(v, list) and all(isinstance(x, str) for x in v):
-            return ", ".join(v)
-        return json.dumps(v, default=str, separators=(", ", ": "))
-
-    return '<dl class="meta">' + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(text(v))}</dd>"
-                                         for k, v in meta.items()) + "</dl>"
-
-
 def write_html(path: Path, doc: dict[str, Any], entries: list[Entry]) -> None:
+    """The answer (banner; a conformance run's matrix; failures and undecided verdicts with their evidence), the
+    verdict table, what was tested, then one section per scenario."""
     results = [e.result for e in entries]
     multi = len({r.impl for r in results}) > 1
     summary = " ".join(f"{_badge(s)} {n}" for s, n in doc["summary"].items() if n)
     legend = " ".join(_badge(s) for s in _LABEL) + ' <span class="st-none">– not checked</span>'
-    banner = doc.get("interrupted")
-    body = [
-        f"<h1>Outbox harness report</h1><p class=\"sub\">run <b>{escape(doc['run_id'])}</b></p>",
-        *([f'<p class="banner st-fail">{escape(interruption_text(banner))}.</p>'] if banner else []),
-        _meta(doc["meta"]),
-        f"<p>Verdict cells (scenario × guarantee): {summary or 'none'}</p>",
-        "<h2>Verdicts</h2>",
-        f'<p class="legend sub">{legend}. Hover a cell for its summary; click it for the evidence.</p>',
-        _verdict_table(entries, guarantee_ids(results), multi),
-    ]
+    body = [f"<h1>Outbox harness report</h1><p class=\"sub\">run <b>{escape(doc['run_id'])}</b></p>",
+            banner(doc, entries)]
     if multi:
         body += ["<h2>Conformance matrix</h2>",
                  '<p class="sub">Worst verdict over the scenarios per implementation and guarantee; a decided verdict outranks skipped and not applicable ones.</p>',
                  _matrix_table(doc["matrix"])]
+    body += [findings(entries),
+             "<h2>Verdicts</h2>",
+             f"<p>Verdict cells (scenario × guarantee): {summary or 'none'}</p>",
+             f'<p class="legend sub">{legend}. Hover a cell for its summary; click it for the scenario.</p>',
+             _verdict_table(entries, guarantee_ids(results), multi),
+             run_section(doc)]
     body.append("<h2>Scenarios</h2>")
     body += [_section(e, path.parent) for e in entries]
     page = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

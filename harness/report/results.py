@@ -1,10 +1,13 @@
-"""The machine-readable side of a report: results.json and the copied histories.
+"""The machine-readable side of a report: results.json and the copied evidence.
 
 Everything a reader or a CI job needs to trace a verdict back to its evidence
 lives under the run directory, because the scenario work dirs the histories
-came from are temporary. The helpers here (guarantee order, worst status per
-guarantee, section anchors) are shared by the JUnit and HTML writers so the
-three files always agree.
+came from are temporary: the histories, the workers' logs and spec files, the
+servers' logs; every path in results.json is relative to the run directory.
+What was tested (the scenario, the consumer's configuration, the fault schedule,
+the seed, the versions) is each history's ``run`` header, quoted as it is.
+The helpers here (guarantee order, worst status per guarantee, section anchors)
+are shared by the JUnit and HTML writers so the three files always agree.
 """
 
 from __future__ import annotations
@@ -18,8 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.guarantees import order_key
+from harness.history import read_events
 from harness.verdict import SEVERITY, ScenarioResult, Verdict, worst
 
+#: results.json's layout; bumped when a field changes meaning or goes away.
+FORMAT_VERSION = 1
+#: What a scenario's work directory holds beside its histories: each worker incarnation's output and spec.
+WORKER_FILES = ("*.log", "*.spec.json")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Entry:
     result: ScenarioResult
     anchor: str  # id of the scenario's section in report.html, unique in the run
     history: str | None  # copied history, relative to the run dir; None if the scenario left none
+    run: dict[str, Any] | None = None  # the history's run header: what was tested
+    logs: str | None = None  # the workers' logs and specs, relative to the run dir
 
     @property
     def evidence(self) -> str:
@@ -73,17 +83,39 @@ def history_file(name: str) -> str:
     return f"histories/{name}.jsonl"
 
 
+def logs_dir(name: str) -> str:
+    """Where an entry's worker logs and specs live, relative to the run directory."""
+    return f"logs/{name}"
+
+
+def run_header(path: Path) -> dict[str, Any] | None:
+    """The ``run`` header of a history file: what was tested."""
+    header = next(read_events(path, f="run", type_="info"), None)
+    return header.value if header is not None else None
+
+
 def entries_in_place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
     """Entries for results whose histories already sit in ``run_dir`` (a re-check of a saved run)."""
     out = []
     for r, name in zip(results, entry_names(results)):
         rel = Path(r.history_path).resolve().relative_to(run_dir.resolve()).as_posix() if r.history_path else None
-        out.append(Entry(r, "s-" + name.replace("/", "--"), rel))
+        logs = logs_dir(name) if (run_dir / logs_dir(name)).is_dir() else None
+        out.append(Entry(r, "s-" + name.replace("/", "--"), rel, run_header(run_dir / rel) if rel else None, logs))
     return out
 
 
+def _copy_worker_files(work: Path, dest: Path) -> bool:
+    """The workers' logs and specs (passwords already masked) of one scenario; whether there were any."""
+    found = sorted({p for pattern in WORKER_FILES for p in work.glob(pattern) if p.is_file()})
+    for path in found:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest / path.name)
+    return bool(found)
+
+
 def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
-    """Copies each history under histories/<impl>/<scenario>.jsonl and writes the merged history.jsonl.
+    """Copies each history under histories/<impl>/<scenario>.jsonl, the workers' logs and specs under
+    logs/<impl>/<scenario>/, and writes the merged history.jsonl.
 
     The merged file tags every line with its scenario and impl so one grep finds
     an event across the run; torn lines (SIGKILL mid-write) are skipped there
@@ -100,6 +132,7 @@ def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
             rel = history_file(name)
             (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, run_dir / rel)
+            logs = logs_dir(name) if _copy_worker_files(src.parent, run_dir / logs_dir(name)) else None
             with open(src, encoding="utf-8") as fh:
                 for line in fh:
                     try:
@@ -109,8 +142,37 @@ def place(results: list[ScenarioResult], run_dir: Path) -> list[Entry]:
                     if isinstance(raw, dict):
                         raw.update(scenario=r.scenario, impl=r.impl)
                         merged.write(json.dumps(raw, separators=(",", ":"), default=str) + "\n")
-            entries.append(Entry(r, anchor, rel))
+            entries.append(Entry(r, anchor, rel, run_header(src), logs))
     return entries
+
+
+def copy_server_logs(logs: dict[str, Path | None], run_dir: Path) -> dict[str, str | None]:
+    """The servers' logs (``{"postgresql": path, "toxiproxy": path}``) copied to logs/<name>.log; None for a
+    server whose log the harness cannot read (one given by DATABASE_URL or TOXIPROXY_URL, or never started)."""
+    out: dict[str, str | None] = {}
+    for name, path in logs.items():
+        out[name] = None
+        if path is not None and path.is_file():
+            out[name] = f"logs/{name}.log"
+            (run_dir / "logs").mkdir(exist_ok=True)
+            shutil.copyfile(path, run_dir / out[name])
+    return out
+
+
+def tested(entries: list[Entry]) -> dict[str, Any]:
+    """What the run tested, from the histories' headers: each implementation's version, and the versions of
+    PostgreSQL, Toxiproxy and the harness that ran the scenarios (more than one only if they changed mid-run)."""
+    versions = [(e.result.impl, (e.run or {}).get("versions") or {}) for e in entries]
+    impls: dict[str, str] = {}
+    for impl, v in versions:
+        if v.get("impl"):
+            impls.setdefault(impl, str(v["impl"]))
+
+    def seen(key: str) -> list[str]:
+        return sorted({str(v[key]) for _, v in versions if v.get(key)})
+
+    return {"implementations": impls, "postgresql": seen("postgresql"), "toxiproxy": seen("toxiproxy"),
+            "harness": seen("harness")}
 
 
 def matrix(entries: list[Entry]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -156,14 +218,22 @@ def interruption_text(interrupted: dict[str, Any]) -> str:
 
 def document(run_id: str, meta: dict[str, Any], entries: list[Entry],
              interrupted: dict[str, Any] | None = None) -> dict[str, Any]:
-    """results.json: ``status`` is the worst verdict cell of a complete run, "interrupted" for one cut short."""
-    scenarios = [{**e.result.to_dict(), "evidence": e.evidence, "history": e.history} for e in entries]
+    """results.json: ``status`` is the worst verdict cell of a complete run, "interrupted" for one cut short.
+
+    Each scenario carries its history's ``run`` header as ``run`` and the paths of its history and worker logs,
+    relative to the run directory."""
+    scenarios = []
+    for e in entries:
+        scenario = {k: v for k, v in e.result.to_dict().items() if k != "history_path"}
+        scenarios.append({**scenario, "evidence": e.evidence, "history": e.history, "logs": e.logs, "run": e.run})
     counts = summary(entries)
     return {
+        "format_version": FORMAT_VERSION,
         "run_id": run_id,
         "status": "interrupted" if interrupted else worst([s for s, n in counts.items() if n]),
         "interrupted": interrupted,
         "meta": meta,
+        "tested": tested(entries),
         "scenarios": scenarios,
         "matrix": matrix(entries),
         "summary": counts,

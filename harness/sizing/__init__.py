@@ -16,7 +16,9 @@ p95 is within the bound (default 1 s) and it delivered at least 90 % of what it 
 step can stay under the bound while its backlog grows). The point's **sustainable rate** is the best
 delivery rate among the steps before the first one that is not sustained; if no step failed, it is a
 lower bound and ``limited_by`` says why (``publisher``: locust could not offer more; ``load``: the
-step plan did not reach the knee).
+step plan did not reach the knee). The recommendation for a target rate keeps headroom above it
+(:data:`~harness.sizing.analysis.HEADROOM`), states the shortest safe ``lease_ttl_seconds`` from the
+measured handler p99, and says what a connection pooler changes.
 
 Connection use is checked against the budget the adapter declares (``connection_budget``; for the
 reference outbox, per subscriber: pool ``max_workers + 1`` and one LISTEN, so per process
@@ -26,7 +28,7 @@ The modules, by role: :mod:`~harness.sizing.plan` (grid, load plan, handler),
 :mod:`~harness.sizing.analysis` (pure figures: steps, knee, budget, recommendation),
 :mod:`~harness.sizing.data` (reading the raw files back), :mod:`~harness.sizing.run` (a point, the
 grid, consumers alone), :mod:`~harness.sizing.report` (JSON, Markdown, HTML) and
-:mod:`~harness.sizing.cli`. ``main(ns)`` (``outbox-harness size``) writes
+:mod:`~harness.sizing.cli` (one set of options for both entry points). ``main(ns)`` (``outbox-harness size``) writes
 ``reports/sizing-<run-id>/``: ``sizing.json``, ``sizing.md``, ``sizing.html`` (inline SVG, no
 scripts), and per point the locust CSV/HTML, the commit log, worker histories (gzipped) and logs.
 ``python -m harness.sizing consumers`` starts only the consumers, for running the locustfile by hand
@@ -34,6 +36,7 @@ scripts), and per point the locust CSV/HTML, the commit log, worker histories (g
 """
 
 from harness.sizing.analysis import (
+    HEADROOM,
     KEEP_UP,
     Budget,
     Commit,
@@ -52,6 +55,6 @@ from harness.sizing.plan import FULL_GRID, FULL_PLAN, QUICK_GRID, QUICK_PLAN, Gr
 from harness.sizing.report import write_report
 from harness.sizing.run import SizingRun
 
-__all__ = ["FULL_GRID", "FULL_PLAN", "KEEP_UP", "QUICK_GRID", "QUICK_PLAN", "Budget", "Commit", "GridPoint", "Handler",
+__all__ = ["FULL_GRID", "FULL_PLAN", "HEADROOM", "KEEP_UP", "QUICK_GRID", "QUICK_PLAN", "Budget", "Commit", "GridPoint", "Handler",
            "Knee", "LoadPlan", "PointResult", "Recommendation", "SizingRun", "Step", "StepFigures", "backlog_limit",
            "check_budget", "cli", "find_knee", "main", "recommend", "step_figures", "write_report"]

@@ -16,6 +16,15 @@ from harness.stats import percentile
 #: A step keeps up when it delivers at least this fraction of what it publishes: a short step can
 #: stay under the latency bound while its backlog grows, and a longer one would not.
 KEEP_UP = 0.9
+#: A recommended configuration sustains the target plus this fraction: the knee is where p95 reaches the
+#: bound, so running at it leaves no margin; traffic bursts above its average; a replica that restarts or
+#: fails takes its share away.
+HEADROOM = 0.3
+#: A lease must outlive the longest a claimed row may take to be handled, this many times over (pauses, a slow
+#: ack flush).
+LEASE_MARGIN = 2.0
+#: The reference outbox's default ``lease_ttl_seconds``.
+DEFAULT_LEASE_S = 60.0
 _WORKER_PREFIX = WORKER_APP_LIKE.removesuffix("%")
 
 
@@ -213,6 +222,7 @@ class PointResult:
     duration_s: float = 0.0
     error: str | None = None
     stopped_early: str | None = None  # why the load was cut short (a backlog no later step could work off)
+    handler_p99_ms: float = math.nan  # handler start to end, over every call of the point
 
 
 @dataclass(frozen=True)
@@ -220,26 +230,76 @@ class Recommendation:
     target: float
     point: GridPoint | None
     rate: float
-    message: str
+    lines: tuple[str, ...]  # the choice (or why there is none), then what it needs: headroom, lease, connections
+    headroom: float = HEADROOM
+    lease_ttl_s: float | None = None  # the shortest safe lease_ttl_seconds for the choice, when measured
+
+    @property
+    def message(self) -> str:
+        return " ".join(self.lines)
 
 
-def recommend(results: Sequence[PointResult], target: float, *, bound_s: float = DEFAULT_BOUND_S) -> Recommendation:
-    """Smallest configuration (fewest budgeted connections) whose sustainable rate ≥ target within the bound."""
-    fits = [r for r in results if r.error is None and r.knee.sustainable_rate >= target
+def lease_floor(point: GridPoint, handler_p99_ms: float) -> float | None:
+    """The shortest safe ``lease_ttl_seconds``: a claimed row waits in its subscriber's queue behind up to
+    ⌈fetch_batch_size / max_workers⌉ handlers of its batch before its own runs, so its lease must outlive that
+    many handler p99s plus one, :data:`LEASE_MARGIN` times over. None when no handler call was measured."""
+    if not math.isfinite(handler_p99_ms):
+        return None
+    return LEASE_MARGIN * (math.ceil(point.fetch_batch_size / point.max_workers) + 1) * handler_p99_ms / 1000
+
+
+def _lease_line(point: GridPoint, handler_p99_ms: float) -> str:
+    floor = lease_floor(point, handler_p99_ms)
+    if floor is None:
+        return ("lease_ttl_seconds: no handler call was measured at this point, so no floor can be given; it must "
+                "outlive a batch's wait plus its own handler, with margin.")
+    ahead = math.ceil(point.fetch_batch_size / point.max_workers)
+    verdict = "is above it" if DEFAULT_LEASE_S >= floor else "is too short: raise it"
+    return (f"lease_ttl_seconds ≥ {floor:.3g} s: handler p99 {handler_p99_ms:.0f} ms measured here (a stand-in "
+            f"handler: give --handler-ms and --jitter-ms your handler's times), and a claimed row may wait behind "
+            f"⌈{point.fetch_batch_size}/{point.max_workers}⌉ = {ahead} handlers of its batch before its own runs, so "
+            f"a lease must outlive {ahead + 1} × p99, {LEASE_MARGIN:g} times over; the default of "
+            f"{DEFAULT_LEASE_S:g} s {verdict}. A lease below it redelivers work still running (duplicates, "
+            "lease_lost acks); a longer one only delays the redelivery of a crashed worker's rows.")
+
+
+POOLER = ("Behind a connection pooler (PgBouncer and the like): LISTEN needs a session-pooled connection, since "
+          "transaction pooling hands the backend to other clients between transactions and the registration and its "
+          "notifications go with it (pickup would fall back to polling every max_fetch_interval); give the subscriber "
+          "listen_connect_args for PostgreSQL itself or a session-mode pool. The engine's pool_size then counts "
+          "against the pooler's pool, and max_connections against the pooler's server connections plus one LISTEN "
+          "connection per subscriber.")
+
+
+def recommend(results: Sequence[PointResult], target: float, *, bound_s: float = DEFAULT_BOUND_S,
+              headroom: float = HEADROOM) -> Recommendation:
+    """Smallest configuration (fewest budgeted connections) that sustains the target plus ``headroom`` within the
+    bound, with the lease, connections and pooler advice it comes with."""
+    need = target * (1 + headroom)
+    fits = [r for r in results if r.error is None and r.knee.sustainable_rate >= need
             and r.knee.e2e_p95_ms <= bound_s * 1000]
     clean = [r for r in fits if r.budget.ok]
     if not clean:
         best = max((r for r in results if r.error is None), key=lambda r: r.knee.sustainable_rate, default=None)
-        why = f"none of the measured points sustains {target:g} msg/s with p95 ≤ {bound_s:g} s"
+        why = (f"none of the measured points sustains {need:g} msg/s ({target:g} with {headroom:.0%} headroom) with "
+               f"p95 ≤ {bound_s:g} s")
         if fits:
             why += f" without a connection-budget flag ({', '.join(r.point.label for r in fits)} would, but overran)"
         if best is not None:
             why += f"; the best measured is {best.point.label} at {best.knee.rate_text} msg/s"
-        return Recommendation(target, None, 0.0, why)
+        return Recommendation(target, None, 0.0, (why + ".", POOLER), headroom)
     pick = min(clean, key=lambda r: r.point.cost())
     p = pick.point
-    msg = (f"{p.label}: max_workers={p.max_workers}, fetch_batch_size={p.fetch_batch_size}, {p.processes} worker "
-           f"process(es); sustained {pick.knee.rate_text} msg/s with p95 {pick.knee.e2e_p95_ms:.0f} ms; pool_size ≥ "
-           f"{pick.budget.pool_formula} per process, max_connections ≥ {p.total_budget} for these replicas "
-           f"(× 2 during a rolling deploy that doubles them), plus publishers")
-    return Recommendation(target, p, pick.knee.sustainable_rate, msg)
+    lines = (
+        f"{p.label}: max_workers={p.max_workers}, fetch_batch_size={p.fetch_batch_size}, {p.processes} worker "
+        f"process(es).",
+        f"It sustained {pick.knee.rate_text} msg/s with p95 {pick.knee.e2e_p95_ms:.0f} ms, at least {need:g} msg/s: "
+        f"the target with {headroom:.0%} headroom, because the knee is where p95 reaches the bound (running there "
+        "leaves no margin), traffic bursts above its average, and a replica that restarts or fails takes its share "
+        "away.",
+        _lease_line(p, pick.handler_p99_ms),
+        f"pool_size ≥ {pick.budget.pool_formula} per process; max_connections ≥ {p.total_budget} for these replicas "
+        "(× 2 during a rolling deploy that doubles them), plus your publishers.",
+        POOLER,
+    )
+    return Recommendation(target, p, pick.knee.sustainable_rate, lines, headroom, lease_floor(p, pick.handler_p99_ms))

@@ -1,5 +1,6 @@
-"""The two ways in: ``outbox-harness size`` (:func:`main`) and ``python -m harness.sizing`` (:func:`cli`:
-``run``, the same grid with more knobs, and ``consumers`` for driving locust by hand)."""
+"""The two ways in: ``outbox-harness size`` and ``python -m harness.sizing`` (``run``, the same command, and
+``consumers`` for driving locust by hand). Both take the options :func:`add_run_options` adds, so a knob of one is a
+knob of the other, checked by the same argument types."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.argtypes import non_negative_finite_float, positive_finite_float, positive_int, writable_dir
 from harness.names import new_run_id
 from harness.provision.postgres import plain_dsn
-from harness.sizing.analysis import recommend
+from harness.sizing.analysis import HEADROOM, recommend
 from harness.sizing.plan import (
     DEFAULT_BOUND_S,
     FULL_GRID,
@@ -23,30 +25,63 @@ from harness.sizing.plan import (
     GridPoint,
     Handler,
     LoadPlan,
-    parse_points,
+    grid_point,
 )
 from harness.sizing.report import text_table, write_report
 from harness.sizing.run import SizingRun, run_consumers, run_grid
 
+#: The load plan's knobs: option, type, what it sets.
+_PLAN_KNOBS = (("user-rate", positive_finite_float, "transactions per second per locust user"),
+               ("batch", positive_int, "messages per transaction"),
+               ("step-users", positive_int, "users added per step"),
+               ("step-seconds", positive_finite_float, "seconds per step"),
+               ("steps", positive_int, "number of steps"))
+
+
+def _add_handler_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--handler-ms", type=non_negative_finite_float, default=Handler.base_ms,
+                   help="the stand-in handler's time in ms; 0 is a no-op handler (default: %(default)s)")
+    p.add_argument("--jitter-ms", type=non_negative_finite_float, default=Handler.jitter_ms,
+                   help="± this many ms around --handler-ms (default: %(default)s)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a sizing run, for ``outbox-harness size`` and ``python -m harness.sizing run`` alike."""
+    p.add_argument("--quick", action="store_true", help="a small grid and a short load plan, for CI (about 70 s)")
+    p.add_argument("--point", action="append", type=grid_point,
+                   help="max_workers:fetch_batch_size:processes, repeatable; replaces the grid")
+    p.add_argument("--target-rate", type=positive_finite_float, help="messages/s to recommend settings for")
+    p.add_argument("--headroom", type=non_negative_finite_float, default=HEADROOM,
+                   help="the recommended configuration sustains the target plus this fraction (default: %(default)s)")
+    p.add_argument("--bound", type=positive_finite_float, default=DEFAULT_BOUND_S,
+                   help="p95 commit → handler bound in seconds (default: %(default)s)")
+    p.add_argument("--dsn", help="a PostgreSQL server to size on, a fresh database per point (default: DATABASE_URL, "
+                                 "else the embedded server)")
+    p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
+    _add_handler_options(p)
+    for name, kind, what in _PLAN_KNOBS:
+        p.add_argument(f"--{name}", type=kind, help=f"{what} (default: the grid's plan)")
+
+
+def plan_run(ns: argparse.Namespace) -> SizingRun:
+    """What a command line asks for, before anything starts."""
+    plan = QUICK_PLAN if ns.quick else FULL_PLAN
+    overrides = {k: v for k, v in vars(ns).items() if k in asdict(plan) and v is not None}
+    run_id = new_run_id()
+    return SizingRun(run_id=run_id, out_dir=Path(ns.reports_dir) / f"sizing-{run_id}",
+                     grid=ns.point or (QUICK_GRID if ns.quick else FULL_GRID),
+                     plan=LoadPlan(**{**asdict(plan), **overrides}), handler=Handler(ns.handler_ms, ns.jitter_ms),
+                     bound_s=ns.bound, target=ns.target_rate, headroom=ns.headroom, dsn=ns.dsn,
+                     started=datetime.now(UTC).isoformat(timespec="seconds"))
+
 
 def main(ns: argparse.Namespace) -> int:
     """``outbox-harness size``: runs the grid, writes the report, prints the table and the path."""
-    quick = bool(getattr(ns, "quick", False))
-    grid = parse_points(getattr(ns, "point", None) or []) or (QUICK_GRID if quick else FULL_GRID)
-    plan = QUICK_PLAN if quick else FULL_PLAN
-    overrides = {k: getattr(ns, k) for k in ("user_rate", "batch", "step_users", "step_seconds", "steps")
-                 if getattr(ns, k, None) is not None}
-    if overrides:
-        plan = LoadPlan(**{**asdict(plan), **overrides})
-    handler = Handler(getattr(ns, "handler_ms", None) or Handler.base_ms, getattr(ns, "jitter_ms", None) or Handler.jitter_ms)
-    bound = getattr(ns, "bound", None) or DEFAULT_BOUND_S
-    run_id = new_run_id()
-    run = SizingRun(run_id=run_id, out_dir=Path(getattr(ns, "reports_dir", "reports")) / f"sizing-{run_id}", grid=grid,
-                    plan=plan, handler=handler, bound_s=bound, target=getattr(ns, "target_rate", None),
-                    started=datetime.now(UTC).isoformat(timespec="seconds"))
-    settle = 1.0 if quick else 2.0
-    drain = 2.0 if quick else 10.0
-    print(f"sizing {run_id}: {len(grid)} point(s), ~{plan.duration:.0f} s of load each, report in {run.out_dir}", flush=True)
+    run = plan_run(ns)
+    settle = 1.0 if ns.quick else 2.0
+    drain = 2.0 if ns.quick else 10.0
+    print(f"sizing {run.run_id}: {len(run.grid)} point(s), ~{run.plan.duration:.0f} s of load each, report in "
+          f"{run.out_dir}", flush=True)
     code = 0
     try:
         asyncio.run(run_grid(run, settle_s=settle, drain_timeout=drain, log=lambda m: print(m, flush=True)))
@@ -55,41 +90,38 @@ def main(ns: argparse.Namespace) -> int:
         code = 130
         print("interrupted: every process started was stopped by pid; writing what was measured", flush=True)
     if run.target is not None:
-        run.recommendation = recommend(run.results, run.target, bound_s=bound)
+        run.recommendation = recommend(run.results, run.target, bound_s=run.bound_s, headroom=run.headroom)
     write_report(run)
     print()
     print(text_table(run.results))
     if run.recommendation is not None:
-        print(f"\nrecommendation for {run.recommendation.target:g} msg/s: {run.recommendation.message}")
+        print(f"\nrecommendation for {run.recommendation.target:g} msg/s:")
+        print("\n".join(f"  {line}" for line in run.recommendation.lines))
     print(f"\nreport: {run.out_dir / 'sizing.html'}  (sizing.json, sizing.md, points/*/locust*.csv|html)")
     if code == 0 and any(r.error for r in run.results):
         code = 1
     return code
 
 
-def cli(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness.sizing", description="Sizing runs: locust step load "
                                      "over a (max_workers, fetch_batch_size, worker processes) grid.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="the sizing grid (what `outbox-harness size` runs), with more knobs")
-    run.add_argument("--quick", action="store_true")
-    run.add_argument("--target-rate", type=float)
-    run.add_argument("--reports-dir", default="reports")
-    run.add_argument("--point", action="append", help="max_workers:fetch_batch_size:processes (repeatable)")
-    run.add_argument("--bound", type=float, help=f"p95 bound in seconds (default {DEFAULT_BOUND_S:g})")
-    run.add_argument("--handler-ms", type=float)
-    run.add_argument("--jitter-ms", type=float)
-    for name, typ in (("user-rate", float), ("batch", int), ("step-users", int), ("step-seconds", float), ("steps", int)):
-        run.add_argument(f"--{name}", type=typ)
+    add_run_options(sub.add_parser("run", help="the sizing grid: what `outbox-harness size` runs"))
     cons = sub.add_parser("consumers", help="start only the consumers (schema + workers) until Ctrl-C")
-    cons.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), help="default: DATABASE_URL, else embedded")
-    cons.add_argument("--workers", type=int, default=1, help="worker processes")
-    cons.add_argument("--max-workers", type=int, default=8)
-    cons.add_argument("--fetch-batch-size", type=int, default=100)
-    cons.add_argument("--handler-ms", type=float, default=Handler.base_ms)
-    cons.add_argument("--jitter-ms", type=float, default=Handler.jitter_ms)
-    cons.add_argument("--history-dir", default="out/consumers")
-    ns = parser.parse_args(argv)
+    cons.add_argument("--dsn", default=os.environ.get("DATABASE_URL"),
+                      help="the database to run them on; its outbox tables are dropped and re-created "
+                           "(default: DATABASE_URL, else a database on a fresh embedded server)")
+    cons.add_argument("--workers", type=positive_int, default=1, help="worker processes (default: %(default)s)")
+    cons.add_argument("--max-workers", type=positive_int, default=8, help="(default: %(default)s)")
+    cons.add_argument("--fetch-batch-size", type=positive_int, default=100, help="(default: %(default)s)")
+    _add_handler_options(cons)
+    cons.add_argument("--history-dir", default="out/consumers", help="(default: %(default)s)")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
     if ns.command == "run":
         return main(ns)
     point = GridPoint(ns.max_workers, ns.fetch_batch_size, ns.workers)

@@ -50,6 +50,23 @@ def first_deliveries(paths: Iterable[Path]) -> dict[str, float]:
     return first
 
 
+def handler_durations(paths: Iterable[Path]) -> list[float]:
+    """Seconds from each handler start to its end (``deliver`` invoke to ok or fail), one history file per worker
+    incarnation; a call still running when its history ends is left out."""
+    out: list[float] = []
+    for path in paths:
+        started: dict[str, float] = {}
+        for event in read_events(path, f="deliver"):
+            mid = event.mid
+            if not isinstance(mid, str):
+                continue
+            if event.type == "invoke":
+                started[mid] = event.t
+            elif mid in started:
+                out.append(event.t - started.pop(mid))
+    return out
+
+
 def read_locust_stats(path: Path) -> dict[str, Any]:
     """The aggregate rows of locust's ``*_stats.csv`` for publish and deliver (cross-check)."""
     out: dict[str, Any] = {}
@@ -76,7 +93,8 @@ def _num(value: str | None) -> float | None:
 def analyse_point(point: GridPoint, point_dir: Path, samples: list[dict[str, int]], *, max_connections: int | None,
                   reserved: int, bound_s: float, settle_s: float) -> PointResult:
     commits, steps, end = read_commit_log(point_dir / "commits.jsonl")
-    delivered = first_deliveries(sorted(point_dir.glob("worker-*.jsonl")))
+    histories = sorted(point_dir.glob("worker-*.jsonl"))
+    delivered = first_deliveries(histories)
     figures = step_figures(commits, steps, delivered, end=end, bound_s=bound_s, settle_s=settle_s)
     mids = [m for c in commits for m in c.mids]
     return PointResult(
@@ -86,4 +104,5 @@ def analyse_point(point: GridPoint, point_dir: Path, samples: list[dict[str, int
         e2e_p95_ms=percentile(latencies(commits, delivered), 95) * 1000,
         publish_p95_ms=percentile([c.t - c.t0 for c in commits], 95) * 1000,
         locust=read_locust_stats(point_dir / "locust_stats.csv"),
+        handler_p99_ms=percentile(handler_durations(histories), 99) * 1000,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
 from dataclasses import dataclass
 
 from harness.adapter import ConsumerConfig, load_adapter
@@ -113,13 +113,14 @@ def backlog_limit(plan: LoadPlan, bound_s: float, margin: float = 2.0) -> float:
     return margin * bound_s * max(plan.offered(), default=0.0)
 
 
-def parse_points(specs: Sequence[str]) -> list[GridPoint]:
-    """``mw:fb:processes`` strings, e.g. ``8:100:2``."""
-    out = []
-    for spec in specs:
-        try:
-            mw, fb, procs = (int(x) for x in spec.split(":"))
-        except ValueError as exc:
-            raise SystemExit(f"--point {spec!r}: expected max_workers:fetch_batch_size:processes, e.g. 8:100:2") from exc
-        out.append(GridPoint(mw, fb, procs))
-    return out
+def grid_point(spec: str) -> GridPoint:
+    """``--point max_workers:fetch_batch_size:processes``, e.g. ``8:100:2``; anything else is a usage error."""
+    usage = (f"{spec!r}: expected max_workers:fetch_batch_size:processes, three whole numbers of at least 1, "
+             "e.g. 8:100:2")
+    try:
+        mw, fb, procs = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+    if min(mw, fb, procs) < 1:
+        raise argparse.ArgumentTypeError(usage)
+    return GridPoint(mw, fb, procs)

@@ -65,7 +65,8 @@ def markdown(run: SizingRun) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(run.results)]
     lines += [""]
     if run.recommendation is not None:
-        lines += [f"**Recommendation for {run.recommendation.target:g} msg/s:** {run.recommendation.message}", ""]
+        lines += [f"**Recommendation for {run.recommendation.target:g} msg/s:**", "",
+                  *(f"- {line}" for line in run.recommendation.lines), ""]
     for r in run.results:
         if not r.steps:
             continue
@@ -104,6 +105,7 @@ def to_json(run: SizingRun) -> dict[str, Any]:
             "steps": [asdict(s) for s in r.steps],
             "budget": {**asdict(r.budget), "ok": r.budget.ok, "flags": r.budget.flags()},
             "locust": r.locust, "duration_s": r.duration_s, "files": r.files, "stopped_early": r.stopped_early,
+            "handler_p99_ms": r.handler_p99_ms,
         })
     rec = run.recommendation
     return _jsonable({
@@ -114,6 +116,7 @@ def to_json(run: SizingRun) -> dict[str, Any]:
         "points": points,
         "recommendation": None if rec is None else {
             "target": rec.target, "config": asdict(rec.point) if rec.point else None, "rate": rec.rate,
+            "headroom": rec.headroom, "lease_ttl_seconds_min": rec.lease_ttl_s, "lines": list(rec.lines),
             "message": rec.message},
     })
 
@@ -180,7 +183,9 @@ def html_page(run: SizingRun) -> str:
     rec_html = ""
     if rec is not None:
         cls = "rec" if rec.point else "none"
-        rec_html = f'<p class="{cls}"><b>Recommendation for {rec.target:g} msg/s:</b> {escape(rec.message)}</p>'
+        rest = "".join(f"<li>{escape(line)}</li>" for line in rec.lines[1:])
+        rec_html = (f'<div class="{cls}"><p><b>Recommendation for {rec.target:g} msg/s:</b> {escape(rec.lines[0])}</p>'
+                    f"<ul>{rest}</ul></div>")
     sections = []
     for r in run.results:
         link = ""
@@ -195,7 +200,8 @@ def html_page(run: SizingRun) -> str:
         budget = (f"pool formula {b.pool_formula} + LISTEN {b.listen_formula} = {b.per_process_formula} per process "
                   f"(peak seen {b.per_process_peak}); total formula {b.total_formula} (peak {b.total_peak}); publisher "
                   f"peak {b.publisher_peak}; max_connections {b.max_connections} ({b.reserved} reserved); "
-                  f"{b.samples} samples. " + ("OK" if b.ok else "FLAGS: " + "; ".join(b.flags())))
+                  f"{b.samples} samples. " + ("OK" if b.ok else "FLAGS: " + "; ".join(b.flags()))
+                  + f" Handler p99 {fmt_ms(r.handler_p99_ms)}.")
         err = f'<p class="none">{escape(r.error)}</p>' if r.error else ""
         if r.stopped_early:
             err += f'<p class="sub">Load stopped early: {escape(r.stopped_early)}.</p>'

@@ -25,7 +25,7 @@ from harness.names import HARNESS_APP_LIKE, SAMPLER_APP
 from harness.provision import guard
 from harness.provision.postgres import provision, server_settings
 from harness.sampler import sample_connections
-from harness.sizing.analysis import NO_KNEE, PointResult, Recommendation, check_budget
+from harness.sizing.analysis import HEADROOM, NO_KNEE, PointResult, Recommendation, check_budget
 from harness.sizing.data import analyse_point
 from harness.sizing.plan import ADAPTER, IMPL, QUEUE, GridPoint, Handler, LoadPlan, backlog_limit, consumer_config
 from harness.sizing.report import fmt_ms
@@ -44,6 +44,8 @@ class SizingRun:
     handler: Handler
     bound_s: float
     target: float | None
+    headroom: float = HEADROOM
+    dsn: str | None = None  # the server to size on (a fresh database per point); None: DATABASE_URL, else embedded
     results: list[PointResult] = field(default_factory=list)
     started: str = ""
     duration_s: float = 0.0
@@ -120,12 +122,13 @@ def locust_command(point_dir: Path) -> list[str]:
 
 
 async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_dir: Path, *, bound_s: float,
-                    settle_s: float, drain_timeout: float) -> PointResult:
-    """One grid point end to end; every process it starts is stopped by pid before it returns."""
+                    settle_s: float, drain_timeout: float, dsn: str | None = None) -> PointResult:
+    """One grid point end to end, on a fresh database (on ``dsn``'s server, else DATABASE_URL's, else a fresh
+    embedded server); every process it starts is stopped by pid before it returns."""
     t_start = time.monotonic()
     point_dir.mkdir(parents=True, exist_ok=True)
     samples: list[dict[str, int]] = []
-    server = provision()
+    server = provision(url=dsn)
     supervisor: Supervisor | None = None
     sampler: asyncio.Task[None] | None = None
     monitor: asyncpg.Connection | None = None
@@ -200,7 +203,8 @@ async def run_grid(run: SizingRun, *, settle_s: float, drain_timeout: float, log
             f"offered {', '.join(f'{r:g}' for r in run.plan.offered())} msg/s")
         try:
             result = await run_point(point, run.plan, run.handler, run.out_dir / "points" / point.slug,
-                                     bound_s=run.bound_s, settle_s=settle_s, drain_timeout=drain_timeout)
+                                     bound_s=run.bound_s, settle_s=settle_s, drain_timeout=drain_timeout,
+                                     dsn=run.dsn)
         except Exception as exc:  # noqa: BLE001 - one broken point is reported, the grid goes on
             result = PointResult(point, [], NO_KNEE, check_budget(point, [], max_connections=None),
                                  error=f"{type(exc).__name__}: {exc}")
