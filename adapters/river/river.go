@@ -242,8 +242,10 @@ func consume(ctx context.Context, spec *harnessproc.WorkerSpec, h *harnessproc.H
 		Workers:              workers,
 		FetchCooldown:        cooldown,
 		FetchPollInterval:    max(cooldown, harnessproc.Seconds(c.MaxFetchInterval)),
+		// River's rescuer skips a running job until its JobTimeout has passed (never, without one), so the
+		// lease is both: the handler's context ends at it, and a dead worker's job is rescued after it.
 		RescueStuckJobsAfter: harnessproc.Seconds(c.LeaseTTLSeconds),
-		JobTimeout:           -1, // handlers run as long as the scenario says; the rescuer plays the lease
+		JobTimeout:           harnessproc.Seconds(c.LeaseTTLSeconds),
 		MaxAttempts:          c.Attempts(),
 		RetryPolicy:          retryPolicy{c.Retry},
 		SoftStopTimeout:      harnessproc.Seconds(c.GracefulTimeout),

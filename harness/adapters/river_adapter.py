@@ -9,7 +9,8 @@ working ``river.Client`` as the consumer, whose process the supervisor starts an
 What River does instead of a lease, and why the timings below: a fetched job is ``running`` with
 ``attempted_at = now()`` (database clock) and nothing renews it. Only the elected leader's rescuer, every 30 s
 (``JobRescuerIntervalDefault``; ``river.Config`` does not expose it), takes back jobs running longer than
-``RescueStuckJobsAfter`` (set to ``lease_ttl_seconds``), making them ``retryable`` at the retry policy's next
+``RescueStuckJobsAfter`` and past their ``JobTimeout`` (both set to ``lease_ttl_seconds``: the rescuer never takes
+back a job without a timeout), making them ``retryable`` at the retry policy's next
 time; the leader's scheduler, every 5 s, makes them ``available`` again. A new leader runs its rescuer at once
 (after a start stagger of up to 1 s), so a dead leader does not add to that bound.
 """
@@ -52,8 +53,10 @@ CAPABILITIES = Capabilities(
         "River reports no lease_lost; its completion events also come for rows a stale write left unchanged, so "
         "settles are River's word. attempt counts every fetch, so max_attempts = min(retry.max_attempts, "
         "max_deliveries) caps rescues too, except that a call cut off by a graceful stop gives its attempt "
-        "back. Not expressible: fetch_batch_size (River fetches as many jobs as it has free workers), a per-job "
-        "timeout matching the lease (JobTimeout is off so handlers run as long as scenarios ask), a dead-letter "
+        "back. JobTimeout is the lease too: River's rescuer skips a running job until its timeout has passed "
+        "(never, without one), so a handler's context ends at lease_ttl_seconds and the call fails (recorded "
+        "with error timeout), to be retried. Not expressible: fetch_batch_size (River fetches as many jobs as it "
+        "has free workers), a dead-letter "
         "table (dead letters are discarded rows of river_job), a documented per-process connection budget (the "
         "pgx pool's MaxConns, plus the LISTEN connection River hijacks out of it), metrics. libfaketime cannot "
         "skew a Go binary's clock."

@@ -32,8 +32,9 @@ func (c Call) Values() map[string]any {
 }
 
 // Handler is harness.worker's handler: records the call, sleeps the scenario's duration (or the script's), fails
-// poison and scripted failures. A call whose context ends first (the library cancelled it, e.g. a hard stop) is
-// left without completion, as a killed call would be: the harness judges what happens to its row.
+// poison and scripted failures. A call whose context is cancelled first (a hard stop) is left without
+// completion, as in the Python worker: the process ends next, and the harness judges what happens to its row. A
+// call whose context reaches its deadline (the library's per-job timeout) fails, recorded with error "timeout".
 type Handler struct {
 	History *History
 	Spec    HandlerSpec
@@ -71,6 +72,9 @@ func (h *Handler) Handle(ctx context.Context, payload []byte, call Call) error {
 	select {
 	case <-timer.C:
 	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			h.History.Record("fail", "deliver", merge(map[string]any{"mid": mid, "error": "timeout"}, echo))
+		}
 		return ctx.Err()
 	}
 	failStep, _ := step["fail"].(bool)
