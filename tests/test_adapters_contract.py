@@ -36,9 +36,10 @@ SHIPPED = [
     ("tests.correct.prefetch:adapter", None),
     ("tests.correct.heartbeat:adapter", None),
     ("river", None),
+    ("harness.adapters.go_example:adapter", None),
 ]
 # Adapters whose program is built with a toolchain the machine may lack (or given prebuilt by a variable).
-TOOLCHAINS = {"river": ("go", "OUTBOX_HARNESS_RIVER_BIN")}
+TOOLCHAINS = {"river": ("go", "OUTBOX_HARNESS_RIVER_BIN"), "harness.adapters.go_example:adapter": ("go", "")}
 CONFIG = ConsumerConfig(queue="contract")
 
 
@@ -49,7 +50,7 @@ def spec(request: pytest.FixtureRequest) -> str:
         pytest.importorskip(library, reason=f"{library} is not installed (pip install '.[peers]')")
     if name in TOOLCHAINS:
         tool, prebuilt = TOOLCHAINS[name]
-        if shutil.which(tool) is None and not os.environ.get(prebuilt):
+        if shutil.which(tool) is None and not (prebuilt and os.environ.get(prebuilt)):
             pytest.skip(f"{name}'s adapter program needs {tool} to build it (or {prebuilt})")
     return name
 

@@ -29,17 +29,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "outbox-harness"
 
 
-def source_hash(source: Path) -> str:
+def source_hash(*sources: Path) -> str:
+    """Hash of the Go sources and module files under ``sources`` (a module and the local ones it replaces)."""
     digest = hashlib.sha256()
-    for path in sorted([*source.rglob("*.go"), source / "go.mod", source / "go.sum"]):
-        if path.is_file():
-            digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for source in sources:
+        for path in sorted([*source.rglob("*.go"), source / "go.mod", source / "go.sum"]):
+            if path.is_file():
+                digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
-def go_program(source: Path, name: str) -> Path:
-    """The binary built from the Go module at ``source``, built now if this version has not been yet."""
-    binary = cache_dir() / f"{name}-{source_hash(source)}" / name
+def go_program(source: Path, name: str, *replaced: Path) -> Path:
+    """The binary built from the Go module at ``source``, built now if this version has not been yet.
+    ``replaced``: local modules it uses through ``replace`` directives, whose changes also call for a build."""
+    binary = cache_dir() / f"{name}-{source_hash(source, *replaced)}" / name
     if binary.exists():
         return binary
     go = shutil.which("go")
