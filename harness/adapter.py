@@ -31,6 +31,7 @@ import asyncpg
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 
+from harness.business import TABLE as BUSINESS_TABLE
 from harness.messages import one_line
 from harness.provision.postgres import asyncpg_url
 
@@ -233,6 +234,29 @@ class PublishTx:
         return tx, cls(conn, raw)
 
 
+@dataclass(frozen=True)
+class TxOutcome:
+    """What an implementation's own publisher says of one transaction it ran (:class:`TxPublisher`)."""
+
+    ok: bool  # it did what was asked: committed, or rolled back on request
+    definite: bool = True  # False: COMMIT was sent and its outcome is unknown (resolved by the business rows)
+    error: str | None = None
+
+
+class TxPublisher(Protocol):
+    """A publisher in the implementation's own language, for libraries that cannot join the harness's transaction.
+
+    The harness still decides every transaction (which messages, commit or roll back: P1); the publisher runs it on
+    its own connection: business rows for ``mids`` in ``business`` (none when ``None``), the messages through the
+    library's transactional insert, then COMMIT or ROLLBACK. Returned by the optional ``Adapter.publisher(dsn,
+    config)``; the generator uses it instead of ``Adapter.publish`` when the adapter has one."""
+
+    async def publish_tx(self, mids: Sequence[str], payloads: Sequence[bytes], rollback: bool, *, queue: str,
+                         business: str | None = BUSINESS_TABLE) -> TxOutcome: ...
+
+    async def close(self) -> None: ...
+
+
 @runtime_checkable
 class Adapter(Protocol):
     name: str
@@ -263,6 +287,7 @@ ALIASES = {
     "eventsource-py": "harness.adapters.eventsource_adapter:adapter",
     "procrastinate": "harness.adapters.procrastinate_adapter:adapter",
     "chancy": "harness.adapters.chancy_adapter:adapter",
+    "river": "harness.adapters.river_adapter:adapter",
 }
 
 

@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from harness.adapter import AdapterLoadError, load_adapter
 from harness.history import HistoryWriter, read_events
 from harness.messages import mask_dsn
+from harness.names import worker_app
 from harness.nemesis.base import FaultNotApplied
 from harness.provision import guard
 from harness.worker import DSN_ENV, WorkerSpec
@@ -74,6 +77,7 @@ class Supervisor:
         self.slots: dict[str, Slot] = {}
         self._lock = threading.RLock()  # the monitor and nemesis threads both replace incarnations
         self._monitor: asyncio.Task[None] | None = None
+        self._own_command: Callable[[Path], list[str]] | Literal[False] | None = None  # resolved on first spawn
 
     # -- processes -----------------------------------------------------------------
     def add(self, name: str, *, dsn: str | None = None, handler: dict[str, Any] | None = None,
@@ -89,10 +93,10 @@ class Supervisor:
         slot.stopping = False
         spec = WorkerSpec(impl=self.impl, dsn=mask_dsn(slot.dsn), process=slot.process,
                           history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler,
-                          deliveries=str(self.workdir / "deliveries"))
+                          deliveries=str(self.workdir / "deliveries"), application_name=worker_app(slot.process))
         spec_path = self.workdir / f"{slot.process}.spec.json"
         spec.dump(spec_path)
-        cmd = [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]
+        cmd = self._command(spec_path)
         env = {**os.environ, DSN_ENV: slot.dsn}
         if slot.clock_offset:
             # libfaketime preloaded into the worker itself (not the `faketime` wrapper), so the pid we
@@ -106,6 +110,19 @@ class Supervisor:
         guard.protect(slot.proc.pid)
         self.history.record("info", "worker", event="spawned", process=slot.process, pid=slot.proc.pid,
                             clock_offset=slot.clock_offset)
+
+    def _command(self, spec_path: Path) -> list[str]:
+        """The adapter's own program when it declares ``command(spec_path)`` (an implementation in another
+        language, executed directly so that signals land on it), else ``python -m harness.worker``."""
+        if self._own_command is None:
+            try:
+                own = getattr(load_adapter(self.impl), "command", None)
+            except AdapterLoadError:
+                own = None  # the worker reports why it cannot load the adapter
+            self._own_command = own if callable(own) else False
+        if self._own_command:
+            return list(self._own_command(spec_path))
+        return [sys.executable, "-m", "harness.worker", "--spec", str(spec_path)]
 
     def history_path(self, process: str) -> Path:
         return self.workdir / f"worker-{process.replace('#', '-')}.jsonl"

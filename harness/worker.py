@@ -68,6 +68,7 @@ class WorkerSpec:
     config: dict[str, Any]
     handler: dict[str, Any] = field(default_factory=dict)
     deliveries: str = ""  # directory of the shared delivery counts for scripted messages
+    application_name: str = ""  # to set on every connection; "" means worker_app(process)
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -202,7 +203,8 @@ async def run(spec: WorkerSpec) -> int:
                        **({"lease_at": lease_at.timestamp()} if lease_at is not None else {}))
 
     noop = Noop(handler_spec.expect, history, spec.process) if handler_spec.noop else None
-    ctx = ConsumerContext(dsn=os.environ[DSN_ENV], config=config, application_name=worker_app(spec.process),
+    ctx = ConsumerContext(dsn=os.environ[DSN_ENV], config=config,
+                          application_name=spec.application_name or worker_app(spec.process),
                           handler=handler if noop is None else noop.handle, stopping=stopping,
                           settled=settled if noop is None else _ignore, metric=metric if noop is None else _ignore,
                           claimed=claimed if noop is None else _ignore)

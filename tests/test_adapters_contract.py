@@ -2,7 +2,8 @@
 
 - it loads through ``load_adapter`` and satisfies the ``Adapter`` protocol with honest declarations;
 - ``create_schema`` drops and recreates the implementation's schema;
-- a publish inside a harness transaction that rolls back leaves nothing behind (P1);
+- a publish inside a harness transaction that rolls back leaves nothing behind (P1); an adapter with its own
+  publisher (``Adapter.publisher``, a program in another language) runs the same transactions itself;
 - a committed publish shows up pending in ``read_state``, payloads intact.
 
 Peer adapters are skipped, with the reason, when their library is not installed.
@@ -10,7 +11,9 @@ Peer adapters are skipped, with the reason, when their library is not installed.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Sequence
 
 import pytest
@@ -32,7 +35,11 @@ SHIPPED = [
     ("harness.adapters.example:adapter", None),
     ("tests.correct.prefetch:adapter", None),
     ("tests.correct.heartbeat:adapter", None),
+    ("river", None),
+    ("harness.adapters.go_example:adapter", None),
 ]
+# Adapters whose program is built with a toolchain the machine may lack (or given prebuilt by a variable).
+TOOLCHAINS = {"river": ("go", "OUTBOX_HARNESS_RIVER_BIN"), "harness.adapters.go_example:adapter": ("go", "")}
 CONFIG = ConsumerConfig(queue="contract")
 
 
@@ -41,6 +48,10 @@ def spec(request: pytest.FixtureRequest) -> str:
     name, library = request.param
     if library is not None:
         pytest.importorskip(library, reason=f"{library} is not installed (pip install '.[peers]')")
+    if name in TOOLCHAINS:
+        tool, prebuilt = TOOLCHAINS[name]
+        if shutil.which(tool) is None and not (prebuilt and os.environ.get(prebuilt)):
+            pytest.skip(f"{name}'s adapter program needs {tool} to build it (or {prebuilt})")
     return name
 
 
@@ -68,6 +79,16 @@ def test_loads_and_satisfies_the_protocol(spec: str) -> None:
 async def _publish(adapter: Adapter, dsn: str, mids: Sequence[str], *, commit: bool, first: bool = False) -> None:
     """What the runner does: a business row and the outbox rows in one transaction it owns. With ``first``
     the publish is the transaction's first statement (as in the bench)."""
+    own = getattr(adapter, "publisher", None)
+    if callable(own):  # its own publisher runs the transaction, as the generator has it do
+        publisher = own(dsn, CONFIG)
+        try:
+            out = await publisher.publish_tx(mids, [encode(m, pad=16) for m in mids], not commit, queue=CONFIG.queue,
+                                             business=None if first else "contract_business")
+        finally:
+            await publisher.close()
+        assert out.ok, f"the publisher failed: {out.error}"
+        return
     engine = create_async_engine(asyncpg_url(dsn))
     try:
         async with engine.connect() as conn:
