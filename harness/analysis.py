@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.checkers import CheckContext, checkers_for, run_checkers
-from harness.history import Event, read_events
+from harness.checkers import CheckContext, History, checkers_for, run_checkers
+from harness.history import Event
 from harness.verdict import ScenarioResult, Verdict
 
 _FAULT_TAGS = ("kind", "category", "ends_process")
@@ -45,21 +45,19 @@ class Header:
         return list(self.scenario["guarantees"])
 
     @classmethod
-    def of(cls, history: Iterable[Event]) -> Header:
-        for e in history:
-            if e.f == "run" and e.type == "info":
-                v = e.value
-                return cls(v["scenario"], str(v["impl"]), CheckContext.from_dict(v["context"]), str(v.get("notes") or ""),
-                           v.get("seed"), v.get("not_run"))
-        raise NotAHistory("no run header (f='run') in the history")
+    def of(cls, history: History | Iterable[Event]) -> Header:
+        e = History.of(history).run
+        if e is None:
+            raise NotAHistory("no run header (f='run') in the history")
+        v = e.value
+        return cls(v["scenario"], str(v["impl"]), CheckContext.from_dict(v["context"]), str(v.get("notes") or ""),
+                   v.get("seed"), v.get("not_run"))
 
 
-def failed_faults(history: Iterable[Event]) -> list[str]:
+def failed_faults(faults: Iterable[Event]) -> list[str]:
     """Faults that could not be applied or healed: a scenario must not pass on them."""
     out = []
-    for e in history:
-        if e.f != "fault":
-            continue
+    for e in faults:
         if e.type == "fail":
             out.append(f"{e.value.get('kind')}: {e.value.get('error')}")
         elif e.type == "info" and e.value.get("heal_error"):
@@ -67,15 +65,17 @@ def failed_faults(history: Iterable[Event]) -> list[str]:
     return out
 
 
-def fault_notes(history: Iterable[Event]) -> list[str]:
+def fault_notes(faults: Iterable[Event]) -> list[str]:
     """What each fault reported when it took effect, for the report."""
     return [f"{e.value.get('kind')}: " + json.dumps({k: v for k, v in e.value.items() if k not in _FAULT_TAGS},
                                                      default=str)
-            for e in history if e.f == "fault" and e.type == "ok"]
+            for e in faults if e.type == "ok"]
 
 
-def judge(history: list[Event]) -> tuple[list[Verdict], list[str]]:
-    """The verdicts of the scenario this history recorded, and the notes shown beside them."""
+def judge(history: History | Iterable[Event]) -> tuple[list[Verdict], list[str]]:
+    """The verdicts of the scenario this history recorded, and the notes shown beside them; the history (its
+    events in ``Event.t`` order) is indexed once for every checker."""
+    history = History.of(history)
     header = Header.of(history)
     guarantees = header.guarantees
     own = [header.notes] if header.notes else []
@@ -84,8 +84,8 @@ def judge(history: list[Event]) -> tuple[list[Verdict], list[str]]:
         return [Verdict(g, "runner", status, reason) for g in guarantees], [reason] + own  # type: ignore[arg-type]
     verdicts = [v for v in run_checkers(checkers_for(guarantees), history, header.context) if v.guarantee in guarantees]
     verdicts.sort(key=lambda v: guarantees.index(v.guarantee))
-    verdicts = [explain(v, history) for v in _require_faults(verdicts, failed_faults(history), guarantees)]
-    return verdicts, fault_notes(history) + own
+    verdicts = [explain(v, history) for v in _require_faults(verdicts, failed_faults(history.faults), guarantees)]
+    return verdicts, fault_notes(history.faults) + own
 
 
 _MID = re.compile(r"m\d+")
@@ -93,21 +93,28 @@ EVIDENCE_MIDS = 2  # messages whose story a failing verdict quotes
 EVIDENCE_LINES = 24
 
 
-def explain(v: Verdict, history: list[Event]) -> Verdict:
+def explain(v: Verdict, history: History) -> Verdict:
     """A fail quotes the history behind it: every event of the first messages it names (publish, claims, calls,
-    settles), the faults, and the lifecycle of the processes involved, with times relative to the run's start."""
-    if v.status != "fail" or not history:
+    settles), the faults, and the lifecycle of the processes involved, with times relative to the run's start.
+    The index keeps no per-message events, so this reads the history once more, for fails only."""
+    if v.status != "fail" or not history.size:
         return v
     mids = list(dict.fromkeys(_mids_in(v.figures)))[:EVIDENCE_MIDS]
     if not mids:
         return v
     wanted = set(mids)
-    own = [e for e in history if e.mid in wanted or wanted & {str(m) for m in e.value.get("mids") or ()}]
-    processes = {e.process for e in own}
-    t0 = history[0].t
-    lines = [_quote(e, t0) for e in history
-             if e in own or e.f == "fault" or (e.f == "worker" and str(e.value.get("process")) in processes)]
-    reads = [e for e in history if e.f == "read" and e.type == "ok"]
+    quoted: list[tuple[Event, bool]] = []  # (event, one of the messages' own), in order
+    processes: set[str] = set()
+    for e in history.replay():
+        own = e.mid in wanted or bool(wanted & {str(m) for m in e.value.get("mids") or ()})
+        if own:
+            processes.add(e.process)
+        if own or e.f in ("fault", "worker"):
+            quoted.append((e, own))
+    t0 = history.min_t
+    lines = [_quote(e, t0) for e, own in quoted
+             if own or e.f == "fault" or (e.f == "worker" and str(e.value.get("process")) in processes)]
+    reads = [e for e in history.events("read") if e.type == "ok"]
     if reads:
         pending, dead = set(reads[-1].value.get("pending") or ()), set(reads[-1].value.get("dead") or ())
         lines = lines[:EVIDENCE_LINES - 1] + [_quote(reads[-1], t0).split(" {")[0] + " " + ", ".join(
@@ -143,10 +150,10 @@ def _require_faults(verdicts: list[Verdict], failed: list[str], guarantees: list
 
 
 def recheck(path: Path, *, duration_s: float | None = None) -> ScenarioResult:
-    """A saved history judged again."""
-    history = sorted(read_events(path), key=lambda e: e.t)
+    """A saved history judged again, streamed from its file into the checkers' index."""
+    history = History.read(path)
     header = Header.of(history)
     verdicts, notes = judge(history)
-    span = history[-1].t - history[0].t if len(history) > 1 else 0.0
+    span = history.last_t - history.min_t if history.size > 1 else 0.0
     return ScenarioResult(header.name, header.impl, verdicts, span if duration_s is None else duration_s,
                           history_path=str(path), notes=notes)

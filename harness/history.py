@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,7 +58,11 @@ class Event:
 
     @classmethod
     def from_json(cls, line: str) -> Event:
-        raw = json.loads(line)
+        return cls.from_raw(json.loads(line))
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Event:
+        """The event of one decoded line (KeyError if a field is missing)."""
         return cls(raw["t"], raw["wall"], raw["process"], raw["type"], raw["f"], raw.get("value") or {})
 
 
@@ -128,20 +133,58 @@ class Tail:
         return list(_parse(chunk[:end].decode("utf-8", "replace").splitlines(), self.f, self.type_))
 
 
+#: Lines decoded together as one JSON array: one call into the decoder instead of one per line, about three times
+#: faster on long histories.
+_CHUNK = 4096
+
+
 def _parse(lines: Iterable[str], f: str | None, type_: EventType | None) -> Iterator[Event]:
     # Event.to_json writes the fields in declaration order without spaces, "type" just before "f"
     wanted = {k: v for k, v in (("type", type_), ("f", f)) if v is not None}
     token = json.dumps(wanted, separators=(",", ":"))[1:-1]
-    for line in lines:
-        line = line.strip()
-        if not line or token not in line:
-            continue
+    for raw in _objects(lines, token):
         try:
-            event = Event.from_json(line)
-        except (json.JSONDecodeError, KeyError):
+            event = Event.from_raw(raw)
+        except KeyError:
             continue
         if (f is None or event.f == f) and (type_ is None or event.type == type_):
             yield event
+
+
+def read_raw(path: Path) -> Iterator[dict[str, Any]]:
+    """The decoded lines of one history file, as written, without an :class:`Event` for each: for a reader of long
+    histories that keeps little of most lines (the checkers' index). A torn last line is skipped."""
+    with open(path, encoding="utf-8") as fh:
+        yield from _objects(fh, "")
+
+
+#: Lines decoded together as one JSON array: one call into the decoder instead of one per line, about three times
+#: faster on long histories.
+_CHUNK = 4096
+
+
+def _objects(lines: Iterable[str], token: str) -> Iterator[Any]:
+    """The JSON values of the non-empty lines that contain ``token``, decoded a chunk at a time."""
+    lines = iter(lines)
+    while chunk := list(islice(lines, _CHUNK)):
+        yield from _decode([s for line in chunk if (s := line.strip()) and token in s])
+
+
+def _decode(lines: list[str]) -> list[Any]:
+    """The values of these lines; a line that is not whole JSON (torn by a SIGKILL mid-write) is skipped."""
+    try:
+        values = json.loads("[" + ",".join(lines) + "]")
+        if len(values) == len(lines):
+            return values
+    except json.JSONDecodeError:
+        pass
+    values = []  # a torn line: one by one, so that it spoils no other
+    for line in lines:
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return values
 
 
 def merge(paths: Iterable[Path]) -> list[Event]:

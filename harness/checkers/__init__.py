@@ -1,7 +1,7 @@
 """Checkers: pure functions from a merged history to verdicts.
 
-Each takes ``(history, ctx)`` with the history ordered by ``Event.t`` and returns one verdict per guarantee it
-decides. A checker that cannot decide says "unknown", never "pass". Every module in this package that registers
+Each takes ``(history, ctx)``, the history being its one-pass index (:class:`harness.checkers._index.History`) or its
+events ordered by ``Event.t``, and returns one verdict per guarantee it decides. A checker that cannot decide says "unknown", never "pass". Every module in this package that registers
 a checker with ``@checker(name, decides=...)`` is found here: adding a checker is adding one module.
 """
 
@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterable
 
+from harness.checkers._index import History
 from harness.checkers.context import REGISTRY, Checker, CheckContext, checker
 from harness.history import Event
 from harness.verdict import Verdict
@@ -44,12 +45,14 @@ def checkers_for(guarantees: Iterable[str]) -> list[str]:
     return out
 
 
-def run_checkers(names: Iterable[str], history: list[Event], ctx: CheckContext) -> list[Verdict]:
-    """Runs the named checkers in order. An unknown name raises KeyError before any runs; a checker that crashes
-    yields "unknown" for its guarantees with the error, so one bug does not hide the other verdicts."""
+def run_checkers(names: Iterable[str], history: History | Iterable[Event], ctx: CheckContext) -> list[Verdict]:
+    """Runs the named checkers in order on one index of the history. An unknown name raises KeyError before any runs;
+    a checker that crashes yields "unknown" for its guarantees with the error, so one bug does not hide the other
+    verdicts."""
     chosen = list(names)
     if missing := [n for n in chosen if n not in REGISTRY]:
         raise KeyError(f"unknown checkers {missing}; known: {sorted(REGISTRY)}")
+    history = History.of(history)
     verdicts: list[Verdict] = []
     for name in chosen:
         entry = REGISTRY[name]
@@ -66,6 +69,7 @@ __all__ = [
     "REGISTRY",
     "CheckContext",
     "Checker",
+    "History",
     "QueueTally",
     "check_budget",
     "check_dlq",

@@ -1,301 +1,49 @@
-"""Views of a merged history shared by the checkers: deliveries, fault windows, clocks. One way to do each."""
+"""The one index of a merged history that every checker reads, built in one pass.
+
+Why: a long run has millions of events, and checkers that each re-scan them (and rebuild the deliveries) made
+judging slow and held every event in memory. :class:`History` reads the events once, in order, and keeps only what
+the checkers read: per message its publish outcome, first publish, commit time and counts (columns), per handler
+call its times and outcome (columns, :mod:`harness.checkers._calls`), and the few low-volume events (the run header,
+faults, worker notes, logs, metrics, samples, the drain and the final read) as they are. Views are computed once and
+cached; :func:`harness.analysis.judge` builds one index per run and hands it to every checker.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from harness.history import Event
+from harness.checkers import _faults
+from harness.checkers._calls import CORRUPT, NONE, PUBLISHED, Calls, Delivery, parse_lease_at
+from harness.checkers._faults import BACKEND_ENDING, FaultWindow, ends_process, target
+from harness.checkers._leases import claim_order
+from harness.history import Event, read_events, read_raw
 
 EPS = 0.001  # tolerance on database-clock gaps, seconds
 EXAMPLES = 10  # offending items quoted in a verdict's figures
-_MATCH_KEYS = ("lease_at", "delivery")  # echoed by completions to tell concurrent calls of one mid apart
+REMOVALS = ("acked", "dead_lettered")  # settle outcomes that remove the row
 
+# Message flags: the publish outcomes, the runner's resolution of uncertain commits, and what deliveries showed.
+OK, FAIL, INFO, FOUND, ABSENT, DELIVERED, REMOVED, REMOVED_TWICE = (1 << n for n in range(8))
+_PUBLISHED = {"ok": OK, "fail": FAIL, "info": INFO}
 
-def parse_lease_at(raw: Any) -> float | None:
-    """Epoch seconds from an ISO datetime string (naive means UTC) or a number; None if absent or unreadable."""
-    if raw is None or isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        return float(raw)
-    if isinstance(raw, datetime):
-        stamp = raw
-    else:
-        try:
-            stamp = datetime.fromisoformat(str(raw))
-        except ValueError:
-            return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
+T = TypeVar("T")
 
-
-def target(event: Event) -> str:
-    """The process an event is about: ``value["process"]`` for notes written by others, else the writer."""
-    return str(event.value.get("process") or event.process)
-
-
-@dataclass(eq=False)
-class Delivery:
-    """One handler call: its invoke, how it ended, and what the implementation did afterwards."""
-
-    invoke: Event
-    lease_at: float | None  # database clock, when the adapter reports it (with the call or with its claim)
-    claim: Event | None = None  # the ``claim`` the implementation reported for this row before the call
-    published: float | None = None  # the publish invoke of this mid: no lease of it can start earlier
-    end: Event | None = None  # deliver ok | fail
-    settle: Event | None = None  # settle ok | fail matched to this call
-    cut_at: float | None = None  # the process died (killed, exited, restarted) with the call unfinished
-    ambiguous: bool = False  # a completion or settle fitted several concurrent calls of this mid in this process
-
-    @property
-    def mid(self) -> str | None:
-        return self.invoke.mid
-
-    @property
-    def process(self) -> str:
-        return self.invoke.process
-
-    @property
-    def t(self) -> float:
-        return self.invoke.t
-
-    @property
-    def failed(self) -> bool:
-        return self.end is not None and self.end.type == "fail"
-
-    @property
-    def outcome(self) -> str | None:
-        return self.settle.value.get("outcome") if self.settle is not None else None
-
-    @property
-    def finished_at(self) -> float | None:
-        """Last thing known of the call on the monotonic clock; None while it may still run."""
-        for event in (self.settle, self.end):
-            if event is not None:
-                return event.t
-        return self.cut_at
-
-
-def _same_call(invoke: Event, other: Event) -> bool:
-    """Every discriminating key the completion carries agrees with the invoke (lease times compared parsed)."""
-    for k in _MATCH_KEYS:
-        theirs = other.value.get(k)
-        if theirs is None:
-            continue
-        mine = invoke.value.get(k)
-        if k == "lease_at":
-            mine, theirs = parse_lease_at(mine), parse_lease_at(theirs)
-        if mine != theirs:
-            return False
-    return True
-
-
-def _process_ended(event: Event) -> bool:
-    if event.f == "fault" and event.type == "ok":
-        return bool(event.value.get("ends_process"))
-    return event.f == "worker" and event.value.get("event") in ("exited", "died", "stopped", "started")
-
-
-def index_deliveries(history: Iterable[Event]) -> list[Delivery]:
-    """Deliveries in invoke order. Completions and settles match calls of the same (process, mid) whose
-    lease_at/delivery they echo (if they carry any), the oldest first; a settle prefers calls that already ended,
-    in the order they ended. Without echoes, concurrent calls of one mid in one process cannot be told apart:
-    they are marked ambiguous. A SIGKILL, exit, death or restart of a process cuts its unfinished calls."""
-    out: list[Delivery] = []
-    running: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # no end yet
-    unsettled: dict[tuple[str, str | None], list[Delivery]] = defaultdict(list)  # ended, no settle yet
-    claims: dict[tuple[str, str], Event] = {}  # the latest claim of a mid by a process, not yet handled
-    published: dict[str, float] = {}
-    for e in history:
-        key = (e.process, e.mid)
-        if e.f == "publish" and e.type == "invoke":
-            for m in e.value.get("mids") or ():
-                published.setdefault(str(m), e.t)
-        elif e.f == "claim" and e.type == "ok":
-            for m in e.value.get("mids") or ():
-                claims[(e.process, str(m))] = e
-        elif e.f == "deliver" and e.type == "invoke":
-            claim = claims.pop((e.process, str(e.mid)), None)
-            lease_at = parse_lease_at(e.value.get("lease_at"))
-            if lease_at is None and claim is not None:
-                lease_at = parse_lease_at(claim.value.get("lease_at"))
-            call = Delivery(e, lease_at, claim, published.get(str(e.mid)))
-            out.append(call)
-            running[key].append(call)
-        elif e.f == "deliver" and e.type in ("ok", "fail"):
-            d = _take(running[key], e)
-            if d is not None:
-                d.end = e
-                if d.settle is None:
-                    unsettled[key].append(d)
-        elif e.f == "settle" and e.type in ("ok", "fail"):
-            d = _take(unsettled[key], e) or _take([c for c in running[key] if c.settle is None], e)
-            if d is not None:
-                d.settle = e
-        elif _process_ended(e):
-            name = target(e)
-            for k in [k for k in running if k[0] == name]:
-                for cut in running.pop(k):
-                    cut.cut_at = e.t
-            for k in [k for k in unsettled if k[0] == name]:
-                del unsettled[k]
-    return out
-
-
-def _take(calls: list[Delivery], event: Event) -> Delivery | None:
-    """Removes and returns the oldest call the event matches; if several match, all are marked ambiguous."""
-    matching = [d for d in calls if _same_call(d.invoke, event)]
-    if not matching:
-        return None
-    if len(matching) > 1:
-        for d in matching:
-            d.ambiguous = True
-    calls.remove(matching[0])
-    return matching[0]
-
-
-def by_mid(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
-    """Deliveries of each mid in claim order, by the best evidence every one of them carries: database-clock lease
-    times, reported claims, the implementation's claim count (``delivery``), else handler starts. A prefetched
-    row's handler may start after a later claim's, so handler starts come last."""
-    groups: dict[str, list[Delivery]] = defaultdict(list)
-    for d in deliveries:
-        if d.mid is not None:
-            groups[d.mid].append(d)
-    for ds in groups.values():
-        if all(d.lease_at is not None for d in ds):
-            ds.sort(key=lambda d: (d.lease_at, d.t))
-        elif all(d.claim is not None for d in ds):
-            ds.sort(key=lambda d: (d.claim.t, d.t))  # type: ignore[union-attr]
-        elif _distinct_counts(ds):
-            ds.sort(key=lambda d: (d.invoke.value["delivery"], d.t))
-    return dict(groups)
-
-
-def _distinct_counts(ds: list[Delivery]) -> bool:
-    counts = [d.invoke.value.get("delivery") for d in ds]
-    return all(isinstance(c, int) and not isinstance(c, bool) for c in counts) and len(set(counts)) == len(counts)
-
-
-def claimed_before(a: Delivery, b: Delivery) -> bool:
-    """A's row was claimed before B's, by the best evidence both carry (as :func:`by_mid` orders them)."""
-    if a.lease_at is not None and b.lease_at is not None:
-        return a.lease_at < b.lease_at
-    if a.claim is not None and b.claim is not None:
-        return a.claim.t < b.claim.t
-    if _distinct_counts([a, b]):
-        return a.invoke.value["delivery"] < b.invoke.value["delivery"]
-    return a.t < b.t
-
-
-def gap(a: Delivery, b: Delivery, db_clock: bool) -> float:
-    """Seconds from lease A to lease B: database clock if asked and both carry lease_at, else monotonic invokes."""
-    if db_clock and a.lease_at is not None and b.lease_at is not None:
-        return b.lease_at - a.lease_at
-    return b.t - a.t
-
-
-def uses_db_clock(deliveries: Iterable[Delivery], lease_times: bool) -> bool:
-    """Lease gaps are judged by the database clock only when the adapter claims it and every delivery carries it."""
-    return lease_times and all(d.lease_at is not None for d in deliveries)
-
-
-def clock_note(db_clock: bool) -> str:
-    return "" if db_clock else " (no DB-clock lease times: judged on the monotonic clock with scheduling slack)"
-
-
-@dataclass(frozen=True)
-class LeaseStart:
-    """When a call's lease began, as far as the history tells, on the monotonic clock: within [lo, hi]."""
-
-    lo: float
-    hi: float
-    source: str  # the evidence: "claim", "handler start", "handler start, possibly prefetched"
-
-
-def lease_start(d: Delivery, slack: float, prefetch: bool) -> LeaseStart:
-    """The bounds of a call's lease start without a database-clock lease time.
-
-    A reported claim dates it within the claim statement's round trip (``slack``). Without a claim, the handler
-    start bounds it from above; from below, by the scheduling slack when the implementation hands claimed rows
-    straight to its handlers, or only by the message's publish when it may hold them in a prefetch buffer first
-    (for as long as it likes)."""
-    if d.claim is not None:
-        return LeaseStart(d.claim.t - slack, d.claim.t, "claim")
-    if prefetch:
-        lo = d.published if d.published is not None else float("-inf")
-        return LeaseStart(lo, d.t, "handler start, possibly prefetched")
-    return LeaseStart(d.t - slack, d.t, "handler start")
-
-
-@dataclass
-class FaultWindow:
-    """One fault from its invoke to its heal; ``applied`` is the ``fault`` ok that proves it took effect."""
-
-    invoke: Event
-    applied: Event | None = None
-    healed: float | None = None  # fault info; None if it never healed in the history
-    failed: bool = False  # fault fail: it could not be applied
-
-    @property
-    def invoked(self) -> float:
-        return self.invoke.t
-
-    @property
-    def applied_at(self) -> float | None:
-        return self.applied.t if self.applied is not None else None
-
-    @property
-    def figures(self) -> dict[str, Any]:
-        """What the nemesis reported when it took effect, e.g. the process it signalled."""
-        return self.applied.value if self.applied is not None else {}
-
-    def active(self, t: float) -> bool:
-        """Between taking effect and healing."""
-        start = self.applied_at
-        return start is not None and start <= t and (self.healed is None or t <= self.healed)
-
-
-def fault_windows(history: Iterable[Event], kind: str) -> list[FaultWindow]:
-    """Windows of one fault kind that did not fail; invoke, ok/fail and info pair up first in, first out."""
-    opened: list[FaultWindow] = []
-    for e in history:
-        if e.f != "fault" or e.value.get("kind") != kind:
-            continue
-        if e.type == "invoke":
-            opened.append(FaultWindow(e))
-        elif e.type in ("ok", "fail"):
-            w = next((w for w in opened if w.applied is None and not w.failed), None)
-            if w is not None:
-                w.applied, w.failed = (e, False) if e.type == "ok" else (None, True)
-        else:
-            w = next((w for w in opened if w.applied is not None and w.healed is None), None)
-            if w is not None:
-                w.healed = e.t
-    return [w for w in opened if not w.failed]
-
-
-def process_ends(history: Iterable[Event]) -> list[Event]:
-    """Faults that took effect and ended a process (``fault`` ok of a nemesis declared ``ends_process``)."""
-    return [e for e in history if e.f == "fault" and e.type == "ok" and e.value.get("ends_process")]
+__all__ = ["BACKEND_ENDING", "EPS", "EXAMPLES", "Delivery", "FaultWindow", "FinalRead", "History", "examples",
+           "index_deliveries", "parse_lease_at", "target"]
 
 
 def examples(items: Iterable[Any]) -> list[Any]:
-    return list(items)[:EXAMPLES]
+    out = []
+    for item in items:
+        if len(out) == EXAMPLES:
+            break
+        out.append(item)
+    return out
 
-
-
-def kinds_of(history: Iterable[Event], category: str) -> list[str]:
-    """Fault kinds of one category (as their nemeses declared it) that ran in this history, in first-run order."""
-    return list(dict.fromkeys(str(e.value.get("kind")) for e in history
-                              if e.f == "fault" and e.type == "invoke" and e.value.get("category") == category))
-
-
-# -- observations the runner recorded: the final read, the drain, the poison set -----------------------------
 
 @dataclass(frozen=True)
 class FinalRead:
@@ -306,76 +54,380 @@ class FinalRead:
     done: bool = True  # the read happened; without it nothing can be said of what the tables hold
 
 
-def final_read(history: Iterable[Event]) -> FinalRead:
-    """The last successful ``read`` of the tables; empty when the history holds none."""
-    last: Event | None = None
-    for e in history:
-        if e.f == "read" and e.type == "ok":
-            last = e
-    if last is None:
-        return FinalRead([], [], done=False)
-    return FinalRead([str(m) for m in last.value.get("pending") or ()], [str(m) for m in last.value.get("dead") or ()])
+class History:
+    """A merged history, indexed for the checkers. Build it with :meth:`of` (events in ``Event.t`` order) or
+    :meth:`read` (a saved history, streamed)."""
+
+    def __init__(self) -> None:
+        self.size = 0  # events read
+        self.ordered = True  # events came in Event.t order
+        self.min_t = float("inf")
+        self.last_t: float | None = None  # the last event's
+        self.run: Event | None = None  # the run header
+        self.others: list[Event] = []  # every event but publish, claim, deliver and settle, in order
+        # Messages, by number: name, flags, first publish invoke, last commit seen, deliver oks, calls, last call.
+        self.mids: list[str] = []
+        self._mid_ids: dict[str, int] = {}
+        self.m_flags = bytearray()
+        self.m_published = array("d")
+        self.m_committed_at = array("d")  # the last publish ok / info or resolve that names it
+        self.m_handled = array("I")  # deliver ok events
+        self.m_calls = array("I")
+        self._m_last = array("i")  # its latest call, -1 for none (calls chain back through Calls.prev)
+        self._redelivered: list[int] = []  # messages with a second call, as they got it
+        # Processes, by number.
+        self.procs: list[str] = []
+        self._proc_ids: dict[str, int] = {}
+        self.proc_calls: list[int] = []
+        self.proc_first_t: list[float] = []  # of its calls
+        self.proc_last_t: list[float] = []
+        self.delivering: set[str] = set()  # processes with any deliver event
+        self.calls = Calls()
+        self.all_lease_times = True  # every call carries a lease time (its own or its claim's)
+        self.corrupt: list[str] = []  # deliver invokes without a mid or with a payload that failed its checksum
+        self.poison: set[str] = set()  # published as poison, in transactions not rolled back on purpose
+        self.probes: list[tuple[str, float]] = []  # idle single-message publishes: (mid, publish ok)
+        self.lease_lost = 0  # settle fail lease_lost
+        self._claims: dict[tuple[str, str], tuple[float, float | None]] = {}  # reported, not yet handled
+        self._cache: dict[Any, Any] = {}
+        self._source: Callable[[], Iterable[Event]] | None = None  # the events again, for :meth:`replay`
+
+    # -- building ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, history: History | Iterable[Event]) -> History:
+        """The index of these events (taken in the order given, which must be ``Event.t`` order)."""
+        if isinstance(history, History):
+            return history
+        h = cls()
+        for e in history:
+            h._add(e.t, e.process, e.type, e.f, e.value, e)
+        if isinstance(history, list | tuple):
+            h._source = lambda: history
+        return h
+
+    @classmethod
+    def read(cls, path: Path) -> History:
+        """A saved history, streamed from its file: only the low-volume lines become events, and none is held but
+        those; sorted first if the file is not in ``Event.t`` order."""
+        h = cls()
+        for raw in read_raw(path):
+            try:
+                t, process, type_, f, _ = raw["t"], raw["process"], raw["type"], raw["f"], raw["wall"]
+            except KeyError:  # not an event (as read_events skips it)
+                continue
+            h._add(t, process, type_, f, raw.get("value") or {}, raw)
+        if not h.ordered:
+            return cls.of(sorted(read_events(path), key=lambda e: e.t))
+        h._source = lambda: read_events(path)
+        return h
+
+    def replay(self) -> Iterable[Event]:
+        """Every event again, in order, for the rare reader that needs what the index does not keep (a failing
+        verdict quoting the events of a message); a history streamed from a file is read once more."""
+        if self._source is None:
+            raise ValueError("this history was indexed from a one-shot stream: its events cannot be read again")
+        return self._source()
+
+    def _add(self, t: float, process: str, type_: str, f: str, value: dict[str, Any],
+             source: Event | dict[str, Any]) -> None:
+        """One event, as its fields (``source``: the event, or its decoded line, made an event only if kept)."""
+        if self.last_t is not None and t < self.last_t:
+            self.ordered = False
+        if t < self.min_t:
+            self.min_t = t
+        self.last_t = t
+        self.size += 1
+        if f == "deliver":
+            self.delivering.add(process)
+            if type_ == "invoke":
+                self._invoke(t, process, value)
+            elif type_ == "ok" or type_ == "fail":
+                self._end(t, process, type_, value)
+        elif f == "settle":
+            if type_ == "ok" or type_ == "fail":
+                self._settle(t, process, type_, value)
+        elif f == "publish":
+            self._publish(t, type_, value)
+        elif f == "claim":
+            if type_ == "ok":
+                lease_at = parse_lease_at(value.get("lease_at"))
+                for m in value.get("mids") or ():
+                    self._claims[(process, str(m))] = (t, lease_at)
+        else:
+            self._note(source if isinstance(source, Event) else Event.from_raw(source))
+
+    def _mid(self, name: str) -> int:
+        """The message's number, given one when first seen."""
+        m = self._mid_ids.get(name)
+        if m is None:
+            m = self._mid_ids[name] = len(self.mids)
+            self.mids.append(name)
+            self.m_flags.append(0)
+            self.m_published.append(NONE)
+            self.m_committed_at.append(NONE)
+            self.m_handled.append(0)
+            self.m_calls.append(0)
+            self._m_last.append(-1)
+        return m
+
+    def _proc(self, name: str) -> int:
+        p = self._proc_ids.get(name)
+        if p is None:
+            p = self._proc_ids[name] = len(self.procs)
+            self.procs.append(name)
+            self.proc_calls.append(0)
+            self.proc_first_t.append(float("inf"))
+            self.proc_last_t.append(float("-inf"))
+        return p
+
+    def _invoke(self, t: float, process: str, value: dict[str, Any]) -> None:
+        raw = value.get("mid")
+        p = self._proc(process)
+        m = -1 if raw is None else self._mid(str(raw))
+        claim = self._claims.pop((process, str(raw)), None) if self._claims else None
+        echo = parse_lease_at(value.get("lease_at"))
+        lease_at = echo if echo is not None or claim is None else claim[1]
+        if lease_at is None:
+            self.all_lease_times = False
+        flags = 0
+        if raw is None or value.get("intact") is False:
+            flags = CORRUPT
+            self.corrupt.append(str(raw))
+        else:
+            self.m_flags[m] |= DELIVERED
+        if m >= 0 and self.m_published[m] == self.m_published[m]:
+            flags |= PUBLISHED
+        prev = self._m_last[m] if m >= 0 else -1
+        i = self.calls.invoke(p, m, prev, t, value, lease_at, echo, None if claim is None else claim[0], flags)
+        self.proc_calls[p] += 1
+        if t < self.proc_first_t[p]:
+            self.proc_first_t[p] = t
+        if t > self.proc_last_t[p]:
+            self.proc_last_t[p] = t
+        if m >= 0:
+            self._m_last[m] = i
+            self.m_calls[m] += 1
+            if self.m_calls[m] == 2:
+                self._redelivered.append(m)
+
+    def _end(self, t: float, process: str, type_: str, value: dict[str, Any]) -> None:
+        raw = value.get("mid")
+        if raw is None:
+            m = -1
+        elif type_ == "ok":
+            m = self._mid(str(raw))
+            self.m_handled[m] += 1
+        else:
+            m = self._mid_ids.get(str(raw), -2)
+        self.calls.end(self._proc(process), m, t, type_, value)
+
+    def _settle(self, t: float, process: str, type_: str, value: dict[str, Any]) -> None:
+        raw = value.get("mid")
+        outcome = value.get("outcome")
+        if type_ == "ok" and outcome in REMOVALS:
+            r = self._mid_ids.get(str(raw))
+            if r is None:
+                r = self._mid(str(raw))
+            self.m_flags[r] |= REMOVED_TWICE if self.m_flags[r] & REMOVED else REMOVED
+        elif type_ == "fail" and outcome == "lease_lost":
+            self.lease_lost += 1
+        m = -1 if raw is None else self._mid_ids.get(str(raw), -2)
+        self.calls.settle(self._proc(process), m, t, type_, value)
+
+    def _publish(self, t: float, type_: str, value: dict[str, Any]) -> None:
+        mids = value.get("mids") or ()
+        if type_ == "invoke":
+            for raw in mids:
+                m = self._mid(str(raw))
+                if self.m_published[m] != self.m_published[m]:
+                    self.m_published[m] = t
+            if not value.get("rollback"):
+                self.poison.update(str(raw) for raw in value.get("poison") or ())
+            return
+        bit = _PUBLISHED.get(type_)
+        if bit is None:
+            return
+        committed = bit != FAIL
+        for raw in mids:
+            m = self._mid(str(raw))
+            self.m_flags[m] |= bit
+            if committed:
+                self.m_committed_at[m] = t
+        if committed and not mids:
+            self._committed_at(t, value)
+        if bit == OK and value.get("probe") and mids:
+            self.probes.append((str(mids[0]), t))
+
+    def _committed_at(self, t: float, value: dict[str, Any]) -> None:
+        for raw in value.get("mids") or value.get("committed") or ():
+            self.m_committed_at[self._mid(str(raw))] = t
+
+    def _note(self, e: Event) -> None:
+        self.others.append(e)
+        if e.f == "resolve" and e.type in ("ok", "info"):
+            self._committed_at(e.t, e.value)
+            if e.type == "info":
+                for raw in e.value.get("committed") or ():
+                    self.m_flags[self._mid(str(raw))] |= FOUND
+                for raw in e.value.get("absent") or ():
+                    self.m_flags[self._mid(str(raw))] |= ABSENT
+        elif e.f == "run" and e.type == "info" and self.run is None:
+            self.run = e
+        if ends_process(e):
+            p = self._proc_ids.get(target(e))
+            if p is not None:
+                self.calls.cut(p, e.t)
+
+    # -- views -----------------------------------------------------------------------------------------------------
+
+    def cached(self, key: Any, make: Callable[[], T]) -> T:
+        """A view a checker derives from the index, computed once per index (e.g. the total-queue tally)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def events(self, f: str) -> list[Event]:
+        """The low-volume events of one kind (``fault``, ``worker``, ``log``, ``metric``, ``sample``...), in order."""
+        return self.cached(("events", f), lambda: [e for e in self.others if e.f == f])
+
+    @property
+    def faults(self) -> list[Event]:
+        return self.events("fault")
+
+    def windows(self, kind: str) -> list[FaultWindow]:
+        """Windows of one fault kind that did not fail."""
+        return self.cached(("windows", kind), lambda: _faults.windows(self.faults, kind))
+
+    def kinds_of(self, category: str) -> list[str]:
+        """Fault kinds of one category that ran in this history, in first-run order."""
+        return self.cached(("kinds", category), lambda: _faults.kinds_of(self.faults, category))
+
+    def windows_of(self, category: str) -> list[FaultWindow]:
+        """Windows of every fault kind of one category, kind by kind in first-run order."""
+        return [w for k in self.kinds_of(category) for w in self.windows(k)]
+
+    def last_heal(self) -> tuple[float | None, bool]:
+        """When the last fault healed, and whether every fault healed."""
+        return self.cached("last_heal", lambda: _faults.last_heal(self.faults))
+
+    def process_ends(self) -> dict[str, float]:
+        """The last time a fault that ends a process took effect on it (``fault`` ok, ``ends_process``)."""
+        def make() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for e in self.faults:
+                if e.type == "ok" and e.value.get("ends_process"):
+                    out[target(e)] = max(out.get(target(e), e.t), e.t)
+            return out
+        return self.cached("process_ends", make)
+
+    def backend_ends(self) -> list[tuple[float, float]]:
+        """Windows (invoke to heal) of faults that may have ended backends: connections cut or the server crashed."""
+        kinds = {k for c in BACKEND_ENDING for k in self.kinds_of(c)}
+        return [(w.invoked, w.healed if w.healed is not None else float("inf")) for k in kinds for w in self.windows(k)]
+
+    def listen_outages(self) -> list[FaultWindow]:
+        """Windows in which the consumers' LISTEN was lost (faults of the ``wakeup`` category)."""
+        return self.windows_of("wakeup")
+
+    @property
+    def final(self) -> FinalRead:
+        """The last successful ``read`` of the tables; empty when the history holds none."""
+        def make() -> FinalRead:
+            last = None
+            for e in self.events("read"):
+                if e.type == "ok":
+                    last = e
+            if last is None:
+                return FinalRead([], [], done=False)
+            return FinalRead([str(m) for m in last.value.get("pending") or ()],
+                             [str(m) for m in last.value.get("dead") or ()])
+        return self.cached("final", make)
+
+    def _drain(self) -> Event | None:
+        return next((e for e in reversed(self.events("drain")) if e.type in ("ok", "fail")), None)
+
+    @property
+    def drained(self) -> bool:
+        """The drain reached an empty outbox before its deadline (``drain`` ok); False when not recorded."""
+        drain = self._drain()
+        return drain is not None and drain.type == "ok"
+
+    @property
+    def drain_end(self) -> float | None:
+        """When the drain ended (reached an empty outbox, or gave up at its deadline)."""
+        drain = self._drain()
+        return drain.t if drain is not None else None
+
+    @property
+    def skewed(self) -> set[str]:
+        """Worker incarnations spawned with a faked wall clock."""
+        return {str(e.value["process"]) for e in self.events("worker")
+                if e.value.get("event") == "spawned" and e.value.get("clock_offset")}
+
+    # -- handler calls ---------------------------------------------------------------------------------------------
+
+    def delivery(self, i: int) -> Delivery:
+        c = self.calls
+        m = c.mid[i]
+        if m < 0:
+            return c.view(i, None, self.procs[c.proc[i]], None)
+        return c.view(i, self.mids[m], self.procs[c.proc[i]], self.m_published[m])
+
+    def deliveries(self) -> list[Delivery]:
+        """Every call in invoke order (all of them: for short histories and tests)."""
+        return [self.delivery(i) for i in range(len(self.calls))]
+
+    @property
+    def redeliveries(self) -> int:
+        """Calls of a mid after its first."""
+        return sum(self.m_calls[m] - 1 for m in self._redelivered)
+
+    def _calls_of_mid(self, m: int) -> list[int]:
+        """One message's calls in invoke order."""
+        out = []
+        i = self._m_last[m]
+        while i >= 0:
+            out.append(i)
+            i = self.calls.prev[i]
+        out.reverse()
+        return out
+
+    def group(self, mid: str) -> list[Delivery]:
+        """The calls of one mid in claim order (:func:`harness.checkers._leases.claim_order`)."""
+        m = self._mid_ids.get(mid)
+        if m is None or not self.m_calls[m]:
+            return []
+        if self.m_calls[m] > 1:
+            return self.cached(("group", m), lambda: claim_order([self.delivery(i) for i in self._calls_of_mid(m)]))
+        return [self.delivery(self._m_last[m])]
+
+    def redelivered(self) -> list[list[Delivery]]:
+        """The calls of every mid called more than once, each in claim order, mids by their first call."""
+        order = sorted(self._redelivered, key=lambda m: self._calls_of_mid(m)[0])
+        return [self.group(self.mids[m]) for m in order]
+
+    def committed_at(self, mid: str, default: float) -> float:
+        """When the last publish ok / info or resolve that names the mid was recorded; ``default`` if none did."""
+        m = self._mid_ids.get(mid)
+        return default if m is None or self.m_committed_at[m] != self.m_committed_at[m] else self.m_committed_at[m]
+
+    def first_call_t(self, mid: str) -> float | None:
+        m = self._mid_ids.get(mid)
+        return None if m is None or not self.m_calls[m] else self.calls.t[self._calls_of_mid(m)[0]]
+
+    def calls_of(self, process: str) -> list[Delivery]:
+        """One process's calls in invoke order."""
+        p = self._proc_ids.get(process)
+        if p is None or not self.proc_calls[p]:
+            return []
+        return [self.delivery(i) for i, q in enumerate(self.calls.proc) if q == p]
+
+    def unfinished(self) -> list[Delivery]:
+        """Calls with a mid that neither ended nor settled: killed in flight, or running when the history stops."""
+        return [self.delivery(i) for i in self.calls.unfinished() if self.calls.mid[i] >= 0]
 
 
-def last_heal(history: Iterable[Event]) -> tuple[float | None, bool]:
-    """When the last fault healed, and whether every fault healed (a heal that raised did not)."""
-    opened: dict[str, int] = defaultdict(int)
-    last: float | None = None
-    clean = True
-    for e in history:
-        if e.f != "fault":
-            continue
-        kind = str(e.value.get("kind"))
-        if e.type == "ok":
-            opened[kind] += 1
-        elif e.type == "info":
-            opened[kind] -= 1
-            last = e.t
-            clean = clean and not e.value.get("heal_error")
-    return last, clean and all(n <= 0 for n in opened.values())
-
-
-def drain_end(history: Iterable[Event]) -> float | None:
-    """When the drain ended (reached an empty outbox, or gave up at its deadline)."""
-    end = None
-    for e in history:
-        if e.f == "drain" and e.type in ("ok", "fail"):
-            end = e.t
-    return end
-
-
-def drained(history: Iterable[Event]) -> bool:
-    """The drain reached an empty outbox before its deadline (``drain`` ok); False when not recorded."""
-    outcome = None
-    for e in history:
-        if e.f == "drain" and e.type in ("ok", "fail"):
-            outcome = e.type
-    return outcome == "ok"
-
-
-def poison(history: Iterable[Event]) -> set[str]:
-    """Mids published as poison (the handler always raises), in transactions not rolled back on purpose."""
-    return {str(m) for e in history if e.f == "publish" and e.type == "invoke" and not e.value.get("rollback")
-            for m in e.value.get("poison") or ()}
-
-
-def skewed_workers(history: Iterable[Event]) -> set[str]:
-    """Worker incarnations spawned with a faked wall clock."""
-    return {str(e.value["process"]) for e in history
-            if e.f == "worker" and e.value.get("event") == "spawned" and e.value.get("clock_offset")}
-
-
-#: Fault categories that can end PostgreSQL backends (and with them the locks they hold).
-BACKEND_ENDING = ("network", "crash")
-
-
-def backend_ends(history: Iterable[Event]) -> list[tuple[float, float]]:
-    """Windows (invoke to heal) of faults that may have ended backends: connections cut or the server crashed."""
-    kinds = {k for c in BACKEND_ENDING for k in kinds_of(history, c)}
-    return [(w.invoked, w.healed if w.healed is not None else float("inf"))
-            for k in kinds for w in fault_windows(history, k)]
-
-
-def listen_outages(history: Iterable[Event]) -> list[FaultWindow]:
-    """Windows in which the consumers' LISTEN was lost (faults of the ``wakeup`` category)."""
-    return [w for k in kinds_of(history, "wakeup") for w in fault_windows(history, k)]
+def index_deliveries(history: History | Iterable[Event]) -> list[Delivery]:
+    """Every call of a history in invoke order, completions and settles matched (see :class:`Calls`)."""
+    return History.of(history).deliveries()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from harness.checkers._index import examples, kinds_of, target
+from harness.checkers._index import History, examples, target
 from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import tally
-from harness.history import Event
 from harness.names import APP_PREFIX
 from harness.nemesis.base import CAPACITY
 from harness.verdict import Verdict
@@ -20,27 +19,27 @@ CLEAR_ERROR = re.compile(
 
 
 @checker(NAME, decides=("L2", "L3"))
-def check_budget(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_budget(h: History, ctx: CheckContext) -> list[Verdict]:
     """L2 connection budget, L3 pool exhaustion is loud, not lossy.
 
     Why: operators size pools and max_connections from the declared budget; a consumer that takes more starves
     its neighbours. When capacity is short anyway, the failure must be an error someone can read, not
     silently lost messages."""
-    return [_l2(history, ctx), _l3(history, ctx)]
+    return [_l2(h, ctx), _l3(h, ctx)]
 
 
-def _consumers(history: list[Event]) -> set[str]:
+def _consumers(h: History) -> set[str]:
     """Processes that ran a consumer: they delivered or have lifecycle notes."""
-    return {e.process for e in history if e.f == "deliver"} | {target(e) for e in history if e.f == "worker"}
+    return h.delivering | {target(e) for e in h.events("worker")}
 
 
-def _l2(history: list[Event], ctx: CheckContext) -> Verdict:
+def _l2(h: History, ctx: CheckContext) -> Verdict:
     budget = ctx.connection_budget
     if budget is None or not ctx.capabilities.connection_budget:
         return Verdict("L2", NAME, "not_applicable", "the implementation declares no connection budget")
     samples = [{str(name).removeprefix(APP_PREFIX): int(n) for name, n in (e.value.get("backends") or {}).items()}
-               for e in history if e.f == "sample" and e.type == "info"]
-    peak = {p: max((s.get(p, 0) for s in samples), default=0) for p in _consumers(history)}
+               for e in h.events("sample") if e.type == "info"]
+    peak = {p: max((s.get(p, 0) for s in samples), default=0) for p in _consumers(h)}
     over = {p: n for p, n in sorted(peak.items()) if n > budget}
     figures = {"budget": budget, "samples": len(samples), "peak_by_process": peak, "over_budget": len(over),
                "examples": examples({"process": p, "backends": n} for p, n in over.items())}
@@ -53,12 +52,12 @@ def _l2(history: list[Event], ctx: CheckContext) -> Verdict:
     return Verdict("L2", NAME, "pass", f"peak {max(peak.values())} backends per consumer, within {budget}", figures)
 
 
-def _l3(history: list[Event], ctx: CheckContext) -> Verdict:
-    if not kinds_of(history, CAPACITY):
+def _l3(h: History, ctx: CheckContext) -> Verdict:
+    if not h.kinds_of(CAPACITY):
         return Verdict("L3", NAME, "not_applicable", "connections were not made scarce in this scenario")
-    counts = tally(history, ctx)
+    counts = tally(h, ctx)
     lost = counts.lost
-    errors = [str(e.value.get("message") or e.value.get("error") or "") for e in history
+    errors = [str(e.value.get("message") or e.value.get("error") or "") for e in h.others
               if e.f in ("log", "worker") and e.type == "info"]
     clear = [m for m in errors if CLEAR_ERROR.search(m)]
     figures = {"lost": len(lost), "lost_examples": examples(sorted(lost)), "clear_errors": len(clear),

@@ -8,15 +8,20 @@ can be checked again (``outbox-harness check``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.adapter import Capabilities, ConsumerConfig, Timings
+from harness.checkers._index import History
 from harness.history import Event
 from harness.verdict import Verdict
 
-Checker = Callable[[list[Event], "CheckContext"], list[Verdict]]
+#: A checker as written: it reads the history's index.
+CheckFn = Callable[[History, "CheckContext"], list[Verdict]]
+#: A checker as registered: it takes the index, or events it indexes on the way in.
+Checker = Callable[[History | Iterable[Event], "CheckContext"], list[Verdict]]
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,20 @@ class Registered:
 REGISTRY: dict[str, Registered] = {}
 
 
-def checker(name: str, *, decides: tuple[str, ...]) -> Callable[[Checker], Checker]:
-    """Registers a checker: the guarantee ids it decides. One module per checker; nothing else to edit."""
+def checker(name: str, *, decides: tuple[str, ...]) -> Callable[[CheckFn], Checker]:
+    """Registers a checker: the guarantee ids it decides. One module per checker; nothing else to edit.
 
-    def register(fn: Checker) -> Checker:
-        if name in REGISTRY and REGISTRY[name].run is not fn:
+    The function reads the history's :class:`History` index; the registered one also takes plain events and
+    indexes them first, so a test can hand it a list."""
+
+    def register(fn: CheckFn) -> Checker:
+        @functools.wraps(fn)
+        def run(history: History | Iterable[Event], ctx: CheckContext) -> list[Verdict]:
+            return fn(History.of(history), ctx)
+
+        if name in REGISTRY and getattr(REGISTRY[name].run, "__wrapped__", None) is not fn:
             raise ValueError(f"two checkers named {name!r}")
-        REGISTRY[name] = Registered(name, decides, fn)
-        return fn
+        REGISTRY[name] = Registered(name, decides, run)
+        return run
 
     return register

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
-from itertools import pairwise
+from itertools import accumulate
 
-from harness.checkers._index import (
-    Delivery,
-    by_mid,
-    clock_note,
-    examples,
-    fault_windows,
-    gap,
-    index_deliveries,
-    kinds_of,
-    uses_db_clock,
-)
+from harness.checkers._index import Delivery, History, examples
+from harness.checkers._leases import clock_note, gap, uses_db_clock
 from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import QueueTally, tally
-from harness.history import Event
 from harness.nemesis.base import SCHEMA
 from harness.verdict import Verdict
 
@@ -28,34 +18,35 @@ _RETRY_EPS = 0.05  # retry delays are judged with this much rounding on the data
 
 
 @checker(NAME, decides=("R1", "R2", "R3", "R4"))
-def check_dlq(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_dlq(h: History, ctx: CheckContext) -> list[Verdict]:
     """R1 retry schedule, R2 bounded deliveries, R3 atomic dead-lettering, R4 divergence is visible.
 
     Why: a message that always fails must not spin (too-early retries, deliveries past the cap), must end in
     the DLQ exactly once (the move is one statement, so never in both tables, never in neither), and when the
     DLQ write itself fails the metrics must let an operator see terminal nacks outrunning DLQ writes."""
-    counts = tally(history, ctx)
-    poison = counts.poison & counts.committed
-    groups = by_mid(index_deliveries(history))
-    return [_r1(groups, poison, ctx), _r2(groups, poison, ctx), _r3(poison, counts, ctx),
-            _r4(history, groups, poison, counts, ctx)]
+    counts = tally(h, ctx)
+    poison = counts.committed_poison
+    groups = {m: h.group(m) for m in poison}
+    return [_r1(groups, poison, ctx), _r2(h, poison, ctx), _r3(poison, counts, ctx), _r4(h, groups, poison, counts, ctx)]
 
 
 def _no_poison(guarantee: str) -> Verdict:
     return Verdict(guarantee, NAME, "unknown", "no committed poison message to test with")
 
 
-def _failure_number(ds: list[Delivery], a: Delivery) -> int:
-    """Failure number of A among the calls of its mid (1-based)."""
-    return sum(1 for d in ds[: ds.index(a) + 1] if d.failed)
+class Failures:
+    """One mid's calls in claim order: each call's failure number among them (1-based, counting it when it failed),
+    and which failures the configured policy makes the last."""
 
+    def __init__(self, ds: list[Delivery], ctx: CheckContext) -> None:
+        self.numbers = list(accumulate(int(d.failed) for d in ds))
+        retry, cap = ctx.config.retry, ctx.config.max_deliveries
+        self.last_attempt = 1 if retry.kind == "none" else retry.max_attempts
+        self.cap = cap if cap is not None and ctx.capabilities.max_deliveries else None
 
-def terminal(ds: list[Delivery], d: Delivery, ctx: CheckContext) -> bool:
-    """The configured policy makes this failure the last: max_attempts reached (first under NoRetry) or the cap."""
-    retry, cap = ctx.config.retry, ctx.config.max_deliveries
-    last_attempt = 1 if retry.kind == "none" else retry.max_attempts
-    capped = cap is not None and ctx.capabilities.max_deliveries and ds.index(d) + 1 >= cap
-    return _failure_number(ds, d) >= last_attempt or capped
+    def terminal(self, i: int) -> bool:
+        """max_attempts reached (the first failure under NoRetry) or the delivery cap."""
+        return self.numbers[i] >= self.last_attempt or (self.cap is not None and i + 1 >= self.cap)
 
 
 def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
@@ -66,7 +57,7 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
         return Verdict("R1", NAME, "not_applicable", "NoRetry: there is no retry schedule to follow")
     if not poison:
         return _no_poison("R1")
-    calls = [d for m in poison for d in groups.get(m, [])]
+    calls = [d for m in poison for d in groups[m]]
     db_clock = uses_db_clock(calls, ctx.capabilities.lease_times)
     rounding = _RETRY_EPS if db_clock else ctx.slack_seconds
     cfg, j = ctx.config, retry.jitter_factor
@@ -74,25 +65,26 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     bad: list[dict[str, object]] = []
     undated: list[dict[str, object]] = []
     for m in poison:
-        ds = groups.get(m, [])
-        for a, b in pairwise(ds):
+        ds = groups[m]
+        failures = Failures(ds, ctx)
+        for i, (a, b) in enumerate(zip(ds, ds[1:])):
             retried = a.settle is None or a.settle.type == "fail" or a.outcome == "retry"
-            if not a.failed or a.end is None or not retried or terminal(ds, a, ctx):
+            if not a.failed or a.end is None or not retried or failures.terminal(i):
                 continue  # reclaims and terminal failures are not retries (D5, R4 judge those)
-            n = _failure_number(ds, a)
+            n = failures.numbers[i]
             delay = retry.delay(n)
             reclaim = a.settle is not None and a.settle.type == "fail"  # the retry write did not land
             low = delay * (1 - j) - rounding
             high = (a.end.t - a.t) + delay * (1 + j) + cfg.max_fetch_interval + ctx.slack_seconds
             high += cfg.lease_ttl_seconds if reclaim else 0.0
             # the next claim, as well as it is known: its lease time, its reported claim, or its handler start
-            g = gap(a, b, db_clock) if db_clock or b.claim is None else b.claim.t - a.t
+            g = gap(a, b, db_clock) if db_clock or b.claim_t is None else b.claim_t - a.t
             gaps += 1
             row = {"mid": m, "failure": n, "gap_s": round(g, 3), "bounds_s": [round(low, 3), round(high, 3)]}
             if g < low and not reclaim:
                 early += 1
                 bad.append(row)
-            elif g > high and not db_clock and b.claim is None and ctx.capabilities.prefetch:
+            elif g > high and not db_clock and b.claim_t is None and ctx.capabilities.prefetch:
                 undated.append(row)  # claimed on time, perhaps, and kept in a prefetch buffer
             elif g > high:
                 late += 1
@@ -114,17 +106,17 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     return Verdict("R1", NAME, "pass", f"{gaps} retries followed the schedule{note}", figures)
 
 
-def _r2(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) -> Verdict:
+def _r2(h: History, poison: set[str], ctx: CheckContext) -> Verdict:
     cap = ctx.config.max_deliveries
     if not cap or not ctx.capabilities.max_deliveries:
         return Verdict("R2", NAME, "not_applicable", "no max_deliveries cap in force")
     if not poison:
         return _no_poison("R2")
-    counts = {m: len(ds) for m, ds in groups.items()}
-    over = sorted(m for m, n in counts.items() if n > cap)
-    reached = sum(1 for n in counts.values() if n == cap)
-    figures = {"max_deliveries": cap, "most_deliveries": max(counts.values(), default=0), "over_cap": len(over),
-               "reached_cap": reached, "examples": examples({"mid": m, "deliveries": counts[m]} for m in over)}
+    counts = h.m_calls
+    over = sorted((m, n) for m, n in zip(h.mids, counts) if n > cap)
+    reached = counts.count(cap)
+    figures = {"max_deliveries": cap, "most_deliveries": max(counts, default=0), "over_cap": len(over),
+               "reached_cap": reached, "examples": examples({"mid": m, "deliveries": n} for m, n in over)}
     if over:
         return Verdict("R2", NAME, "fail", f"{len(over)} messages were delivered more than {cap} times", figures)
     if not reached:
@@ -154,13 +146,13 @@ def _r3(poison: set[str], counts: QueueTally, ctx: CheckContext) -> Verdict:
     return Verdict("R3", NAME, "pass", f"all {len(poison)} poison messages are in the DLQ exactly once", figures)
 
 
-def _counters(history: list[Event], until: float) -> defaultdict[str, float]:
+def _counters(h: History, until: float) -> defaultdict[str, float]:
     """Cumulative counters at ``until``: the last value per (process, name, labels), summed per name."""
     last: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-    for e in history:
+    for e in h.events("metric"):
         if e.t > until:
             break
-        if e.f == "metric" and e.type == "info" and "name" in e.value:
+        if e.type == "info" and "name" in e.value:
             labels = tuple(sorted((str(k), str(v)) for k, v in (e.value.get("labels") or {}).items()))
             last[(e.process, str(e.value["name"]), labels)] = float(e.value.get("value") or 0)
     total: defaultdict[str, float] = defaultdict(float)
@@ -184,31 +176,33 @@ class _Drift:
         return self.nacked_terminal > self.dlq_written or self.lease_lost > 0
 
 
-def _terminal_failures(groups: dict[str, list[Delivery]], poison: set[str], start: float, end: float,
-                       ctx: CheckContext) -> int:
+def _terminal_failures(groups: dict[str, list[Delivery]], start: float, end: float, ctx: CheckContext) -> int:
     """Failures in [start, end] that the configured policy makes terminal."""
-    return sum(1 for m in poison for ds in [groups.get(m, [])] for d in ds
-               if d.failed and start <= d.t <= end and terminal(ds, d, ctx))
+    count = 0
+    for ds in groups.values():
+        failures = Failures(ds, ctx)
+        count += sum(1 for i, d in enumerate(ds) if d.failed and start <= d.t <= end and failures.terminal(i))
+    return count
 
 
-def _r4(history: list[Event], groups: dict[str, list[Delivery]], poison: set[str], counts: QueueTally,
+def _r4(h: History, groups: dict[str, list[Delivery]], poison: set[str], counts: QueueTally,
         ctx: CheckContext) -> Verdict:
-    drift_kinds = kinds_of(history, SCHEMA)
+    drift_kinds = h.kinds_of(SCHEMA)
     if not drift_kinds:
         return Verdict("R4", NAME, "not_applicable", "the DLQ write was not made to fail in this scenario")
     if not (ctx.capabilities.metrics and ctx.capabilities.dlq and ctx.config.dlq):
         return Verdict("R4", NAME, "not_applicable", "the implementation reports no metrics or has no DLQ")
     if not poison:
         return _no_poison("R4")
-    windows = [w for k in drift_kinds for w in fault_windows(history, k) if w.applied is not None]
+    windows = [w for w in h.windows_of(SCHEMA) if w.applied is not None]
     if not windows:
         return Verdict("R4", NAME, "unknown", "the DLQ drift never took effect")
     drifts: list[_Drift] = []
     for w in windows:
-        end = w.healed if w.healed is not None else history[-1].t
-        before, after = _counters(history, w.invoked), _counters(history, end)
+        end = w.healed if w.healed is not None else h.last_t
+        before, after = _counters(h, w.invoked), _counters(h, end)
         delta = {name: after[name] - before[name] for name in ("nacked_terminal", "dlq_written", "lease_lost")}
-        drifts.append(_Drift(_terminal_failures(groups, poison, w.invoked, end, ctx), **delta,
+        drifts.append(_Drift(_terminal_failures(groups, w.invoked, end, ctx), **delta,
                              healed=w.healed is not None))
     dead = Counter(counts.final.dead)
     not_once = sorted(m for m in poison if dead[m] != 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.checkers._index import Delivery, FinalRead, examples, fault_windows, final_read, index_deliveries, kinds_of, target
+from harness.checkers._index import Delivery, History, examples, target
 from harness.checkers.context import CheckContext, checker
 from harness.history import Event
 from harness.nemesis.base import STOP
@@ -16,7 +16,7 @@ SIGNAL_REACTION_S = 0.5
 
 
 @checker(NAME, decides=("L1",))
-def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_drain(h: History, ctx: CheckContext) -> list[Verdict]:
     """L1 graceful drain.
 
     Why: deploys stop workers with SIGTERM. A worker that keeps fetching after it delays the stop and strands
@@ -26,11 +26,10 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     by the figures of the fault ok."""
     if not ctx.capabilities.graceful_drain:
         return [Verdict("L1", NAME, "not_applicable", "the implementation does not drain on stop")]
-    stops = [w for k in kinds_of(history, STOP) for w in fault_windows(history, k) if w.applied is not None]
+    stops = [w for w in h.windows_of(STOP) if w.applied is not None]
     if not stops:
         return [Verdict("L1", NAME, "unknown", "no worker was sent SIGTERM")]
-    deliveries = index_deliveries(history)
-    final = final_read(history)
+    in_tables = set(h.final.dead) | set(h.final.pending)
     cfg, slack = ctx.config, ctx.slack_seconds
     late_fetch: list[dict[str, object]] = []
     in_flight = finished = 0
@@ -41,15 +40,16 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     for stop in stops:
         w, t0 = str(stop.figures.get("process") or stop.invoke.value.get("process")), stop.invoked
         deadline = t0 + cfg.graceful_timeout + slack
-        exited = _lifecycle(history, w, "exited", t0)
-        life_end = min(t for t in (exited, _lifecycle(history, w, "started", t0), float("inf")) if t is not None)
-        mine = [d for d in deliveries if d.process == w and d.t <= life_end]
+        exited = _lifecycle(h, w, "exited", t0)
+        life_end = min(t for t in (exited, _lifecycle(h, w, "started", t0), float("inf")) if t is not None)
+        mine = [d for d in h.calls_of(w) if d.t <= life_end]
         fetched_late = [d for d in mine if _fetched_after(d, stop.invoke, ctx)]
+        late = set(fetched_late)
         late_fetch += [{"process": w, "mid": d.mid, "after_s": round(d.t - t0, 3)} for d in fetched_late]
         if exited is None or exited > deadline + EXIT_GRACE:
             no_exit.append(w)
         for d in mine:
-            if d in fetched_late or (d.finished_at is not None and d.finished_at <= t0):
+            if d in late or (d.finished_at is not None and d.finished_at <= t0):
                 continue
             in_flight += 1
             if _done_by(d, deadline, ctx.capabilities.settle_outcomes):
@@ -58,7 +58,7 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
                 overran.append(str(d.mid))
             else:
                 cut_off.append(str(d.mid))
-                if not _comes_back(d, deliveries, final):
+                if not _comes_back(h, d, in_tables):
                     cut_off_lost.append(str(d.mid))
     figures = {"sigterms": len(stops), "in_flight": in_flight, "finished_in_time": finished,
                "cut_off": len(cut_off), "cut_off_lost": len(cut_off_lost), "overran_and_acked": len(overran),
@@ -83,9 +83,9 @@ def check_drain(history: list[Event], ctx: CheckContext) -> list[Verdict]:
                     f" in time, {len(cut_off)} cut off and came back", figures)]
 
 
-def _lifecycle(history: list[Event], process: str, event: str, after: float) -> float | None:
+def _lifecycle(h: History, process: str, event: str, after: float) -> float | None:
     """When ``process`` first noted ``event`` (exited, started) after ``after``."""
-    return next((e.t for e in history if e.f == "worker" and e.t >= after and target(e) == process
+    return next((e.t for e in h.events("worker") if e.t >= after and target(e) == process
                  and e.value.get("event") == event), None)
 
 
@@ -104,7 +104,10 @@ def _done_by(d: Delivery, deadline: float, settles: bool) -> bool:
     return ended and (not settles or (d.settle is not None and d.settle.t <= deadline))
 
 
-def _comes_back(d: Delivery, deliveries: list[Delivery], final: FinalRead) -> bool:
+def _comes_back(h: History, d: Delivery, in_tables: set[str]) -> bool:
     """A cut-off call's row is delivered again later, dead-lettered, or still in the outbox: not lost."""
-    again = any(o.mid == d.mid and o.t > d.t for o in deliveries)
-    return again or d.mid in final.dead or d.mid in final.pending
+    if d.mid is None:
+        again = any(m < 0 and t > d.t for m, t in zip(h.calls.mid, h.calls.t))
+    else:
+        again = any(o.t > d.t for o in h.group(d.mid))
+    return again or d.mid in in_tables

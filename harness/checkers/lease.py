@@ -5,21 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from harness.checkers._index import (
-    EPS,
-    Delivery,
-    by_mid,
-    clock_note,
-    examples,
-    gap,
-    backend_ends,
-    index_deliveries,
-    lease_start,
-    skewed_workers,
-    uses_db_clock,
-)
+from harness.checkers._index import EPS, Delivery, History, examples
+from harness.checkers._leases import clock_note, gap, lease_start
 from harness.checkers.context import CheckContext, checker
-from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "lease"
@@ -40,7 +28,7 @@ class Steal:
 
 
 @checker(NAME, decides=("D3", "D4"))
-def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_lease(h: History, ctx: CheckContext) -> list[Verdict]:
     """D3 no double claim, D4 lease exclusivity under clock skew.
 
     Why: a second claim while the first lease is live runs one message twice concurrently, which at-least-once
@@ -52,23 +40,18 @@ def check_lease(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     A steal fails only on definite evidence: database-clock lease times, reported claims, or handler starts of an
     implementation that hands claimed rows straight to its handlers. A reclaim that merely looks early (rows may
     have waited in a prefetch buffer; a lock may have died with its backend in a network fault) is "unknown"."""
-    deliveries = index_deliveries(history)
-    groups = by_mid(deliveries)
-    db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
-    ends = backend_ends(history)
+    db_clock = ctx.capabilities.lease_times and h.all_lease_times
+    ends = h.backend_ends()
     definite: list[Steal] = []
     suspect: list[Steal] = []
-    for ds in groups.values():
+    for ds in h.redelivered():
         for a, b in pairwise(ds):
             found = _steal(a, b, ctx, db_clock, ends)
             if found is not None:
                 (definite if found[0] else suspect).append(found[1])
-    redelivered = sum(len(ds) - 1 for ds in groups.values())
     mode = (clock_note(db_clock) if _reclaim_after(ctx) is not None
             else " (no leases: calls of one row must not overlap)")
-    skewed = skewed_workers(history)
-    return [_d3(definite, suspect, len(deliveries), redelivered, mode),
-            _d4(definite, suspect, deliveries, skewed, ctx, mode)]
+    return [_d3(definite, suspect, len(h.calls), h.redeliveries, mode), _d4(definite, suspect, h, ctx, mode)]
 
 
 def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
@@ -89,7 +72,7 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
         return None
     if a.failed or a.outcome in _RELEASES:  # A gave the row back early: a claim after it did is no steal
         given_back = a.end.t if a.end is not None else None
-        claimed = b.claim.t if b.claim is not None else b.t
+        claimed = b.claim_t if b.claim_t is not None else b.t
         if given_back is not None and claimed >= given_back - EPS:
             return None
         return within[0], steal(within[1].gap_s, f"{within[1].evidence}, claimed before the row was given back")
@@ -140,15 +123,15 @@ def _d3(definite: list[Steal], suspect: list[Steal], deliveries: int, redelivere
     return Verdict("D3", NAME, "pass", f"{redelivered} redeliveries, none while a lease was live{mode}", figures)
 
 
-def _d4(definite: list[Steal], suspect: list[Steal], deliveries: list[Delivery], skewed: set[str],
-        ctx: CheckContext, mode: str) -> Verdict:
+def _d4(definite: list[Steal], suspect: list[Steal], h: History, ctx: CheckContext, mode: str) -> Verdict:
+    skewed = h.skewed
     if not skewed:
         return Verdict("D4", NAME, "not_applicable", "no worker's clock was skewed in this scenario")
     if not ctx.capabilities.lease_ttl:
         return Verdict("D4", NAME, "not_applicable", "the implementation has no lease TTL to skew")
     on_skewed = [s for s in definite if s.holder in skewed or s.thief in skewed]
     doubtful = [s for s in suspect if s.holder in skewed or s.thief in skewed]
-    skewed_deliveries = sum(1 for d in deliveries if d.process in skewed)
+    skewed_deliveries = sum(n for p, n in zip(h.procs, h.proc_calls) if p in skewed)
     figures = {"skewed_workers": sorted(skewed), "skewed_deliveries": skewed_deliveries,
                "stolen_with_skewed": len(on_skewed), "undecided_with_skewed": len(doubtful),
                "examples": examples(s.as_dict() for s in on_skewed + doubtful)}

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from harness.checkers._index import (
-    EPS,
-    by_mid,
-    clock_note,
-    examples,
-    drained,
-    final_read,
-    process_ends,
-    gap,
-    index_deliveries,
-    lease_start,
-    target,
-    uses_db_clock,
-)
+from harness.checkers._index import EPS, History, examples
+from harness.checkers._leases import clock_note, gap, lease_start
 from harness.checkers.context import CheckContext, checker
-from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "reclaim"
 
 
 @checker(NAME, decides=("D5",))
-def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_reclaim(h: History, ctx: CheckContext) -> list[Verdict]:
     """D5 bounded reclaim.
 
     Why: a lease that dies with its worker must be reclaimed, or the message waits forever (or is lost); it
@@ -34,16 +21,13 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     reclaim = ctx.timings.reclaim_seconds
     if reclaim is None:
         return [Verdict("D5", NAME, "not_applicable", "the implementation has no lease TTL nor declared reclaim time")]
-    kills = process_ends(history)
-    deliveries = index_deliveries(history)
-    final, is_drained = final_read(history), drained(history)
-    killed = [d for d in deliveries if d.mid is not None and d.end is None and d.settle is None
-              and any(target(k) == d.process and k.t > d.t for k in kills)]
-    db_clock = uses_db_clock(deliveries, ctx.capabilities.lease_times)
+    kills = h.process_ends()
+    in_tables = set(h.final.dead) | set(h.final.pending)
+    killed = [d for d in h.unfinished() if kills.get(d.process, float("-inf")) > d.t]
+    db_clock = ctx.capabilities.lease_times and h.all_lease_times
     ttl, cfg = reclaim, ctx.config  # the lease TTL, or the implementation's own reclaim time
     low = ttl - (EPS if db_clock else ctx.slack_seconds)
     high = ttl + ctx.timings.reclaim_window_seconds + cfg.max_fetch_interval + ctx.slack_seconds
-    groups = by_mid(deliveries)
     delays: list[float] = []
     early: list[dict[str, object]] = []
     late: list[dict[str, object]] = []
@@ -51,11 +35,11 @@ def check_reclaim(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     undecided: list[str] = []
     doubtful: list[dict[str, object]] = []  # looks early or late, but the evidence cannot date the claims
     for d in killed:
-        ds = groups[str(d.mid)]
+        ds = h.group(str(d.mid))
         later = ds[ds.index(d) + 1:]
         if not later:
             # still pending, undrained, or gone terminal without a handler call: nothing to time, nothing lost
-            accounted = d.mid in final.dead or d.mid in final.pending or not is_drained
+            accounted = d.mid in in_tables or not h.drained
             (undecided if accounted else never).append(str(d.mid))
             continue
         n = later[0]

@@ -9,7 +9,9 @@ nothing committed is missing. Without the fault, both are unknown.
 
 from __future__ import annotations
 
-from harness.checkers._index import FaultWindow, examples, fault_windows, kinds_of, target
+from collections.abc import Iterable
+
+from harness.checkers._index import FaultWindow, History, examples, target
 from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import Overdue, QueueTally, overdue, tally
 from harness.history import Event
@@ -21,16 +23,16 @@ NAME = "recovery"
 
 
 @checker(NAME, decides=("P2", "L4"))
-def check_recovery(history: list[Event], ctx: CheckContext) -> list[Verdict]:
-    counts = tally(history, ctx)
+def check_recovery(h: History, ctx: CheckContext) -> list[Verdict]:
+    counts = tally(h, ctx)
     lost = sorted(counts.lost)
-    loss = {"committed": len(counts.committed), "lost": len(lost), "lost_examples": examples(lost),
+    loss = {"committed": counts.committed, "lost": len(lost), "lost_examples": examples(lost),
             "drained": counts.drained}
-    return [_durability(history, counts, loss), _network(history, counts, loss, overdue(history, counts, ctx), ctx)]
+    return [_durability(h, counts, loss), _network(h, counts, loss, overdue(h, counts, ctx), ctx)]
 
 
-def _durability(history: list[Event], counts: QueueTally, loss: dict) -> Verdict:
-    crashes = {k: sum(1 for w in fault_windows(history, k) if w.applied) for k in kinds_of(history, CRASH)}
+def _durability(h: History, counts: QueueTally, loss: dict) -> Verdict:
+    crashes = {k: sum(1 for w in h.windows(k) if w.applied) for k in h.kinds_of(CRASH)}
     figures = {**loss, "crashes": crashes}
     if not any(crashes.values()):
         return Verdict("P2", NAME, "unknown", "no crash took effect; durability was not exercised", figures)
@@ -48,36 +50,37 @@ def _cut_off(windows: list[FaultWindow]) -> set[str] | None:
     return None if "all" in targets else targets
 
 
-def _through(history: list[Event]) -> tuple[list[FaultWindow], float | None, set[str], list[str]]:
+def _through(h: History) -> tuple[list[FaultWindow], float | None, set[str], list[str]]:
     """Network fault windows, the last heal, the workers that lived through the faults cut off, and those of them
     that delivered again after the heal."""
-    windows = [w for k in kinds_of(history, NETWORK) for w in fault_windows(history, k) if w.applied]
+    windows = [w for w in h.windows_of(NETWORK) if w.applied]
     if not windows:
         return [], None, set(), []
     last_heal = max((w.healed for w in windows if w.healed is not None), default=None)
     first_fault = min(w.applied_at for w in windows if w.applied_at is not None)
-    ended = {target(e) for e in history if e.f == "worker" and e.value.get("event") in ("died", "stopped", "refused")}
-    before = {e.process for e in history if e.f == "deliver" and e.type == "invoke" and e.t < first_fault}
+    ended = {target(e) for e in h.events("worker") if e.value.get("event") in ("died", "stopped", "refused")}
+    before = {p for p, first in zip(h.procs, h.proc_first_t) if first < first_fault}
     cut = _cut_off(windows)  # the workers whose path was cut; None: every path
     survivors = {p for p in before - ended if cut is None or p.partition("#")[0] in cut}
-    resumed = sorted({e.process for e in history if e.f == "deliver" and e.type == "invoke"
-                      and last_heal is not None and e.t > last_heal and e.process in survivors})
+    resumed = sorted(p for p, last in zip(h.procs, h.proc_last_t)
+                     if last_heal is not None and last > last_heal and p in survivors)
     return windows, last_heal, survivors, resumed
 
 
-def silent_since_heal(history: list[Event], ctx: CheckContext) -> tuple[set[str], float]:
+def silent_since_heal(history: History | Iterable[Event], ctx: CheckContext) -> tuple[set[str], float]:
     """Workers cut off by the network faults that have neither delivered nor held a connection since the last
     heal, and the monotonic time at which their silence passes the liveness bound (for the runner, which keeps
     offering them work until then)."""
-    windows, last_heal, survivors, resumed = _through(history)
+    h = History.of(history)
+    windows, last_heal, survivors, resumed = _through(h)
     if not windows or last_heal is None:
         return set(), 0.0
-    back, _ = _connected_after(history, survivors, last_heal)
+    back, _ = _connected_after(h, survivors, last_heal)
     return survivors - set(resumed) - back, last_heal + ctx.liveness_bound + 1.0
 
 
-def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
-    windows, last_heal, survivors, resumed = _through(history)
+def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: CheckContext) -> Verdict:
+    windows, last_heal, survivors, resumed = _through(h)
     if not windows:
         return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
@@ -94,13 +97,13 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
         return Verdict("L4", NAME, "unknown", why, figures)
     if loss["lost"]:
         return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
-    after_heal = [e for e in history if e.f == "deliver" and e.type == "invoke" and e.t > last_heal]
+    after_heal = sum(1 for t in h.calls.t if t > last_heal)
     if not resumed:
         if not after_heal or not survivors:
             return Verdict("L4", NAME, "unknown", "no delivery after the last heal by a worker that lived through "
                            "the faults, so reconnection was not exercised", figures)
         # Others may simply have taken all the work: a survivor that holds connections again has reconnected.
-        back, watched = _connected_after(history, survivors, last_heal)
+        back, watched = _connected_after(h, survivors, last_heal)
         figures.update(connected_again_after_heal=sorted(back), watched_after_heal_s=round(watched, 1))
         silent = sorted(survivors - back)
         if not silent:
@@ -109,7 +112,7 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
         if watched >= ctx.liveness_bound:
             return Verdict("L4", NAME, "fail", f"{', '.join(silent)} lived through the faults and, for {watched:.0f} s"
                            f" after the heal (past the liveness bound of {ctx.describe_liveness_bound()}), neither"
-                           f" delivered nor held a connection while {len(after_heal)} deliveries went to others",
+                           f" delivered nor held a connection while {after_heal} deliveries went to others",
                            figures)
         return Verdict("L4", NAME, "unknown", f"{', '.join(silent)} neither delivered nor held a connection after the"
                        f" heal, but the run watched only {watched:.0f} s, within the liveness bound", figures)
@@ -120,10 +123,10 @@ def _network(history: list[Event], counts: QueueTally, loss: dict, late: Overdue
 STALE_BACKEND_S = 1.0  # a backend whose client was cut may linger this long in pg_stat_activity
 
 
-def _connected_after(history: list[Event], processes: set[str], since: float) -> tuple[set[str], float]:
+def _connected_after(h: History, processes: set[str], since: float) -> tuple[set[str], float]:
     """Processes seen holding a backend in a connection sample after ``since`` (not counting the first second, when
     backends of cut connections may linger), and how long the samples watched."""
-    samples = [e for e in history if e.f == "sample" and e.t > since + STALE_BACKEND_S]
+    samples = [e for e in h.events("sample") if e.t > since + STALE_BACKEND_S]
     seen = {p for p in processes for e in samples
             if int((e.value.get("backends") or {}).get(f"{APP_PREFIX}{p}", 0)) > 0}
     return seen, (samples[-1].t - since if samples else 0.0)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import Delivery, by_mid, claimed_before, examples, final_read, index_deliveries
+from harness.checkers._index import REMOVALS, REMOVED_TWICE, Delivery, History, examples
+from harness.checkers._leases import claimed_before
 from harness.checkers.context import CheckContext, checker
-from harness.checkers.dlq import terminal
-from harness.history import Event
+from harness.checkers.dlq import Failures
 from harness.verdict import Verdict
 
 NAME = "stale_ack"
-_REMOVALS = ("acked", "dead_lettered")
 
 
 @checker(NAME, decides=("D6",))
-def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_stale_ack(h: History, ctx: CheckContext) -> list[Verdict]:
     """D6 stale ack is harmless.
 
     Why: when a slow handler's lease expires and another worker claims the row, the slow handler's ack must
@@ -28,9 +26,9 @@ def check_stale_ack(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     whose last call failed with retries left, while an earlier holder's handler was still running, is gone from
     the tables without a later call or a dead letter: the lapsed holder's completion removed it (scripted messages,
     whose second delivery fails, make this happen). Without overlapping calls nothing was exercised: unknown."""
-    groups = by_mid(index_deliveries(history))
-    reported = _reported(history, groups) if ctx.capabilities.settle_outcomes else None
-    black_box = _black_box(history, groups, ctx)
+    groups = h.redelivered()  # a call can overlap another of its row only if there are two
+    reported = _reported(h, groups) if ctx.capabilities.settle_outcomes else None
+    black_box = _black_box(h, groups, ctx)
     figures = {**(reported.figures if reported else {}), **black_box.figures}
     if reported is not None and reported.bad:
         return [Verdict("D6", NAME, "fail", reported.bad, figures)]
@@ -51,39 +49,34 @@ class _Finding:
     undecided: str = ""  # why nothing was exercised
 
 
-def _reported(history: list[Event], groups: dict[str, list[Delivery]]) -> _Finding:
-    removals: Counter[str] = Counter(
-        str(e.mid) for e in history if e.f == "settle" and e.type == "ok" and e.value.get("outcome") in _REMOVALS
-    )
-    twice = sorted(m for m, n in removals.items() if n > 1)
-    lease_lost = sum(1 for e in history
-                     if e.f == "settle" and e.type == "fail" and e.value.get("outcome") == "lease_lost")
+def _reported(h: History, groups: list[list[Delivery]]) -> _Finding:
+    twice = sorted(m for m, flags in zip(h.mids, h.m_flags) if flags & REMOVED_TWICE)
     overlapping = 0  # calls that settled after a later claim of their row had started
     unattributed = 0  # such calls whose settle could belong to a concurrent call of the same process
     stale: list[dict[str, object]] = []
-    for ds in groups.values():
+    for ds in groups:
         for a in ds:
             if a.settle is None:
                 continue
-            rivals = [b for b in ds if _later(a, b) and b.t < a.settle.t]
-            if not rivals:
+            rival = next((b for b in ds if _later(a, b) and b.t < a.settle.t), None)
+            if rival is None:
                 continue
             if a.ambiguous:
                 unattributed += 1
                 continue
             overlapping += 1
-            if a.settle.type == "ok" and a.outcome in _REMOVALS:
-                stale.append({"mid": a.mid, "stale": a.process, "holder": rivals[0].process, "outcome": a.outcome})
+            if a.settle.type == "ok" and a.outcome in REMOVALS:
+                stale.append({"mid": a.mid, "stale": a.process, "holder": rival.process, "outcome": a.outcome})
     figures = {"removed_twice": len(twice), "removed_twice_examples": examples(twice), "stale_removals": len(stale),
                "stale_examples": examples(stale), "overlapping_calls": overlapping,
-               "unattributed_overlaps": unattributed, "lease_lost": lease_lost}
+               "unattributed_overlaps": unattributed, "lease_lost": h.lease_lost}
     finding = _Finding(figures)
     if twice or stale:
         finding.bad = (f"{len(twice)} rows removed more than once and {len(stale)} removals by a call whose lease had"
                        " been claimed by another")
     elif overlapping:
         finding.good = (f"{overlapping} calls settled after their row was claimed again; none removed it"
-                        f" ({lease_lost} lease_lost reported)")
+                        f" ({h.lease_lost} lease_lost reported)")
     else:
         why = (f"; {unattributed} overlaps within one process could not be attributed (completions and settles"
                " do not echo lease_at)") if unattributed else ""
@@ -91,24 +84,26 @@ def _reported(history: list[Event], groups: dict[str, list[Delivery]]) -> _Findi
     return finding
 
 
-def _black_box(history: list[Event], groups: dict[str, list[Delivery]], ctx: CheckContext) -> _Finding:
+def _black_box(h: History, groups: list[list[Delivery]], ctx: CheckContext) -> _Finding:
     """Failed calls that had a lapsed holder still running beside them, and what became of their messages."""
-    final = final_read(history)
+    final = h.final
+    in_tables = set(final.pending) | set(final.dead)
     retries = ctx.capabilities.retry_schedule or (ctx.capabilities.dlq and ctx.config.dlq)
     exposed = 0
     removed: list[dict[str, object]] = []
-    for mid, ds in groups.items():
+    for ds in groups:
+        failures = Failures(ds, ctx)
         for i, b in enumerate(ds):
-            if not b.failed or b.end is None or terminal(ds, b, ctx):
+            if not b.failed or b.end is None or failures.terminal(i):
                 continue
-            lapsed = [a for a in ds[:i] if a.end is not None and a.end.type == "ok" and a.end.t > b.t]
-            if not lapsed:
+            lapsed = next((a for a in ds[:i] if a.end is not None and a.end.type == "ok" and a.end.t > b.t), None)
+            if lapsed is None:
                 continue
             exposed += 1
-            followed = i + 1 < len(ds) or mid in final.pending or mid in final.dead
+            followed = i + 1 < len(ds) or b.mid in in_tables
             if not followed and final.done and retries:
-                removed.append({"mid": mid, "lapsed_holder": lapsed[0].process, "failed_holder": b.process,
-                                "lapsed_finished_s": round(lapsed[0].end.t - b.t, 3)})  # type: ignore[union-attr]
+                removed.append({"mid": b.mid, "lapsed_holder": lapsed.process, "failed_holder": b.process,
+                                "lapsed_finished_s": round(lapsed.end.t - b.t, 3)})  # type: ignore[union-attr]
     figures = {"failed_beside_a_lapsed_holder": exposed, "wrongly_removed": len(removed),
                "wrongly_removed_examples": examples(removed)}
     finding = _Finding(figures)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from harness.checkers._index import FinalRead, drain_end, drained, examples, final_read, last_heal, poison
+from harness.checkers._index import ABSENT, DELIVERED, FAIL, FOUND, INFO, OK, FinalRead, History, examples
 from harness.checkers.context import CheckContext, checker
-from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "total_queue"
@@ -15,65 +13,70 @@ NAME = "total_queue"
 
 @dataclass(frozen=True)
 class QueueTally:
-    committed: set[str]  # publish ok, or publish info resolved as committed
+    committed: int  # publish ok, or publish info resolved as committed
     rolled_back: set[str]  # publish fail, or publish info resolved as absent: definitely not committed
     uncertain: set[str]  # publish info left unresolved: commit outcome unknown
-    handled: Counter[str]  # deliver ok per mid
-    delivered: set[str]  # mids with any deliver invoke
+    handled: int  # committed messages with a deliver ok
+    dead_lettered: int  # committed messages in the DLQ
+    duplicates: int  # deliver oks beyond each message's first
+    duplicated: list[str]  # messages handled more than once, sorted
+    delivered_doubtful: set[str]  # rolled-back or uncertain messages that were delivered
     deliveries: int  # deliver invokes
-    phantoms: list[str]  # delivered mids never committed nor possibly committed (rolled back counts)
+    phantoms: list[str]  # delivered mids never committed nor possibly committed (rolled back counts), per call
     corrupt: list[str]  # delivered payloads that failed their checksum or could not be read
     lost: set[str]  # committed, never handled, not dead-lettered, not dropped by design
     dropped: set[str]  # poison mids gone without a DLQ to land in: expected
+    committed_poison: set[str]  # poison mids that were committed
     final: FinalRead  # the tables after the drain
     drained: bool  # the drain reached an empty outbox
     poison: set[str]  # mids published as poison
 
-    @property
-    def duplicates(self) -> int:
-        return sum(n - 1 for n in self.handled.values() if n > 1)
 
-
-def tally(history: list[Event], ctx: CheckContext) -> QueueTally:
-    """The total-queue bookkeeping, shared with the checkers that must not lose messages either (L3)."""
-    outcome: dict[str, set[str]] = {"ok": set(), "fail": set(), "info": set()}
-    found: set[str] = set()  # the runner's ``resolve`` of uncertain commits: business row present...
-    absent: set[str] = set()  # ...or absent (same transaction as the outbox row, so definitely not committed)
-    for e in history:
-        if e.f == "publish" and e.type in outcome:
-            outcome[e.type].update(str(m) for m in e.value.get("mids") or ())
-        elif e.f == "resolve" and e.type == "info":
-            found.update(str(m) for m in e.value.get("committed") or ())
-            absent.update(str(m) for m in e.value.get("absent") or ())
-    committed = outcome["ok"] | (outcome["info"] & found)
-    rolled_back = (outcome["fail"] | (outcome["info"] & absent)) - committed
-    uncertain = outcome["info"] - committed - rolled_back
-    handled: Counter[str] = Counter()
-    delivered: set[str] = set()
-    deliveries = 0
-    phantoms: list[str] = []
-    corrupt: list[str] = []
-    for e in history:
-        if e.f != "deliver":
-            continue
-        mid = e.mid
-        if e.type == "ok" and mid is not None:
-            handled[mid] += 1
-        if e.type != "invoke":
-            continue
-        deliveries += 1
-        if mid is None or e.value.get("intact") is False:
-            corrupt.append(str(mid))
-            continue
-        delivered.add(mid)
-        if mid not in committed and mid not in uncertain:
-            phantoms.append(mid)
-    final, bad = final_read(history), poison(history)
+def tally(h: History, ctx: CheckContext) -> QueueTally:
+    """The total-queue bookkeeping, shared with the checkers that must not lose messages either (L3), computed once
+    per index."""
     has_dlq = ctx.config.dlq and ctx.capabilities.dlq
-    gone = committed - set(handled) - set(final.dead)
-    dropped = set() if has_dlq else (gone & bad) - set(final.pending)
-    return QueueTally(committed, rolled_back, uncertain, handled, delivered, deliveries, phantoms, corrupt,
-                      gone - dropped, dropped, final, drained(history), bad)
+    return h.cached(("tally", has_dlq), lambda: _tally(h, has_dlq))
+
+
+def _tally(h: History, has_dlq: bool) -> QueueTally:
+    final, poison = h.final, h.poison
+    dead = set(final.dead)
+    committed = handled = dead_lettered = duplicates = 0
+    duplicated: list[str] = []
+    rolled_back: set[str] = set()
+    uncertain: set[str] = set()
+    doubtful: set[str] = set()
+    gone: set[str] = set()  # committed, never handled, not dead-lettered
+    committed_poison: set[str] = set()
+    phantoms: list[str] = []
+    for name, flags, n in zip(h.mids, h.m_flags, h.m_handled):
+        if n > 1:
+            duplicates += n - 1
+            duplicated.append(name)
+        if flags & OK or (flags & INFO and flags & FOUND):  # committed
+            committed += 1
+            handled += n > 0
+            dead_lettered += name in dead
+            if not n and name not in dead:
+                gone.add(name)
+            if name in poison:
+                committed_poison.add(name)
+            continue
+        rolled = flags & FAIL or (flags & INFO and flags & ABSENT)
+        if rolled:
+            rolled_back.add(name)
+        elif flags & INFO:
+            uncertain.add(name)
+        if flags & DELIVERED:
+            if rolled or flags & INFO:
+                doubtful.add(name)
+            if rolled or not flags & INFO:  # neither committed nor possibly committed: each call is a phantom
+                phantoms += [name] * sum(1 for d in h.group(name) if not h.calls.corrupt(d.i))
+    dropped = set() if has_dlq else (gone & poison) - set(final.pending)
+    return QueueTally(committed, rolled_back, uncertain, handled, dead_lettered, duplicates, sorted(duplicated),
+                      doubtful, len(h.calls), phantoms, h.corrupt, gone - dropped, dropped,
+                      committed_poison, final, h.drained, poison)
 
 
 @dataclass(frozen=True)
@@ -87,53 +90,51 @@ class Overdue:
     why_undecided: str | None  # when no message can be called overdue, what is missing
 
 
-def overdue(history: list[Event], q: QueueTally, ctx: CheckContext) -> Overdue:
+def overdue(h: History, q: QueueTally, ctx: CheckContext) -> Overdue:
     bound = ctx.liveness_bound
     stuck = q.lost & set(q.final.pending)
     if q.drained or not stuck:
         return Overdue(set(), bound, None)
-    heal, clean = last_heal(history)
-    end = drain_end(history)
+    heal, clean = h.last_heal()
+    end = h.drain_end
     if not clean:
         return Overdue(set(), bound, "a fault did not heal")
     if end is None:
         return Overdue(set(), bound, "the drain was not recorded")
-    since = max(heal or float("-inf"), min((e.t for e in history), default=end))
+    since = max(heal or float("-inf"), h.min_t)
     if end - since < bound:
         return Overdue(set(), bound, f"the drain ended {end - since:.1f} s after the last heal, within the liveness"
                        f" bound ({ctx.describe_liveness_bound()})")
-    if any(e.f == "deliver" and e.type == "invoke" and end - bound < e.t <= end for e in history):
+    if any(end - bound < t <= end for t in h.calls.t):
         return Overdue(set(), bound, "deliveries were still being made when the drain ended")
-    committed_at = {str(m): e.t for e in history if e.f in ("publish", "resolve") and e.type in ("ok", "info")
-                    for m in (e.value.get("mids") or e.value.get("committed") or ())}
-    late = {m for m in stuck if end - max(since, committed_at.get(m, end)) >= bound}
+    late = {m for m in stuck if end - max(since, h.committed_at(m, end)) >= bound}
     return Overdue(late, bound, None if late else "the messages left were committed within the bound")
 
 
 @checker(NAME, decides=("D1", "D2", "P1"))
-def check_total_queue(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_total_queue(h: History, ctx: CheckContext) -> list[Verdict]:
     """D1 at-least-once, D2 no unexpected delivery, P1 atomic publish.
 
     Why: the outbox's whole promise is that a committed message is eventually handled (or dead-lettered) and
     that nothing else is. Duplicates are allowed by at-least-once, so they are counted, never failed; a publish
     whose commit outcome is unknown may go either way, so it is reported, never failed."""
-    q = tally(history, ctx)
-    return [_d1(q, overdue(history, q, ctx), ctx), _d2(q), _p1(q, ctx)]
+    q = tally(h, ctx)
+    return [_d1(q, overdue(h, q, ctx), ctx), _d2(q), _p1(q, ctx)]
 
 
 def _d1(q: QueueTally, late: Overdue, ctx: CheckContext) -> Verdict:
     in_tables = set(q.final.pending) | set(q.final.dead)
-    recovered = q.uncertain & (q.delivered | in_tables)
+    recovered = q.uncertain & (q.delivered_doubtful | in_tables)
     figures = {
-        "committed": len(q.committed),
-        "handled": len(q.committed & set(q.handled)),
-        "dead_lettered": len(q.committed & set(q.final.dead)),
+        "committed": q.committed,
+        "handled": q.handled,
+        "dead_lettered": q.dead_lettered,
         "lost": len(q.lost),
         "lost_examples": examples(sorted(q.lost)),
         "lost_still_pending": len(q.lost & set(q.final.pending)),
         "dropped_poison_without_dlq": len(q.dropped),
         "duplicates": q.duplicates,
-        "duplicated_examples": examples(sorted(m for m, n in q.handled.items() if n > 1)),
+        "duplicated_examples": examples(q.duplicated),
         "uncertain_publishes": len(q.uncertain),
         "uncertain_recovered": len(recovered),
         "uncertain_not_seen": len(q.uncertain - recovered),
@@ -153,8 +154,8 @@ def _d1(q: QueueTally, late: Overdue, ctx: CheckContext) -> Verdict:
                        f" {ctx.describe_liveness_bound()} after the last heal", figures)
     if q.lost:
         return Verdict("D1", NAME, "fail",
-                       f"{len(q.lost)} of {len(q.committed)} committed messages were lost", figures)
-    return Verdict("D1", NAME, "pass", f"all {len(q.committed)} committed messages were handled or dead-lettered"
+                       f"{len(q.lost)} of {q.committed} committed messages were lost", figures)
+    return Verdict("D1", NAME, "pass", f"all {q.committed} committed messages were handled or dead-lettered"
                    f" ({q.duplicates} duplicate deliveries)", figures)
 
 
@@ -175,7 +176,7 @@ def _d2(q: QueueTally) -> Verdict:
 
 
 def _p1(q: QueueTally, ctx: CheckContext) -> Verdict:
-    seen_delivered = q.rolled_back & q.delivered
+    seen_delivered = q.rolled_back & q.delivered_doubtful
     seen_in_tables = q.rolled_back & (set(q.final.pending) | set(q.final.dead))
     figures = {
         "rolled_back": len(q.rolled_back),

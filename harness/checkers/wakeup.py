@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.checkers._index import FaultWindow, drained, examples, listen_outages
-from harness.stats import percentile
+from harness.checkers._index import FaultWindow, History, examples
 from harness.checkers.context import CheckContext, checker
-from harness.history import Event
+from harness.stats import percentile
 from harness.verdict import Verdict
 
 NAME = "wakeup"
@@ -25,18 +24,13 @@ class Probe:
         return None if self.delivered is None else self.delivered - self.published
 
 
-def probes(history: list[Event]) -> list[Probe]:
+def probes(h: History) -> list[Probe]:
     """Single-mid idle publishes marked probe, each with its first delivery."""
-    first: dict[str, float] = {}
-    for e in history:
-        if e.f == "deliver" and e.type == "invoke" and e.mid is not None:
-            first.setdefault(e.mid, e.t)
-    return [Probe(str(e.value["mids"][0]), e.t, first.get(str(e.value["mids"][0])))
-            for e in history if e.f == "publish" and e.type == "ok" and e.value.get("probe") and e.value.get("mids")]
+    return [Probe(mid, t, h.first_call_t(mid)) for mid, t in h.probes]
 
 
 @checker(NAME, decides=("D7", "D8"))
-def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_wakeup(h: History, ctx: CheckContext) -> list[Verdict]:
     """D7 wake-up latency, D8 polling fallback.
 
     Why: LISTEN/NOTIFY is the reason an idle outbox feels instant; losing it must degrade to polling at
@@ -44,9 +38,9 @@ def check_wakeup(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     if not ctx.capabilities.notify:
         return [Verdict(g, NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")
                 for g in ("D7", "D8")]
-    found = probes(history)
-    windows = listen_outages(history)
-    return [_d7(found, windows, ctx), _d8(history, found, windows, ctx)]
+    found = probes(h)
+    windows = h.listen_outages()
+    return [_d7(found, windows, ctx), _d8(h.drained, found, windows, ctx)]
 
 
 def _d7(found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Verdict:
@@ -70,7 +64,7 @@ def _d7(found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Ve
                    figures)
 
 
-def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Verdict:
+def _d8(drained: bool, found: list[Probe], windows: list[FaultWindow], ctx: CheckContext) -> Verdict:
     bound = ctx.config.max_fetch_interval + ctx.slack_seconds
     during = [p for p in found if any(w.active(p.published) for w in windows)]
     slow = [p for p in during if p.latency is not None and p.latency > bound]
@@ -83,7 +77,7 @@ def _d8(history: list[Event], found: list[Probe], windows: list[FaultWindow], ct
     problems = []
     if slow:
         problems.append(f"{len(slow)} probes took longer than {bound:.2f} s")
-    if missing and drained(history):
+    if missing and drained:
         problems.append(f"{len(missing)} probes were never delivered")
     if problems:
         return Verdict("D8", NAME, "fail", "while LISTEN was lost: " + "; ".join(problems), figures)

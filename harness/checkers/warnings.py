@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from harness.checkers._index import examples, listen_outages
+from harness.checkers._index import History, examples
 from harness.checkers.context import CheckContext, checker
-from harness.history import Event
 from harness.verdict import Verdict
 
 NAME = "warnings"
@@ -15,7 +14,7 @@ LISTEN_WORDS = re.compile(r"listen|notify", re.IGNORECASE)
 
 
 @checker(NAME, decides=("O2",))
-def check_warnings(history: list[Event], ctx: CheckContext) -> list[Verdict]:
+def check_warnings(h: History, ctx: CheckContext) -> list[Verdict]:
     """O2 one WARNING per LISTEN outage.
 
     Why: an operator alerts on WARNINGs; a lost LISTEN connection that logs on every poll buries every other
@@ -24,16 +23,16 @@ def check_warnings(history: list[Event], ctx: CheckContext) -> list[Verdict]:
     implementation may log somewhere the harness cannot see. Delivery during the outage is D8's business."""
     if not ctx.capabilities.notify:
         return [Verdict("O2", NAME, "not_applicable", "the implementation has no LISTEN/NOTIFY wake-up")]
-    outages = [w for w in listen_outages(history) if w.applied is not None]
+    outages = [w for w in h.listen_outages() if w.applied is not None]
     if not outages:
         return [Verdict("O2", NAME, "unknown", "LISTEN was never lost in this run")]
     per: Counter[tuple[int, str]] = Counter()
     lines: dict[tuple[int, str], list[str]] = {}
     for i, w in enumerate(outages):
         end = float("inf") if w.healed is None else w.healed + ctx.slack_seconds
-        for e in history:  # from the invoke: the loss may be logged before the nemesis reports back
+        for e in h.events("log"):  # from the invoke: the loss may be logged before the nemesis reports back
             message = str(e.value.get("message", ""))
-            if e.f == "log" and w.invoked <= e.t <= end and LISTEN_WORDS.search(message):
+            if w.invoked <= e.t <= end and LISTEN_WORDS.search(message):
                 per[(i, e.process)] += 1
                 lines.setdefault((i, e.process), []).append(f"{e.value.get('level')} {e.value.get('logger')}: "
                                                             f"{message[:160]}")
