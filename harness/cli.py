@@ -116,7 +116,13 @@ def cmd_check(ns: argparse.Namespace) -> int:
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
-    """Every --impl on the same workload, one PostgreSQL, a fresh database each; exit 1 if none was measured."""
+    """Every --impl on the same workload, one PostgreSQL, a fresh database each; exit 1 if none was measured.
+    With --checkers: the checkers on correct synthetic histories of each --events size, no database; exit 1 if a
+    checker failed one."""
+    if ns.checkers:
+        from harness.bench.checkers import SIZES, run  # noqa: PLC0415
+
+        return FINDINGS if any(r["failed"] for r in run(ns.events or SIZES)) else OK
     from harness.bench import print_bench, run_bench  # noqa: PLC0415
     from harness.provision.postgres import provision  # noqa: PLC0415
 
@@ -188,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="messages to drain (default: %(default)s)")
     bench.add_argument("--probes", type=positive_int, default=200,
                        help="single messages for the wake-up latency (default: %(default)s)")
+    bench.add_argument("--checkers", action="store_true",
+                       help="instead: time every checker on correct synthetic histories (no database), one process"
+                            " per size: events/s, wall and CPU time, peak RSS")
+    bench.add_argument("--events", type=positive_int, action="append",
+                       help="with --checkers: a history size in events, repeatable (default: 1,000,000 and"
+                            " 10,000,000)")
     bench.set_defaults(func=cmd_bench, servers=("postgresql",))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
@@ -202,7 +214,7 @@ def preflight(ns: argparse.Namespace) -> None:
     DATABASE_URL / TOXIPROXY_URL answer (the embedded ones are started later, by what needs them)."""
     for spec in getattr(ns, "impl", None) or []:
         load_adapter(spec)
-    servers = getattr(ns, "servers", ())
+    servers = () if getattr(ns, "checkers", False) else getattr(ns, "servers", ())  # bench --checkers: none
     if "postgresql" in servers and getattr(ns, "dsn", None):
         check_reachable(plain_dsn(ns.dsn), source="--dsn")
     elif "postgresql" in servers and (dsn := database_url()) is not None:

@@ -18,8 +18,8 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
                "report; see --strict). bench, size: every implementation / grid point was measured"),
     FINDINGS: ("findings", "run, check, conformance --strict: a guarantee failed, or stayed undecided without "
                            "--allow-unknown. check: the saved run was cut short (its report is marked "
-                           "interrupted). bench: no implementation could be measured. size: a grid point could "
-                           "not be measured"),
+                           "interrupted). bench: no implementation could be measured (--checkers: a checker failed "
+                           "the correct synthetic history). size: a grid point could not be measured"),
     USAGE: ("usage", "any command: a bad command line: an unknown option, a value out of range "
                      "(--messages 0, --target-rate nan), a --reports-dir that cannot be written, an --impl "
                      "that does not load; check: a RUN_DIR that is not a report"),

@@ -3,6 +3,7 @@ and refusals that come before anything starts, in one line that names the fix.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -199,6 +200,15 @@ def test_bench_refuses_zero_messages_before_postgres_starts(tmp_path: Path) -> N
     assert done.returncode == exits.USAGE, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.glob("outbox-harness-*-*")), "PostgreSQL was started for a bench that cannot run"
+
+
+def test_bench_checkers_needs_no_database(tmp_path: Path) -> None:
+    done = cli("bench", "--checkers", "--events", "2000", "--events", "4000",
+               env={"TMPDIR": str(tmp_path), "DATABASE_URL": closed_port_url()}, cwd=tmp_path, timeout=120)
+    assert done.returncode == exits.OK, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads(done.stdout.splitlines()[-1])["checkers"]
+    assert [r["failed"] for r in rows] == [[], []] and all(r["events_per_s"] and r["peak_rss_mb"] for r in rows)
+    assert not list(tmp_path.glob("outbox-harness-*-*")), "PostgreSQL was started for the checkers"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-2"])
