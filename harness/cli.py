@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
-from harness.argtypes import positive_int, writable_dir
+from harness.argtypes import positive_int, seed, writable_dir
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_dsn
@@ -78,6 +78,8 @@ def _scenarios(ns: argparse.Namespace, impls: list[str], extra: list[str], *, fi
             *(f"--impl={i}" for i in impls), *extra]
     if ns.k:
         args += ["-k", ns.k]
+    if ns.seed is not None:
+        args.append(f"--seed={ns.seed}")
     code, why = scenario_exit(*_pytest(args), findings_fail=findings_fail)
     if code != OK:
         print(f"outbox-harness {ns.command}: {why} (exit {code})", file=sys.stderr)
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pytest path of the scenario tests (default: the packaged suite, %(default)s)")
         p.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
         p.add_argument("-k", help="pytest -k expression to pick scenarios")
+        p.add_argument("--seed", type=seed, help="replay a run: the seed it printed (default: a new one per scenario)")
 
     run = sub.add_parser("run", help="run the chaos suite and write a report")
     common(run)

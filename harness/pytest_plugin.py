@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from harness.adapter import AdapterLoadError, alias_help, load_adapter
-from harness.argtypes import positive_finite_float
+from harness.argtypes import positive_finite_float, seed
 from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
 from harness.session import Running, SessionOutcome
@@ -55,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--time-scale", type=positive_finite_float, default=1.0,
                     help="run every scenario on a clock this many times slower (leases, handler and fault times, "
                          "drain deadlines; default 1)")
+    group.addoption("--seed", type=seed, default=None,
+                    help="seed every scenario's random choices with this (rollbacks, fault targets, handler "
+                         "timing), to replay a run; default: a new seed per scenario, printed with --live and "
+                         "stored in the history and results.json")
     group.addoption("--allow-unknown", action="store_true",
                     help="do not fail a scenario test whose verdicts are only undecided (conformance runs)")
     group.addoption("--fail-on-skip", action="store_true",
@@ -162,7 +166,7 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         try:
             result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
                                      workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
-                                     progress=_live_printer(request.config),
+                                     progress=_live_printer(request.config), seed=request.config.getoption("seed"),
                                      time_scale=request.config.getoption("time_scale")))
         except Exception:
             outcome.running = None  # a crash, not an interrupt: the test fails and says why

@@ -4,7 +4,8 @@
 
 1. creates a fresh database and the implementation's schema through its adapter, and writes the history's
    ``run`` header (the scenario, the declared config, capabilities and budget, the seed, and the versions of the
-   implementation, the harness, PostgreSQL and Toxiproxy);
+   implementation, the harness, PostgreSQL and Toxiproxy); every random choice of the run is drawn from the seed
+   (:mod:`harness.seeds`), so ``seed=`` replays them;
 2. starts the workers under the supervisor (through a Toxiproxy proxy when there is one);
 3. publishes (:mod:`harness.generator`) while the fault schedule (:mod:`harness.schedule`) breaks things;
 4. publishes a healthy tail after the last heal, and idle wake-up probes if asked, then drains with healthy
@@ -24,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from harness import business
+from harness import business, seeds
 from harness.adapter import Adapter, Timings, declared_timings
 from harness.analysis import judge
 from harness.checkers import CheckContext
@@ -56,6 +57,8 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     seed = random.randrange(2**32) if seed is None else seed
+    say = _progress(scenario.name, progress)
+    say(f"seed {seed}")
     scale = max(time_scale, _reclaim_scale(scenario, declared_timings(adapter, scenario.config)))
     scenario = scenario.scaled(scale)
     ctx = CheckContext(scenario.config, adapter.capabilities, adapter.connection_budget(scenario.config),
@@ -87,12 +90,11 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         return proxies[path].dsn_for(admin_dsn) if path in proxies else admin_dsn
 
     header()
-    rng = random.Random(seed)
     supervisor = Supervisor(impl=impl_spec, dsn=admin_dsn, workdir=workdir, config=scenario.config.to_dict(),
-                            handler=scenario.handler, history=history)
-    say = _progress(scenario.name, progress)
+                            handler=scenario.handler, history=history, seed=seed)
     env = Env(server, admin_dsn, supervisor, adapter, proxies, history,
-              in_flight=lambda process: _in_flight(supervisor, process), progress=say, rng=rng)
+              in_flight=lambda process: _in_flight(supervisor, process), progress=say,
+              rng=seeds.stream(seed, "nemesis"))
     sampler: asyncio.Task[None] | None = None
     try:
         for slot in slots:
@@ -101,7 +103,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
         sampler = asyncio.create_task(sample_connections(admin_dsn, history, like=WORKER_APP_LIKE))
         await supervisor.wait_started(timeout=20)
         say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
-        publisher = Publisher(adapter, dsn(PUBLISHER), scenario, history, rng)
+        publisher = Publisher(adapter, dsn(PUBLISHER), scenario, history, seeds.stream(seed, "publisher"))
         try:
             faults = asyncio.create_task(run_schedule(scenario.faults, env))
             await publisher.run(scenario.workload.messages, poison=scenario.workload.poison)

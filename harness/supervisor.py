@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from harness import seeds
 from harness.adapter import AdapterLoadError, load_adapter
 from harness.history import HistoryWriter, read_events
 from harness.messages import mask_dsn
@@ -66,8 +67,9 @@ class Slot:
 
 class Supervisor:
     def __init__(self, *, impl: str, dsn: str, workdir: Path, config: dict[str, Any], handler: dict[str, Any],
-                 history: HistoryWriter, restart_delay: float = 0.5) -> None:
+                 history: HistoryWriter, restart_delay: float = 0.5, seed: int | None = None) -> None:
         self.impl = impl
+        self.seed = seed  # the run's: each incarnation's handler timing is drawn from a stream of its own
         self.dsn = dsn
         self.workdir = workdir
         self.base_config = config
@@ -93,7 +95,8 @@ class Supervisor:
         slot.stopping = False
         spec = WorkerSpec(impl=self.impl, dsn=mask_dsn(slot.dsn), process=slot.process,
                           history=str(self.history_path(slot.process)), config=slot.config, handler=slot.handler,
-                          deliveries=str(self.workdir / "deliveries"), application_name=worker_app(slot.process))
+                          deliveries=str(self.workdir / "deliveries"), application_name=worker_app(slot.process),
+                          seed=None if self.seed is None else seeds.derive(self.seed, slot.process))
         spec_path = self.workdir / f"{slot.process}.spec.json"
         spec.dump(spec_path)
         cmd = self._command(spec_path)

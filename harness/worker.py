@@ -53,10 +53,10 @@ class HandlerSpec:
     noop: bool = False
     expect: int = 0
 
-    def duration(self, call: int) -> float:
-        if call <= self.slow_first or (self.slow_fraction and random.random() < self.slow_fraction):
+    def duration(self, call: int, rng: random.Random) -> float:
+        if call <= self.slow_first or (self.slow_fraction and rng.random() < self.slow_fraction):
             return self.slow_s
-        return max(0.0, self.base_ms + random.uniform(-self.jitter_ms, self.jitter_ms)) / 1000
+        return max(0.0, self.base_ms + rng.uniform(-self.jitter_ms, self.jitter_ms)) / 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class WorkerSpec:
     handler: dict[str, Any] = field(default_factory=dict)
     deliveries: str = ""  # directory of the shared delivery counts for scripted messages
     application_name: str = ""  # to set on every connection; "" means worker_app(process)
+    seed: int | None = None  # of this incarnation's handler timing, derived from the run's seed; None: unseeded
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -170,6 +171,7 @@ async def run(spec: WorkerSpec) -> int:
     totals: dict[str, float] = {}
 
     calls = 0
+    rng = random.Random(spec.seed)
     counter = DeliveryCounter(Path(spec.deliveries)) if spec.deliveries else None
 
     async def handler(payload: bytes, info: DeliveryInfo) -> None:
@@ -183,7 +185,7 @@ async def run(spec: WorkerSpec) -> int:
             step = script[n - 1] if n <= len(script) else {}
             call["scripted"] = n
         history.record("invoke", "deliver", mid=mid, intact=intact, key=info.key, **call)
-        await asyncio.sleep(step["ms"] / 1000 if "ms" in step else handler_spec.duration(calls))
+        await asyncio.sleep(step["ms"] / 1000 if "ms" in step else handler_spec.duration(calls, rng))
         if poison or step.get("fail"):
             why = "poison" if poison else "scripted"
             history.record("fail", "deliver", mid=mid, error=why, **call)

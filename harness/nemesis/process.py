@@ -30,7 +30,10 @@ class Kill(Fault):
         self.in_flight = in_flight  # callable(process) -> int: deliveries in flight on that incarnation
 
     def _pick(self) -> str:
-        alive = [n for n in self.supervisor.slots if self.supervisor.alive(n)]
+        """The named worker; else the first busy one (then the first alive) in an order the run's seed draws, one
+        draw per kill whatever the run's state, so that a run with the same seed kills the same workers."""
+        order = self.rng.sample(sorted(self.supervisor.slots), len(self.supervisor.slots))
+        alive = [n for n in order if self.supervisor.alive(n)]
         if not alive:
             raise FaultNotApplied("no worker alive to kill")
         if self.name is not None:
@@ -38,8 +41,8 @@ class Kill(Fault):
         if self.in_flight is not None:
             busy = [n for n in alive if self.in_flight(self.supervisor.slots[n].process) > 0]
             if busy:
-                return self.rng.choice(busy)
-        return self.rng.choice(alive)
+                return busy[0]
+        return alive[0]
 
     def start(self) -> dict[str, Any]:
         name = self._pick()
