@@ -39,6 +39,7 @@ type Handler struct {
 	History *History
 	Spec    HandlerSpec
 	Counter *DeliveryCounter // nil: scripts are not counted (no directory given)
+	Seed    *uint64          // the spec's: the handler's timing replays with it
 	calls   atomic.Int64
 }
 
@@ -63,7 +64,7 @@ func (h *Handler) Handle(ctx context.Context, payload []byte, call Call) error {
 		mid = *p.Mid
 	}
 	h.History.Record("invoke", "deliver", merge(map[string]any{"mid": mid, "intact": p.Intact, "key": call.Key}, echo))
-	wait := h.Spec.Duration(n)
+	wait := h.Spec.Duration(n, h.Seed)
 	if ms, ok := step["ms"].(float64); ok {
 		wait = Seconds(ms / 1000)
 	}

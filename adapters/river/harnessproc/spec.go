@@ -81,12 +81,17 @@ type HandlerSpec struct {
 	Expect       int     `json:"expect"`
 }
 
-// Duration of call number call (1-based) of this process.
-func (h HandlerSpec) Duration(call int64) time.Duration {
-	if call <= int64(h.SlowFirst) || (h.SlowFraction > 0 && rand.Float64() < h.SlowFraction) {
+// Duration of call number call (1-based) of this process, drawn from seed (the spec's) and the call number, so a
+// run with the same seed draws the same durations whatever order concurrent calls take; nil seed: unseeded.
+func (h HandlerSpec) Duration(call int64, seed *uint64) time.Duration {
+	r := rand.New(rand.NewPCG(rand.Uint64(), uint64(call)))
+	if seed != nil {
+		r = rand.New(rand.NewPCG(*seed, uint64(call)))
+	}
+	if call <= int64(h.SlowFirst) || (h.SlowFraction > 0 && r.Float64() < h.SlowFraction) {
 		return Seconds(h.SlowS)
 	}
-	return Seconds(math.Max(0, h.BaseMs+(rand.Float64()*2-1)*h.JitterMs) / 1000)
+	return Seconds(math.Max(0, h.BaseMs+(r.Float64()*2-1)*h.JitterMs) / 1000)
 }
 
 // WorkerSpec is harness.worker.WorkerSpec: the JSON file the supervisor writes for every incarnation.
@@ -99,6 +104,7 @@ type WorkerSpec struct {
 	Handler         HandlerSpec    `json:"handler"`
 	Deliveries      string         `json:"deliveries"`
 	ApplicationName string         `json:"application_name"`
+	Seed            *uint64        `json:"seed"` // of this incarnation's handler timing, from the run's seed; nil: unseeded
 }
 
 // DSNEnv carries the real DSN (harness.worker.DSN_ENV): the spec file, kept as evidence, holds it masked.

@@ -31,7 +31,7 @@ func Consume(specPath, logger string, run func(ctx context.Context, spec *Worker
 	defer history.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	h := &Handler{History: history, Spec: spec.Handler}
+	h := &Handler{History: history, Spec: spec.Handler, Seed: spec.Seed}
 	if spec.Deliveries != "" {
 		if h.Counter, err = NewDeliveryCounter(spec.Deliveries); err != nil {
 			fmt.Fprintln(os.Stderr, err)
