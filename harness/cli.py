@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from harness.adapter import ALIASES, alias_help
+from harness.bench.config import DEFAULTS as BENCH
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -68,7 +69,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
     server = provision()
     try:
-        result = run_bench(server.dsn, messages=ns.messages, probes=ns.probes, impls=ns.impl or ["reference"],
+        result = run_bench(server.dsn, messages=ns.messages, probes=ns.probes, rounds=ns.rounds,
+                           drain_cap_seconds=ns.drain_cap, impls=ns.impl or ["reference"],
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         server.stop()
@@ -113,9 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                                          "wake-up latency, consumer memory")
     bench.add_argument("--impl", action="append",
                        help="alias or package.module:attribute, repeatable, measured in order (default: reference)")
-    bench.add_argument("--messages", type=int, default=100_000, help="messages to drain (default: %(default)s)")
-    bench.add_argument("--probes", type=int, default=200,
+    bench.add_argument("--messages", type=int, default=BENCH.messages, help="messages to drain (default: %(default)s)")
+    bench.add_argument("--probes", type=int, default=BENCH.probes,
                        help="single messages for the wake-up latency (default: %(default)s)")
+    bench.add_argument("--rounds", type=int, default=BENCH.rounds,
+                       help="drains per implementation, each between two floor drains (default: %(default)s)")
+    bench.add_argument("--drain-cap", type=float, default=BENCH.drain_cap_seconds, metavar="SECONDS",
+                       help="stop a drain still running after this long and report the rate it reached "
+                            "(default: %(default)s)")
     bench.set_defaults(func=cmd_bench)
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")

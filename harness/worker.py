@@ -110,7 +110,9 @@ class Noop:
     is recorded, so a run measures the implementation, not the harness. Payloads are
     :func:`harness.payload.numbered`.
 
-    ``expect`` > 0 (drain throughput): nothing is recorded per delivery, only one ``worker`` event
+    ``expect`` > 0 (drain throughput): nothing is recorded per delivery, only a ``worker`` event
+    ``progress`` at every hundredth of ``expect`` delivered (``unique``; resident memory then: how memory
+    grows with the number of messages, and the rate a drain stopped at its cap had reached) and one
     ``drained`` once every number ``0 .. expect-1`` has been delivered (``first`` / ``last`` handler
     start, ``time.monotonic``; peak memory so far). ``expect`` 0 (wake-up latency): one ``deliver``
     invoke per delivery, its ``mid`` the payload's number. Either way ``worker`` events ``ready``
@@ -125,6 +127,8 @@ class Noop:
         self.deliveries = 0
         self.unique = 0
         self.first: float | None = None
+        self.step = max(1, expect // 100)
+        self.mark = self.step  # the next ``progress`` event, in unique deliveries
 
     async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
         now = time.monotonic()
@@ -138,6 +142,10 @@ class Noop:
         if 0 <= seq < len(self.seen) and not self.seen[seq]:
             self.seen[seq] = 1
             self.unique += 1
+            if self.unique == self.mark:
+                self.mark += self.step
+                self.history.record("info", "worker", event="progress", process=self.process, unique=self.unique,
+                                    **memory_mb())
             if self.unique == len(self.seen):
                 self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
                                     last=now, **self.totals())
