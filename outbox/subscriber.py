@@ -156,6 +156,11 @@ class Subscriber:
         self.listener: Listener | None = None
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._wake = asyncio.Event()
+        # Rows in memory (queued or in a handler) stay at most fetch_batch_size + max_workers; the fetcher
+        # claims again once half a batch of that room is free, so the next claim runs in the database
+        # while the workers finish the rows they have, instead of after.
+        self._min_claim = max(1, fetch_batch_size // 2)
+        self._want_room = False  # the fetcher waits for room; the worker that makes it wakes it
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
@@ -277,10 +282,11 @@ class Subscriber:
             try:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
-                        room = self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._busy)
-                        if self._queue.qsize() >= self.max_workers or room <= 0:
+                        room = self._room()
+                        if room < self._min_claim:
+                            self._want_room = True
                             self._wake.clear()
-                            await self._sleep(self.max_fetch_interval)  # woken by workers when they run low
+                            await self._wake.wait()  # a worker that frees the room, a NOTIFY, or stop()
                             continue
                         self._wake.clear()
                         rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds,
@@ -289,8 +295,9 @@ class Subscriber:
                         if rows:
                             idle = self.min_fetch_interval
                             self.metrics.add("fetched", len(rows))
+                            put, queue = self._queue.put_nowait, self.queue
                             for r in rows:
-                                self._queue.put_nowait(Message(r[0], self.queue, r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+                                put(Message(r[0], queue, r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
                         else:
                             listening = self.listener is not None and self.listener.connected
                             await self._sleep(self.max_fetch_interval if listening else idle)
@@ -303,6 +310,10 @@ class Subscriber:
                 log.error("fetch on %r failed: %s: %s; retrying in max_fetch_interval", self.queue,
                           type(exc).__name__, exc, exc_info=True)
                 await self._pause(self.max_fetch_interval)
+
+    def _room(self) -> int:
+        """Rows the fetcher may claim now: in memory stays at most fetch_batch_size + max_workers."""
+        return self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._busy)
 
     async def _sleep(self, seconds: float) -> None:
         """Idle wait: a NOTIFY, a worker running low or stop() ends it early."""
@@ -338,15 +349,25 @@ class Subscriber:
             log.info("%s on %r restarted", task.get_name(), self.queue)
 
     async def _work_loop(self) -> None:
-        """Runs handlers one at a time; no task per message, which keeps the hot path short."""
+        """Runs handlers one at a time; no task per message, which keeps the hot path short.
+
+        A handler that never suspends would keep the event loop from everything else while rows are
+        queued, so the worker that frees the fetcher's room yields once: the next claim is sent now,
+        not when the queue has run dry."""
         me = asyncio.current_task()
         assert me is not None
+        queue = self._queue
         while not self._stopping.is_set():
-            msg = await self._queue.get()
+            try:
+                msg = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                msg = await queue.get()
             self._busy.add(me)
             try:
-                if self._queue.qsize() < self.max_workers:
+                if self._want_room and self._room() >= self._min_claim:
+                    self._want_room = False
                     self._wake.set()
+                    await asyncio.sleep(0)
                 await self._handle(msg)
             except Exception:  # noqa: BLE001 - a worker must outlive any failure; the lease decides the row
                 log.exception("settling row %s failed; it is redelivered after its lease expires", msg.id)
@@ -435,33 +456,45 @@ class Subscriber:
 
     # -- acking ----------------------------------------------------------------------
     async def _ack_loop(self) -> None:
-        """Group commit: flush whatever has accumulated as soon as the previous flush is done."""
+        """Group commit: flush whatever has accumulated as soon as the previous flush is done, on one
+        connection (and writer slot) kept for as long as acks keep coming."""
         outage = _OutageLog(f"ack on queue {self.queue!r}")
-        while True:
-            if not self._acks:
-                if self._stopping.is_set() and not self._busy:
-                    return
-                self._ack_ready.clear()
-                await self._ack_ready.wait()
-                continue
+        while await self._ack_wait():
             batch, self._acks = self._acks, []
             try:
                 async with self._writers, self._connection() as conn:
-                    rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
-                                            timeout=self.statement_timeout)
-                outage.ok()
+                    while batch:
+                        rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
+                                                timeout=self.statement_timeout)
+                        outage.ok()
+                        self._acked(batch, rows)
+                        batch, self._acks = self._acks, []
             except Exception as exc:  # noqa: BLE001 - the acker must outlive any failure; the lease decides
                 outage.failed(exc)
-                self._settle_unknown(batch)
+                if batch:
+                    self._settle_unknown(batch)
                 await asyncio.sleep(self.min_fetch_interval)
-                continue
-            done = {(r[0], r[1]) for r in rows}
-            self.metrics.add("acked", len(done))
-            for m in batch:
-                if (m.id, m.token) in done:
-                    self._settled(m, "acked")
-                else:
-                    self._lease_lost(m)
+
+    async def _ack_wait(self) -> bool:
+        """True once acks wait to be flushed; False when stopping and every handler is done."""
+        while not self._acks:
+            if self._stopping.is_set() and not self._busy:
+                return False
+            self._ack_ready.clear()
+            await self._ack_ready.wait()
+        return True
+
+    def _acked(self, batch: list[Message], rows: list[asyncpg.Record]) -> None:
+        """Settles an ack group by what the DELETE returned: a message whose row it did not delete with
+        this message's token (reclaimed, or held twice in the group) has lost its lease."""
+        done: dict[int, uuid.UUID] = dict(rows)  # id -> token: a row is deleted once, by one token
+        self.metrics.add("acked", len(done))
+        settled = self.on_settled
+        for m in batch:
+            if done.get(m.id) != m.token:
+                self._lease_lost(m)
+            elif settled is not None:
+                settled(m, "acked")
 
     def _settle_unknown(self, batch: list[Message]) -> None:
         log.warning("%d acks on %r could not be written; those rows are redelivered after their lease expires",
