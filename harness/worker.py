@@ -89,6 +89,13 @@ class HistoryLogHandler(logging.Handler):
         self.history.record("info", "log", level=record.levelname, logger=record.name, message=record.getMessage())
 
 
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process so far: per message, a cost that other load on the machine
+    does not change the way it changes wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 4)
+
+
 def memory_mb() -> dict[str, float]:
     """Resident set now and its peak (``VmRSS`` / ``VmHWM``), in MiB; ``ru_maxrss`` if /proc is absent."""
     out: dict[str, float] = {}
@@ -114,9 +121,9 @@ class Noop:
     ``progress`` at every hundredth of ``expect`` delivered (``unique``; resident memory then: how memory
     grows with the number of messages, and the rate a drain stopped at its cap had reached) and one
     ``drained`` once every number ``0 .. expect-1`` has been delivered (``first`` / ``last`` handler
-    start, ``time.monotonic``; peak memory so far). ``expect`` 0 (wake-up latency): one ``deliver``
+    start, ``time.monotonic``; peak memory and CPU time so far). ``expect`` 0 (wake-up latency): one ``deliver``
     invoke per delivery, its ``mid`` the payload's number. Either way ``worker`` events ``ready``
-    (adapter loaded, ``consume`` about to be called; resident memory then) and, with ``exited`` or
+    (adapter loaded, ``consume`` about to be called; resident memory and CPU time then) and, with ``exited`` or
     ``refused``, the delivery totals (``deliveries`` counts duplicates, ``unique`` does not).
     """
 
@@ -151,7 +158,7 @@ class Noop:
                                     last=now, **self.totals())
 
     def totals(self) -> dict[str, Any]:
-        return {"deliveries": self.deliveries, "unique": self.unique, **memory_mb()}
+        return {"deliveries": self.deliveries, "unique": self.unique, "cpu_s": cpu_seconds(), **memory_mb()}
 
 
 def _ignore(*_args: Any, **_kwargs: Any) -> None:
@@ -216,7 +223,7 @@ async def run(spec: WorkerSpec) -> int:
     try:
         adapter = load_adapter(spec.impl)
         if noop is not None:
-            history.record("info", "worker", event="ready", process=spec.process, **memory_mb())
+            history.record("info", "worker", event="ready", process=spec.process, cpu_s=cpu_seconds(), **memory_mb())
         await adapter.consume(ctx)
     except Exception as exc:  # noqa: BLE001 - recorded for the checkers, then a non-zero exit
         history.record("info", "worker", event="refused", process=spec.process,

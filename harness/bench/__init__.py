@@ -34,7 +34,9 @@ restarted here — whose figures are read from its history (:mod:`harness.bench.
 (d) **memory**: the consumer process's resident set at ``ready`` (interpreter plus the library's
     imports), at a tenth of the drain, at its end, and its peak (``VmHWM``), from the round whose peak
     was highest: a consumer whose memory grows with the number of messages shows it between the
-    tenth and the end (``--messages 1000000`` makes it plain).
+    tenth and the end (``--messages 1000000`` makes it plain). Beside it, the consumer process's CPU
+    time per message (user + system, ``ready`` to the last delivery): a cost that other load on a
+    shared machine moves far less than a rate, and that says where a consumer spends its time.
 
 Consumer configuration (``DEFAULTS``, one :class:`ConsumerConfig` for every implementation, each
 adapter maps it to its library's own knobs): ``max_workers=16``, ``fetch_batch_size=500``,

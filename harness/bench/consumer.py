@@ -105,7 +105,8 @@ async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConf
     """One drain of the ``messages`` already in ``dsn``: from the consumer's ``ready`` until ``read_state``
     shows nothing pending (acknowledgements included). A drain still running after ``drain_cap_seconds`` is
     stopped and reports the delivery rate it had reached (``capped``). Memory: resident set at ``ready``
-    (start), at the end, its peak (``VmHWM``), and how it moved from a tenth of the drain to the end."""
+    (start), at the end, its peak (``VmHWM``), and how it moved from a tenth of the drain to the end. CPU: the
+    consumer process's CPU time per message from ``ready`` to the last delivery."""
     n = config.messages
     consumer = Consumer(impl, dsn, consumer_config(config), {"noop": True, "expect": n}, workdir, history)
     figures: dict[str, Any] = {"notes": [], "capped": False}
@@ -121,6 +122,7 @@ async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConf
         figures["startup_ms"] = round((first - ready.t) * 1000, 1)
         figures["delivery_msgs_per_s"] = round(n / (last_t - ready.t), 1)
         figures["rss_mb"] = _memory(ready, consumer.progress, done)
+        figures["cpu_us_per_msg"] = round((done.value["cpu_s"] - ready.value["cpu_s"]) / n * 1e6, 2)
         emptied, state = await until_empty(adapter, dsn, config.settle_timeout_seconds)
         if emptied is None:
             end = last_t

@@ -30,8 +30,8 @@ def _machine(m: dict[str, Any]) -> str:
 def print_bench(result: dict[str, Any], file: Any = None) -> None:
     """A side-by-side table (medians over the rounds, the ratio's range), notes, the machine and
     configuration, then (last line) the whole result as one JSON object."""
-    header = ("impl", "rounds", "drain msg/s", "floor msg/s", "x floor", "range", "x ref", "p50 ms", "p99 ms",
-              "RSS MB start/peak/end", "notes")
+    header = ("impl", "rounds", "drain msg/s", "floor msg/s", "x floor", "range", "x ref", "CPU us/msg", "p50 ms",
+              "p99 ms", "RSS MB start/peak/end", "notes")
     table = [header]
     footnotes: list[str] = []
     for r in result["impls"]:
@@ -42,7 +42,8 @@ def print_bench(result: dict[str, Any], file: Any = None) -> None:
         capped = "*" if r.get("capped") else ""
         table.append((r["impl"], str(r["rounds"]), _fmt(r["throughput_msgs_per_s"], ",.0f") + capped,
                       _fmt(r["floor_msgs_per_s"], ",.0f"), _fmt(r["ratio_to_floor"], ".3f") + capped, _spread(r),
-                      _fmt(r["ratio_to_reference"], ".3f"), _fmt(r["notify_p50_ms"], ".2f") + wake,
+                      _fmt(r["ratio_to_reference"], ".3f"), _fmt(r.get("cpu_us_per_msg"), ".1f"),
+                      _fmt(r["notify_p50_ms"], ".2f") + wake,
                       _fmt(r["notify_p99_ms"], ".2f"), _rss(r), "; ".join(notes) or "-"))
         if r.get("capabilities_notes"):
             footnotes.append(f"{r['impl']}: {r['capabilities_notes']}")
@@ -50,7 +51,8 @@ def print_bench(result: dict[str, Any], file: Any = None) -> None:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
     cfg = result["config"]
     lines += ["", f"medians over the rounds; range: lowest and highest round's ratio; each round's floor is the mean "
-              f"of the floor drains just before and after it; * stopped at the drain cap (the rate reached)",
+              f"of the floor drains just before and after it; * stopped at the drain cap (the rate reached); CPU us/msg: "
+              f"the consumer process's own CPU time per message, which other load moves far less than a rate",
               f"{result['messages']:,} messages per drain; {result['seconds']:.0f} s in all"
               + (f"; floor not measured: {result['floor_error']}" if result.get("floor_error") else ""),
               _machine(result["machine"]),

@@ -16,7 +16,7 @@ from harness.stats import percentile
 
 #: Figures of a round reported as the median over the rounds.
 MEDIANS = ("throughput_msgs_per_s", "floor_msgs_per_s", "ratio_to_floor", "drain_seconds", "delivery_msgs_per_s",
-           "startup_ms", "ack_tail_ms")
+           "startup_ms", "ack_tail_ms", "cpu_us_per_msg")
 
 
 class FloorChain:
