@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -59,6 +59,14 @@ TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.Post
              sa_exc.TimeoutError, sa_exc.DBAPIError)  # SQLAlchemy wraps errors of connect/checkout only
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_us(us: int) -> datetime:
+    """A database time sent as microseconds since 1970 (see ``Statements.fetch``), as asyncpg would decode it."""
+    return EPOCH + timedelta(microseconds=us)
+
+
 @dataclass(slots=True)
 class Message:
     id: int
@@ -69,11 +77,15 @@ class Message:
     acquired_at: datetime  # lease start, database clock
     deliveries: int  # claims so far, this one included
     attempts: int  # failed handler runs so far
-    created_at: datetime
+    created_us: int  # publish time, database clock, microseconds since 1970: decoded only if asked for
 
     @property
     def headers(self) -> dict[str, Any]:
         return json.loads(self.raw_headers)
+
+    @property
+    def created_at(self) -> datetime:
+        return from_us(self.created_us)
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -161,6 +173,7 @@ class Subscriber:
         # while the workers finish the rows they have, instead of after.
         self._min_claim = max(1, fetch_batch_size // 2)
         self._want_room = False  # the fetcher waits for room; the worker that makes it wakes it
+        self._claim_due = False  # woken for room, not yet run: workers yield to it
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
@@ -287,6 +300,7 @@ class Subscriber:
                             self._want_room = True
                             self._wake.clear()
                             await self._wake.wait()  # a worker that frees the room, a NOTIFY, or stop()
+                            self._claim_due = False
                             continue
                         self._wake.clear()
                         rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds,
@@ -296,8 +310,11 @@ class Subscriber:
                             idle = self.min_fetch_interval
                             self.metrics.add("fetched", len(rows))
                             put, queue = self._queue.put_nowait, self.queue
+                            lease_us = rows[0][4]  # now() of the claim: the same for every row
+                            lease_at = from_us(lease_us)
                             for r in rows:
-                                put(Message(r[0], queue, r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+                                at = lease_at if r[4] == lease_us else from_us(r[4])
+                                put(Message(r[0], queue, r[1], r[2], r[3], at, r[5], r[6], r[7]))
                         else:
                             listening = self.listener is not None and self.listener.connected
                             await self._sleep(self.max_fetch_interval if listening else idle)
@@ -352,8 +369,8 @@ class Subscriber:
         """Runs handlers one at a time; no task per message, which keeps the hot path short.
 
         A handler that never suspends would keep the event loop from everything else while rows are
-        queued, so the worker that frees the fetcher's room yields once: the next claim is sent now,
-        not when the queue has run dry."""
+        queued, so once a worker has freed the fetcher's room every worker yields until the fetcher has
+        run: the next claim is sent now, not when the queue has run dry."""
         me = asyncio.current_task()
         assert me is not None
         queue = self._queue
@@ -366,7 +383,9 @@ class Subscriber:
             try:
                 if self._want_room and self._room() >= self._min_claim:
                     self._want_room = False
+                    self._claim_due = True
                     self._wake.set()
+                if self._claim_due:
                     await asyncio.sleep(0)
                 await self._handle(msg)
             except Exception:  # noqa: BLE001 - a worker must outlive any failure; the lease decides the row

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from outbox import ConstantRetry, NoRetry
+from outbox.subscriber import from_us
 
 TTL = 10.0
 
@@ -68,6 +69,23 @@ async def test_lease_expiry_judged_by_database_clock(tables, db):
     assert await db.fetch(st.fetch, "q", TTL, 10) == []
 
 
+async def test_message_times_are_the_database_times(tables, db, subscribers, wait_until):
+    """The claim sends its times as microseconds: a message's lease start and publish time are exactly the
+    row's acquired_at and created_at, and one claim's rows share one lease start."""
+    await tables.publish(b"a", b"b", b"c")
+    seen: list[tuple[object, asyncpg.Record]] = []
+
+    async def handler(msg):
+        row = await db.fetchrow(f"SELECT acquired_at, created_at FROM {tables.name} WHERE id = $1", msg.id)
+        seen.append((msg, row))
+
+    await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=1, fetch_batch_size=10, listen=False)
+    await wait_until(lambda: len(seen) == 3, timeout=10, message="deliveries")
+    for msg, row in seen:
+        assert msg.acquired_at == row["acquired_at"] and msg.created_at == row["created_at"]
+        assert msg.acquired_at.tzinfo is not None and msg.acquired_at is seen[0][0].acquired_at
+
+
 async def test_subscriber_reclaims_after_ttl_not_before(tables, db, subscribers, wait_until):
     """D5: a row leased by a 'dead' worker comes back no earlier than lease_ttl_seconds after it
     was leased and no later than ttl + max_fetch_interval (+ slack), by database timestamps."""
@@ -84,7 +102,7 @@ async def test_subscriber_reclaims_after_ttl_not_before(tables, db, subscribers,
     await wait_until(lambda: seen, timeout=ttl + max_interval + 5, message="reclaim")
     (msg,) = seen
     assert msg.id == row_id and msg.deliveries == 2 and msg.token != dead["acquired_token"]
-    gap = (msg.acquired_at - dead["acquired_at"]).total_seconds()
+    gap = (msg.acquired_at - from_us(dead["acquired_at_us"])).total_seconds()
     assert ttl <= gap <= ttl + max_interval + 1.0, gap
     await wait_until(lambda: _empty(tables), timeout=5, message="ack")
 
