@@ -138,14 +138,13 @@ class Noop:
         self.mark = self.step  # the next ``progress`` event, in unique deliveries
 
     async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
-        now = time.monotonic()
         self.deliveries += 1
         seq = seq_of(payload)
         if not self.seen:
             self.history.record("invoke", "deliver", mid=str(seq))
             return
         if self.first is None:
-            self.first = now
+            self.first = time.monotonic()
         if 0 <= seq < len(self.seen) and not self.seen[seq]:
             self.seen[seq] = 1
             self.unique += 1
@@ -155,7 +154,7 @@ class Noop:
                                     **memory_mb())
             if self.unique == len(self.seen):
                 self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
-                                    last=now, **self.totals())
+                                    last=time.monotonic(), **self.totals())
 
     def totals(self) -> dict[str, Any]:
         return {"deliveries": self.deliveries, "unique": self.unique, "cpu_s": cpu_seconds(), **memory_mb()}
