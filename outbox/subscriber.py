@@ -174,8 +174,11 @@ class Subscriber:
         # claims again once half a batch of that room is free, so the next claim runs in the database
         # while the workers finish the rows they have, instead of after.
         self._min_claim = max(1, fetch_batch_size // 2)
-        self._want_room = False  # the fetcher waits for room; the worker that makes it wakes it
+        self._claiming = 0  # rows reserved by claims in flight
+        self._want_room = False  # a claimer waits for room; the worker that makes it wakes it
         self._claim_due = False  # woken for room, not yet run: workers yield to it
+        self._backlog = False  # the last claim came back full: more rows are probably waiting
+        self._assist_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
@@ -184,7 +187,7 @@ class Subscriber:
         self._writers = asyncio.Semaphore(max_workers)
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
         self._workers: list[asyncio.Task[None]] = []
-        self._fetcher: asyncio.Task[None] | None = None
+        self._fetchers: list[asyncio.Task[None]] = []
         self._acker: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._fetch_outage = _OutageLog(f"fetch on queue {self.queue!r}")
@@ -223,7 +226,8 @@ class Subscriber:
             )
             self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
         self._acker = asyncio.create_task(self._ack_loop(), name="outbox-ack")
-        self._fetcher = asyncio.create_task(self._fetch_loop(), name="outbox-fetch")
+        self._fetchers = [asyncio.create_task(self._fetch_loop(), name="outbox-fetch"),
+                          asyncio.create_task(self._assist_loop(), name="outbox-fetch-assist")]
         self._workers = [self._spawn_worker(i) for i in range(self.max_workers)]
 
     async def stop(self) -> None:
@@ -232,12 +236,14 @@ class Subscriber:
         deadline = time.monotonic() + self.graceful_timeout
         self._stopping.set()
         self._wake.set()
+        self._assist_wake.set()
         for task in self._workers:  # idle workers stop now; busy ones finish their message, then stop
             if task not in self._busy:
                 task.cancel()
-        if self._fetcher is not None:
+        if self._fetchers:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._fetcher, timeout=max(0.01, deadline - time.monotonic()))
+                await asyncio.wait_for(asyncio.gather(*self._fetchers),
+                                       timeout=max(0.01, deadline - time.monotonic()))
         unstarted = list(self._pending)
         self._pending.clear()
         if unstarted:  # best effort within the deadline: otherwise the lease hands them back
@@ -262,7 +268,7 @@ class Subscriber:
         if self._listen_task is not None:
             self._listen_task.cancel()
         await asyncio.gather(*self._workers, *filter(None, [self._listen_task]), return_exceptions=True)
-        self._workers, self._fetcher, self._acker, self._listen_task = [], None, None, None
+        self._workers, self._fetchers, self._acker, self._listen_task = [], [], None, None
 
     async def __aenter__(self) -> Subscriber:
         await self.start()
@@ -291,32 +297,22 @@ class Subscriber:
 
     # -- fetching ----------------------------------------------------------------
     async def _fetch_loop(self) -> None:
+        """The fetcher: claims on its own connection whenever there is room, polls when idle."""
         idle = self.min_fetch_interval
         while not self._stopping.is_set():
             try:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
-                        room = self._room()
-                        if room < self._min_claim:
-                            self._want_room = True
-                            self._wake.clear()
-                            await self._wake.wait()  # a worker that frees the room, a NOTIFY, or stop()
-                            self._claim_due = False
+                        if self._room() < self._min_claim:
+                            await self._wait_room(self._wake)  # or a NOTIFY, or stop()
                             continue
                         self._wake.clear()
-                        rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds,
-                                                min(room, self.fetch_batch_size), timeout=self.statement_timeout)
+                        claimed = await self._claim(conn)
                         self._fetch_outage.ok()
-                        if rows:
+                        if claimed:
                             idle = self.min_fetch_interval
-                            self.metrics.add("fetched", len(rows))
-                            queue = self.queue
-                            lease_us = rows[0][4]  # now() of the claim: the same for every row
-                            lease_at = from_us(lease_us)
-                            self._pending.extend([
-                                Message(r[0], queue, r[1], r[2], r[3], lease_at if r[4] == lease_us else from_us(r[4]),
-                                        r[5], r[6], r[7]) for r in rows])
-                            self._rows.set()
+                            if self._backlog:
+                                self._assist_wake.set()
                         else:
                             listening = self.listener is not None and self.listener.connected
                             await self._sleep(self.max_fetch_interval if listening else idle)
@@ -330,9 +326,57 @@ class Subscriber:
                           type(exc).__name__, exc, exc_info=True)
                 await self._pause(self.max_fetch_interval)
 
+    async def _assist_loop(self) -> None:
+        """A second claim beside the fetcher's while a backlog lasts (the last claim came back full).
+
+        A busy subscriber is bound by its claims, one at a time on the fetcher's connection; a second
+        one in flight keeps the database claiming while the first one's rows are handed out. It runs
+        on a writer slot held for the one statement only, so it never waits for room while holding a
+        slot a retry may need, and the subscriber stays within max_workers + 1 connections. It never
+        polls: when the backlog ends, or a claim fails, it waits for the fetcher's next full claim."""
+        while not self._stopping.is_set():
+            if not self._backlog or self._room() < self._min_claim:
+                await self._wait_room(self._assist_wake)  # or the fetcher's full claim, or stop()
+                continue
+            try:
+                async with self._writers, self._connection() as conn:
+                    if self._backlog and self._room() >= self._min_claim and not self._stopping.is_set():
+                        await self._claim(conn)
+            except Exception:  # noqa: BLE001 - the fetcher reports and retries; this one waits for it
+                self._backlog = False
+
+    async def _claim(self, conn: asyncpg.Connection) -> int:
+        """One claim of up to the free room, reserved while it runs; the rows go to the workers."""
+        limit = min(self._room(), self.fetch_batch_size)
+        self._claiming += limit
+        try:
+            rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds, limit,
+                                    timeout=self.statement_timeout)
+        finally:
+            self._claiming -= limit
+        self._backlog = len(rows) == limit
+        if rows:
+            self.metrics.add("fetched", len(rows))
+            queue = self.queue
+            lease_us = rows[0][4]  # now() of the claim: the same for every row
+            lease_at = from_us(lease_us)
+            self._pending.extend([
+                Message(r[0], queue, r[1], r[2], r[3], lease_at if r[4] == lease_us else from_us(r[4]), r[5], r[6],
+                        r[7]) for r in rows])
+            self._rows.set()
+        return len(rows)
+
     def _room(self) -> int:
-        """Rows the fetcher may claim now: in memory stays at most fetch_batch_size + max_workers."""
-        return self.fetch_batch_size + self.max_workers - len(self._pending) - len(self._busy)
+        """Rows that may be claimed now: claimed or being claimed, not finished, stays at most
+        fetch_batch_size + max_workers."""
+        return self.fetch_batch_size + self.max_workers - len(self._pending) - len(self._busy) - self._claiming
+
+    async def _wait_room(self, event: asyncio.Event) -> None:
+        """Until a worker frees room for a claim, or ``event`` is set for another reason."""
+        self._want_room = True
+        event.clear()
+        await event.wait()
+        self._claim_due = False
 
     async def _sleep(self, seconds: float) -> None:
         """Idle wait: a NOTIFY, a worker running low or stop() ends it early."""
@@ -388,6 +432,7 @@ class Subscriber:
                     self._want_room = False
                     self._claim_due = True
                     self._wake.set()
+                    self._assist_wake.set()
                 if self._claim_due:
                     await asyncio.sleep(0)
                 await self._handle(msg)
