@@ -50,7 +50,7 @@ async def drain_floor(dsn: str, config: BenchConfig) -> float:
             rows = await conn.fetch(st.fetch, QUEUE, ttl, batch)
             if not rows:
                 return
-            gone = await conn.fetch(st.ack, [r[0] for r in rows], [r[3] for r in rows])
+            gone = await conn.fetch(st.ack, [r["id"] for r in rows], [r["acquired_token"] for r in rows])
             deleted += len(gone)
 
     try:
