@@ -168,7 +168,8 @@ class Subscriber:
         self._listen_connect_args = listen_connect_args or {}
         self.listener: Listener | None = None
         self._pending: deque[Message] = deque()  # claimed, not started: a plain deque, cheaper than a Queue
-        self._rows = asyncio.Event()  # set when rows are added; idle workers wait on it
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for rows
+        self._calling = False  # an idle worker was woken for rows and has not run yet
         self._wake = asyncio.Event()
         # Rows in memory (queued or in a handler) stay at most fetch_batch_size + max_workers; the fetcher
         # claims again once half a batch of that room is free, so the next claim runs in the database
@@ -363,7 +364,7 @@ class Subscriber:
             self._pending.extend([
                 Message(r[0], queue, r[1], r[2], r[3], lease_at if r[4] == lease_us else from_us(r[4]), r[5], r[6],
                         r[7]) for r in rows])
-            self._rows.set()
+            self._call_worker()
         return len(rows)
 
     def _room(self) -> int:
@@ -414,18 +415,29 @@ class Subscriber:
     async def _work_loop(self) -> None:
         """Runs handlers one at a time; no task per message, which keeps the hot path short.
 
-        A handler that never suspends would keep the event loop from everything else while rows are
-        queued, so once a worker has freed the fetcher's room every worker yields until the fetcher has
-        run: the next claim is sent now, not when the queue has run dry."""
+        Idle workers are woken one at a time, each by the one before it if rows are left when it takes
+        one: a batch of fast handlers is run by the worker that gets there first, without waking the
+        others for nothing, and slow ones bring in another worker per loop iteration. A handler that
+        never suspends would keep the event loop from everything else while rows are queued, so once a
+        worker has freed the fetcher's room every worker yields until the fetcher has run: the next
+        claim is sent now, not when the queue has run dry."""
         me = asyncio.current_task()
         assert me is not None
         pending = self._pending
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             if not pending:
-                self._rows.clear()
-                await self._rows.wait()
+                called: asyncio.Future[None] = loop.create_future()
+                self._idle.append(called)
+                try:
+                    await called
+                finally:
+                    if called.done() and not called.cancelled():
+                        self._calling = False
                 continue
             msg = pending.popleft()
+            if pending:
+                self._call_worker()
             self._busy.add(me)
             try:
                 if self._want_room and self._room() >= self._min_claim:
@@ -440,6 +452,17 @@ class Subscriber:
                 log.exception("settling row %s failed; it is redelivered after its lease expires", msg.id)
             finally:
                 self._busy.discard(me)
+
+    def _call_worker(self) -> None:
+        """Wakes one idle worker for the rows waiting, unless one is already on its way."""
+        if self._calling:
+            return
+        while self._idle:
+            called = self._idle.popleft()
+            if not called.done():  # a worker cancelled while idle leaves a cancelled future behind
+                called.set_result(None)
+                self._calling = True
+                return
 
     async def _handle(self, msg: Message) -> None:
         if self.max_deliveries is not None and msg.deliveries > self.max_deliveries:
