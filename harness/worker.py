@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -221,6 +222,7 @@ async def run(spec: WorkerSpec) -> int:
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:
         adapter = load_adapter(spec.impl)
+        gc.freeze()  # what is loaded now lives as long as the process: full collections need not walk it
         if noop is not None:
             history.record("info", "worker", event="ready", process=spec.process, cpu_s=cpu_seconds(), **memory_mb())
         await adapter.consume(ctx)
