@@ -171,10 +171,14 @@ class Subscriber:
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for rows
         self._calling = False  # an idle worker was woken for rows and has not run yet
         self._wake = asyncio.Event()
-        # Rows in memory (queued or in a handler) stay at most fetch_batch_size + max_workers; the fetcher
-        # claims again once half a batch of that room is free, so the next claim runs in the database
-        # while the workers finish the rows they have, instead of after.
+        # Rows claimed and not finished stay at most fetch_batch_size + max_workers, claimed again once
+        # half a batch of that room is free, so the next claim runs in the database while the workers
+        # finish the rows they have. While handlers keep up (see _pace) one more batch is kept in hand
+        # and claims are whole batches.
         self._min_claim = max(1, fetch_batch_size // 2)
+        self._ahead = 0  # rows of room beyond fetch_batch_size + max_workers: 0 or fetch_batch_size
+        self._started = 0  # rows handed to a handler so far
+        self._paced = (time.monotonic(), 0)  # (when, _started then) of the last pace measurement
         self._claiming = 0  # rows reserved by claims in flight
         self._want_room = False  # a claimer waits for room; the worker that makes it wakes it
         self._claim_due = False  # woken for room, not yet run: workers yield to it
@@ -348,6 +352,7 @@ class Subscriber:
 
     async def _claim(self, conn: asyncpg.Connection) -> int:
         """One claim of up to the free room, reserved while it runs; the rows go to the workers."""
+        self._pace()
         limit = min(self._room(), self.fetch_batch_size)
         self._claiming += limit
         try:
@@ -369,8 +374,27 @@ class Subscriber:
 
     def _room(self) -> int:
         """Rows that may be claimed now: claimed or being claimed, not finished, stays at most
-        fetch_batch_size + max_workers."""
-        return self.fetch_batch_size + self.max_workers - len(self._pending) - len(self._busy) - self._claiming
+        fetch_batch_size + max_workers (one batch more while handlers keep up)."""
+        return (self.fetch_batch_size + self.max_workers + self._ahead
+                - len(self._pending) - len(self._busy) - self._claiming)
+
+    def _pace(self) -> None:
+        """Every quarter second of claims: how fast rows are started decides how far ahead to claim.
+
+        A row's lease runs from its claim, so rows held in memory must start well within it. At the
+        rate rows were started since the last measurement, if everything the subscriber may hold with
+        one batch more would start within a quarter of lease_ttl_seconds, it keeps that batch in hand
+        and claims whole batches (fewer, larger claims; the next one in flight while the last is
+        handled). Slow handlers gain nothing from claiming ahead and keep the smaller bound."""
+        now = time.monotonic()
+        since, count = self._paced
+        if now - since < 0.25:
+            return
+        rate = (self._started - count) / (now - since)
+        self._paced = (now, self._started)
+        most = 2 * self.fetch_batch_size + self.max_workers
+        self._ahead = self.fetch_batch_size if rate * self.lease_ttl_seconds / 4 >= most else 0
+        self._min_claim = self.fetch_batch_size if self._ahead else max(1, self.fetch_batch_size // 2)
 
     async def _wait_room(self, event: asyncio.Event) -> None:
         """Until a worker frees room for a claim, or ``event`` is set for another reason."""
@@ -436,6 +460,7 @@ class Subscriber:
                         self._calling = False
                 continue
             msg = pending.popleft()
+            self._started += 1
             if pending:
                 self._call_worker()
             self._busy.add(me)

@@ -4,6 +4,7 @@ reclaimed by the database clock), D6 (a stale ack / retry / dead-letter is a har
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import asyncpg
@@ -166,3 +167,33 @@ async def test_stale_write_is_lease_lost(tables, subscribers, wait_until, stale_
     assert row["id"] == row_id and row["deliveries"] == 2 and row["attempts"] == 0 and row["last_error"] is None
     assert await tables.count() == 0
     assert await tables.dlq_count() == 0
+
+
+async def test_claims_ahead_only_while_handlers_keep_up(tables, engine):
+    """A batch more is kept in hand, claimed whole, only while everything held would start within a quarter
+    of the lease at the rate rows are being started; otherwise the bound stays fetch_batch_size + max_workers."""
+    sub = tables.outbox.subscriber(engine, queue="q", handler=lambda m: None, max_workers=4, fetch_batch_size=100,
+                                   lease_ttl_seconds=2.0)
+    assert sub._room() == 104 and sub._min_claim == 50  # nothing measured yet
+    sub._paced, sub._started = (time.monotonic() - 1.0, 0), 100  # 204 rows in 2 s: more than 2.0 / 4
+    sub._pace()
+    assert sub._room() == 104 and sub._min_claim == 50
+    sub._paced, sub._started = (time.monotonic() - 1.0, 100), 10_100  # 204 rows in 20 ms
+    sub._pace()
+    assert sub._room() == 204 and sub._min_claim == 100
+
+
+async def test_slow_handlers_never_hold_more_than_a_batch_and_the_workers(tables, subscribers, wait_until):
+    """Handlers too slow to start a batch more within a quarter of the lease: rows claimed and not finished
+    (waiting, in a handler, or in a claim in flight) stay within fetch_batch_size + max_workers."""
+    await tables.publish(*[b"x"] * 40)
+    held: list[int] = []
+
+    async def handler(msg):
+        held.append(len(sub._pending) + len(sub._busy) + sub._claiming)
+        await asyncio.sleep(0.05)  # 2 workers: 40 rows/s, 10 in a quarter of the 1 s lease, less than 5 * 2 + 2
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=2, fetch_batch_size=5,
+                            lease_ttl_seconds=1.0, listen=False)
+    await wait_until(lambda: len(held) >= 40, timeout=30, message="drain")
+    assert max(held) <= 5 + 2 and sub._ahead == 0, held
