@@ -140,27 +140,33 @@ class Noop:
         self.unique = 0
         self.first: float | None = None
         self.step = max(1, expect // 100)
-        self.mark = self.step  # the next ``progress`` event, in unique deliveries
+        self.mark = 1  # the next unique count with something to record: the first, every step-th, the last
 
     async def handle(self, payload: bytes, _info: DeliveryInfo) -> None:
         self.deliveries += 1
         seq = seq_of(payload)
-        if not self.seen:
+        seen = self.seen
+        if not seen:
             self.history.record("invoke", "deliver", mid=str(seq))
             return
+        if 0 <= seq < len(seen) and not seen[seq]:
+            seen[seq] = 1
+            self.unique += 1
+            if self.unique == self.mark:
+                self._marked()
+
+    def _marked(self) -> None:
+        unique, n = self.unique, len(self.seen)
         if self.first is None:
             self.first = time.monotonic()
             gc.freeze()  # imports and start-up, harness's and library's, live as long as the process
-        if 0 <= seq < len(self.seen) and not self.seen[seq]:
-            self.seen[seq] = 1
-            self.unique += 1
-            if self.unique == self.mark:
-                self.mark += self.step
-                self.history.record("info", "worker", event="progress", process=self.process, unique=self.unique,
-                                    **memory_mb())
-            if self.unique == len(self.seen):
-                self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
-                                    last=time.monotonic(), **self.totals())
+        if unique % self.step == 0:
+            self.history.record("info", "worker", event="progress", process=self.process, unique=unique,
+                                **memory_mb())
+        if unique == n:
+            self.history.record("info", "worker", event="drained", process=self.process, first=self.first,
+                                last=time.monotonic(), **self.totals())
+        self.mark = min(n, (unique // self.step + 1) * self.step)
 
     def totals(self) -> dict[str, Any]:
         return {"deliveries": self.deliveries, "unique": self.unique, "cpu_s": cpu_seconds(), **memory_mb()}
@@ -222,7 +228,7 @@ async def run(spec: WorkerSpec) -> int:
     ctx = ConsumerContext(dsn=spec.dsn, config=config, application_name=worker_app(spec.process),
                           handler=handler if noop is None else noop.handle, stopping=stopping,
                           settled=settled if noop is None else _ignore, metric=metric if noop is None else _ignore,
-                          claimed=claimed if noop is None else _ignore)
+                          claimed=claimed if noop is None else _ignore, records_settles=noop is None)
     figures = dict if noop is None else noop.totals  # delivery totals with the exit, for the benchmark
     history.record("info", "worker", event="started", process=spec.process, pid=os.getpid())
     try:

@@ -58,7 +58,8 @@ class ReferenceAdapter:
             retry=cfg.retry.build(exponential=ExponentialRetry, constant=ConstantRetry, none=NoRetry),
             min_fetch_interval=cfg.min_fetch_interval, max_fetch_interval=cfg.max_fetch_interval,
             statement_timeout=cfg.statement_timeout_seconds, listen_connect_args={"server_settings": settings},
-            metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome, info(m)),
+            metrics_recorder=ctx.metric,
+            on_settled=(lambda m, outcome: ctx.settled(m.payload, outcome, info(m))) if ctx.records_settles else None,
         )
         try:
             await sub.start()
