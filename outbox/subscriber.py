@@ -2,10 +2,12 @@
 
 Shape, per subscriber:
 
-- one fetch loop claims up to ``fetch_batch_size`` rows in one CTE (``FOR
-  UPDATE SKIP LOCKED``; available iff unleased or leased longer ago than
-  ``lease_ttl_seconds`` by the database clock) and queues them;
-- ``max_workers`` tasks run the handler;
+- a fetcher claims up to ``fetch_batch_size`` rows in one CTE (``FOR UPDATE
+  SKIP LOCKED``; available iff unleased or leased longer ago than
+  ``lease_ttl_seconds`` by the database clock) whenever there is room, and
+  polls when idle; while a backlog lasts a second claim runs beside it. How
+  many rows it may hold and how far ahead it claims: :class:`outbox.room.Room`;
+- ``max_workers`` tasks run the handler, woken one at a time as rows arrive;
 - successful messages are acked in groups by one acker: one DELETE for many
   rows, each guarded by its own lease token; rows the DELETE did not match
   were reclaimed by someone else and are reported ``lease_lost``;
@@ -15,10 +17,11 @@ Shape, per subscriber:
   ``KeyboardInterrupt``/``SystemExit`` and a real cancellation of the worker
   (stop()) pass through, and a worker that dies anyway is replaced.
 
-Connections: the fetch loop and the acker each hold one pool connection, and
-at most ``max_workers - 1`` retry/dead-letter writes run at once, so the
-subscriber never holds more than ``max_workers + 1`` pool connections, plus one
-raw LISTEN connection (L2).
+Connections: the fetcher holds one pool connection; the acker, the second
+claim and the retry/dead-letter writes share the other ``max_workers`` (the
+acker keeps one while acks keep coming, the second claim only for its
+statement), so the subscriber never holds more than ``max_workers + 1`` pool
+connections, plus one raw LISTEN connection (L2).
 
 What a SIGKILL costs: handlers in flight and acks not yet flushed (at most one
 ack group, flushed as soon as the acker is free) are redelivered once their
@@ -30,14 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -47,9 +47,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from outbox.config import MAX_COUNT, MAX_SECONDS, check_number
 from outbox.errors import OutboxConfigError
 from outbox.listener import Listener
+from outbox.message import Message, from_us
 from outbox.metrics import Metrics, MetricsRecorder
 from outbox.publish import check_queue
 from outbox.retry import ExponentialRetry, RetryStrategy
+from outbox.room import Room
 from outbox.sql import Statements
 
 log = logging.getLogger("outbox.subscriber")
@@ -58,35 +60,6 @@ log = logging.getLogger("outbox.subscriber")
 TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
              asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError,
              sa_exc.TimeoutError, sa_exc.DBAPIError)  # SQLAlchemy wraps errors of connect/checkout only
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def from_us(us: int) -> datetime:
-    """A database time sent as microseconds since 1970 (see ``Statements.fetch``), as asyncpg would decode it."""
-    return EPOCH + timedelta(microseconds=us)
-
-
-@dataclass(slots=True)
-class Message:
-    id: int
-    queue: str
-    payload: bytes
-    raw_headers: str
-    token: uuid.UUID
-    acquired_at: datetime  # lease start, database clock
-    deliveries: int  # claims so far, this one included
-    attempts: int  # failed handler runs so far
-    created_us: int  # publish time, database clock, microseconds since 1970: decoded only if asked for
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        return json.loads(self.raw_headers)
-
-    @property
-    def created_at(self) -> datetime:
-        return from_us(self.created_us)
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -171,15 +144,7 @@ class Subscriber:
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for rows
         self._calling = False  # an idle worker was woken for rows and has not run yet
         self._wake = asyncio.Event()
-        # Rows claimed and not finished stay at most fetch_batch_size + max_workers, claimed again once
-        # half a batch of that room is free, so the next claim runs in the database while the workers
-        # finish the rows they have. While handlers keep up (see _pace) one more batch is kept in hand
-        # and claims are whole batches.
-        self._min_claim = max(1, fetch_batch_size // 2)
-        self._ahead = 0  # rows of room beyond fetch_batch_size + max_workers: 0 or fetch_batch_size
-        self._started = 0  # rows handed to a handler so far
-        self._paced = (time.monotonic(), 0)  # (when, _started then) of the last pace measurement
-        self._claiming = 0  # rows reserved by claims in flight
+        self._claims = Room(fetch_batch_size, max_workers, self.lease_ttl_seconds)
         self._want_room = False  # a claimer waits for room; the worker that makes it wakes it
         self._claim_due = False  # woken for room, not yet run: workers yield to it
         self._backlog = False  # the last claim came back full: more rows are probably waiting
@@ -187,7 +152,7 @@ class Subscriber:
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
-        # The fetch loop holds one pool connection; acks and retry/dead-letter writes share the other
+        # The fetcher holds one pool connection; acks, the second claim and retry/dead-letter writes share the other
         # max_workers, so the subscriber never holds more than max_workers + 1 (L2).
         self._writers = asyncio.Semaphore(max_workers)
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
@@ -308,7 +273,7 @@ class Subscriber:
             try:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
-                        if self._room() < self._min_claim:
+                        if self._room() < self._claims.min_claim:
                             await self._wait_room(self._wake)  # or a NOTIFY, or stop()
                             continue
                         self._wake.clear()
@@ -340,26 +305,27 @@ class Subscriber:
         slot a retry may need, and the subscriber stays within max_workers + 1 connections. It never
         polls: when the backlog ends, or a claim fails, it waits for the fetcher's next full claim."""
         while not self._stopping.is_set():
-            if not self._backlog or self._room() < self._min_claim:
+            if not self._backlog or self._room() < self._claims.min_claim:
                 await self._wait_room(self._assist_wake)  # or the fetcher's full claim, or stop()
                 continue
             try:
                 async with self._writers, self._connection() as conn:
-                    if self._backlog and self._room() >= self._min_claim and not self._stopping.is_set():
+                    if self._backlog and self._room() >= self._claims.min_claim and not self._stopping.is_set():
                         await self._claim(conn)
             except Exception:  # noqa: BLE001 - the fetcher reports and retries; this one waits for it
                 self._backlog = False
 
     async def _claim(self, conn: asyncpg.Connection) -> int:
         """One claim of up to the free room, reserved while it runs; the rows go to the workers."""
-        self._pace()
+        claims = self._claims
+        claims.pace()
         limit = min(self._room(), self.fetch_batch_size)
-        self._claiming += limit
+        claims.claiming += limit
         try:
             rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds, limit,
                                     timeout=self.statement_timeout)
         finally:
-            self._claiming -= limit
+            claims.claiming -= limit
         self._backlog = len(rows) == limit
         if rows:
             self.metrics.add("fetched", len(rows))
@@ -373,28 +339,8 @@ class Subscriber:
         return len(rows)
 
     def _room(self) -> int:
-        """Rows that may be claimed now: claimed or being claimed, not finished, stays at most
-        fetch_batch_size + max_workers (one batch more while handlers keep up)."""
-        return (self.fetch_batch_size + self.max_workers + self._ahead
-                - len(self._pending) - len(self._busy) - self._claiming)
-
-    def _pace(self) -> None:
-        """Every quarter second of claims: how fast rows are started decides how far ahead to claim.
-
-        A row's lease runs from its claim, so rows held in memory must start well within it. At the
-        rate rows were started since the last measurement, if everything the subscriber may hold with
-        one batch more would start within a quarter of lease_ttl_seconds, it keeps that batch in hand
-        and claims whole batches (fewer, larger claims; the next one in flight while the last is
-        handled). Slow handlers gain nothing from claiming ahead and keep the smaller bound."""
-        now = time.monotonic()
-        since, count = self._paced
-        if now - since < 0.25:
-            return
-        rate = (self._started - count) / (now - since)
-        self._paced = (now, self._started)
-        most = 2 * self.fetch_batch_size + self.max_workers
-        self._ahead = self.fetch_batch_size if rate * self.lease_ttl_seconds / 4 >= most else 0
-        self._min_claim = self.fetch_batch_size if self._ahead else max(1, self.fetch_batch_size // 2)
+        """Rows that may be claimed now (see :class:`outbox.room.Room`)."""
+        return self._claims.free(len(self._pending) + len(self._busy))
 
     async def _wait_room(self, event: asyncio.Event) -> None:
         """Until a worker frees room for a claim, or ``event`` is set for another reason."""
@@ -460,12 +406,12 @@ class Subscriber:
                         self._calling = False
                 continue
             msg = pending.popleft()
-            self._started += 1
+            self._claims.started += 1
             if pending:
                 self._call_worker()
             self._busy.add(me)
             try:
-                if self._want_room and self._room() >= self._min_claim:
+                if self._want_room and self._room() >= self._claims.min_claim:
                     self._want_room = False
                     self._claim_due = True
                     self._wake.set()

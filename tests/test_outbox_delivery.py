@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from outbox import ConstantRetry, NoRetry
-from outbox.subscriber import from_us
+from outbox.message import from_us
+from outbox.room import Room
 
 TTL = 10.0
 
@@ -169,18 +170,19 @@ async def test_stale_write_is_lease_lost(tables, subscribers, wait_until, stale_
     assert await tables.dlq_count() == 0
 
 
-async def test_claims_ahead_only_while_handlers_keep_up(tables, engine):
+def test_claims_ahead_only_while_handlers_keep_up():
     """A batch more is kept in hand, claimed whole, only while everything held would start within a quarter
     of the lease at the rate rows are being started; otherwise the bound stays fetch_batch_size + max_workers."""
-    sub = tables.outbox.subscriber(engine, queue="q", handler=lambda m: None, max_workers=4, fetch_batch_size=100,
-                                   lease_ttl_seconds=2.0)
-    assert sub._room() == 104 and sub._min_claim == 50  # nothing measured yet
-    sub._paced, sub._started = (time.monotonic() - 1.0, 0), 100  # 204 rows in 2 s: more than 2.0 / 4
-    sub._pace()
-    assert sub._room() == 104 and sub._min_claim == 50
-    sub._paced, sub._started = (time.monotonic() - 1.0, 100), 10_100  # 204 rows in 20 ms
-    sub._pace()
-    assert sub._room() == 204 and sub._min_claim == 100
+    room = Room(batch=100, workers=4, lease_ttl=2.0)
+    assert room.free(held=4) == 100 and room.min_claim == 50  # nothing measured yet
+    room._paced, room.started = (time.monotonic() - 1.0, 0), 100  # 204 rows in 2 s: more than 2.0 / 4
+    room.pace()
+    assert room.free(held=4) == 100 and room.min_claim == 50
+    room._paced, room.started = (time.monotonic() - 1.0, 100), 10_100  # 204 rows in 20 ms
+    room.pace()
+    assert room.free(held=4) == 200 and room.min_claim == 100
+    room.claiming = 100  # a claim in flight reserves its rows
+    assert room.free(held=4) == 100
 
 
 async def test_slow_handlers_never_hold_more_than_a_batch_and_the_workers(tables, subscribers, wait_until):
@@ -190,10 +192,10 @@ async def test_slow_handlers_never_hold_more_than_a_batch_and_the_workers(tables
     held: list[int] = []
 
     async def handler(msg):
-        held.append(len(sub._pending) + len(sub._busy) + sub._claiming)
+        held.append(len(sub._pending) + len(sub._busy) + sub._claims.claiming)
         await asyncio.sleep(0.05)  # 2 workers: 40 rows/s, 10 in a quarter of the 1 s lease, less than 5 * 2 + 2
 
     sub = await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=2, fetch_batch_size=5,
                             lease_ttl_seconds=1.0, listen=False)
     await wait_until(lambda: len(held) >= 40, timeout=30, message="drain")
-    assert max(held) <= 5 + 2 and sub._ahead == 0, held
+    assert max(held) <= 5 + 2 and sub._claims.ahead == 0, held
