@@ -24,8 +24,8 @@ class BenchConfig:
     floor_batch: int | None = None  # None: fetch_batch_size
     publish_chunk: int = 10_000
     payload_bytes: int = 64
-    drain_cap_seconds: float = 90.0  # a drain still running then is stopped; the rate it reached is reported
-    impl_budget_seconds: float = 180.0  # no new round of an implementation once its rounds took this long
+    drain_cap_seconds: float = 60.0  # a drain still running then is stopped; the rate it reached is reported
+    impl_budget_seconds: float = 120.0  # no new round of an implementation once its rounds took this long
     timeout_seconds: float = 600.0  # each of: publishing, one floor drain
     probe_timeout_seconds: float = 180.0  # the whole probe phase of one implementation
     settle_timeout_seconds: float = 30.0  # state empty after the last delivery
