@@ -22,7 +22,8 @@ restarted here — whose figures are read from its history (:mod:`harness.bench.
 (b) **the raw-SQL floor** (:mod:`harness.bench.floor`): the same number of rows in the reference
     schema, and ``floor_loops`` asyncpg loops, each on its own connection, claiming a batch
     (``fetch_batch_size``) with the reference's lease CTE (``Statements.fetch``) and deleting it in one
-    token-guarded statement (``Statements.ack``): no handler, no framework.
+    token-guarded statement (``Statements.ack``): no handler, no framework. Its time includes
+    connecting, as an implementation's includes its start-up.
 (c) **idle wake-up latency**, in a fresh database of its own (so it is measured even when the
     drain failed): a fresh consumer process with the same no-op handler, one warm-up message,
     then ``probes`` single messages published one at a time, each once the previous one has left

@@ -38,10 +38,12 @@ async def publish_floor(dsn: str, config: BenchConfig) -> None:
 
 async def drain_floor(dsn: str, config: BenchConfig) -> float:
     """Seconds ``floor_loops`` loops, each on its own connection, take to empty the backlog: each claims a
-    batch with the lease CTE (``Statements.fetch``) and deletes it in one token-guarded ``Statements.ack``."""
+    batch with the lease CTE (``Statements.fetch``) and deletes it in one token-guarded ``Statements.ack``.
+    Connecting is timed too, as an implementation's drain includes its start-up."""
     st = Statements(TABLE)
     batch, ttl = config.floor_batch_size, config.lease_ttl_seconds
-    conns = [await asyncpg.connect(dsn) for _ in range(config.floor_loops)]
+    t0 = time.perf_counter()
+    conns = await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(config.floor_loops)))
     deleted = 0
 
     async def loop(conn: asyncpg.Connection) -> None:
@@ -54,7 +56,6 @@ async def drain_floor(dsn: str, config: BenchConfig) -> float:
             deleted += len(gone)
 
     try:
-        t0 = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(loop(c) for c in conns)), timeout=config.timeout_seconds)
         elapsed = time.perf_counter() - t0
     finally:
