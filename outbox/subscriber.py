@@ -393,7 +393,7 @@ class Subscriber:
         claim is sent now, not when the queue has run dry."""
         me = asyncio.current_task()
         assert me is not None
-        pending = self._pending
+        pending, claims = self._pending, self._claims
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             if not pending:
@@ -406,12 +406,12 @@ class Subscriber:
                         self._calling = False
                 continue
             msg = pending.popleft()
-            self._claims.started += 1
-            if pending:
+            claims.started += 1
+            if pending and not self._calling:
                 self._call_worker()
             self._busy.add(me)
             try:
-                if self._want_room and self._room() >= self._claims.min_claim:
+                if self._want_room and self._room() >= claims.min_claim:
                     self._want_room = False
                     self._claim_due = True
                     self._wake.set()
@@ -551,6 +551,8 @@ class Subscriber:
         done: dict[int, uuid.UUID] = dict(rows)  # id -> token: a row is deleted once, by one token
         self.metrics.add("acked", len(done))
         settled = self.on_settled
+        if settled is None and len(done) == len(batch):  # every row deleted: the ids were distinct, all acked
+            return
         for m in batch:
             if done.get(m.id) != m.token:
                 self._lease_lost(m)
