@@ -12,7 +12,7 @@ QUEUE = "bench"
 @dataclass(frozen=True)
 class BenchConfig:
     messages: int = 100_000
-    rounds: int = 5  # floor and implementation drains, interleaved: F I F I ... F
+    rounds: int = 7  # floor and implementation drains, interleaved: F I F I ... F
     probes: int = 200  # wake-up probes of an implementation with LISTEN/NOTIFY
     polling_probes: int = 3  # of one without: each may take a whole polling interval
     max_workers: int = 16
