@@ -5,8 +5,8 @@ Shape, per subscriber:
 - a fetcher claims up to ``fetch_batch_size`` rows in one CTE (``FOR UPDATE
   SKIP LOCKED``; available iff unleased or leased longer ago than
   ``lease_ttl_seconds`` by the database clock) whenever there is room, and
-  polls when idle; while a backlog lasts a second claim runs beside it. How
-  many rows it may hold and how far ahead it claims: :class:`outbox.room.Room`;
+  polls when idle. How many rows it may hold and how far ahead it claims:
+  :class:`outbox.room.Room`;
 - ``max_workers`` tasks run the handler, woken one at a time as rows arrive;
 - successful messages are acked in groups by one acker: one DELETE for many
   rows, each guarded by its own lease token; rows the DELETE did not match
@@ -17,11 +17,10 @@ Shape, per subscriber:
   ``KeyboardInterrupt``/``SystemExit`` and a real cancellation of the worker
   (stop()) pass through, and a worker that dies anyway is replaced.
 
-Connections: the fetcher holds one pool connection; the acker, the second
-claim and the retry/dead-letter writes share the other ``max_workers`` (the
-acker keeps one while acks keep coming, the second claim only for its
-statement), so the subscriber never holds more than ``max_workers + 1`` pool
-connections, plus one raw LISTEN connection (L2).
+Connections: the fetcher holds one pool connection; the acker and the
+retry/dead-letter writes share the other ``max_workers`` (the acker keeps one
+while acks keep coming), so the subscriber never holds more than
+``max_workers + 1`` pool connections, plus one raw LISTEN connection (L2).
 
 What a SIGKILL costs: handlers in flight and acks not yet flushed (at most one
 ack group, flushed as soon as the acker is free) are redelivered once their
@@ -147,17 +146,15 @@ class Subscriber:
         self._claims = Room(fetch_batch_size, max_workers, self.lease_ttl_seconds)
         self._want_room = False  # a claimer waits for room; the worker that makes it wakes it
         self._claim_due = False  # woken for room, not yet run: workers yield to it
-        self._backlog = False  # the last claim came back full: more rows are probably waiting
-        self._assist_wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
-        # The fetcher holds one pool connection; acks, the second claim and retry/dead-letter writes share the other
+        # The fetcher holds one pool connection; acks and retry/dead-letter writes share the other
         # max_workers, so the subscriber never holds more than max_workers + 1 (L2).
         self._writers = asyncio.Semaphore(max_workers)
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
         self._workers: list[asyncio.Task[None]] = []
-        self._fetchers: list[asyncio.Task[None]] = []
+        self._fetcher: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._fetch_outage = _OutageLog(f"fetch on queue {self.queue!r}")
@@ -196,8 +193,7 @@ class Subscriber:
             )
             self._listen_task = asyncio.create_task(self.listener.run(), name="outbox-listen")
         self._acker = asyncio.create_task(self._ack_loop(), name="outbox-ack")
-        self._fetchers = [asyncio.create_task(self._fetch_loop(), name="outbox-fetch"),
-                          asyncio.create_task(self._assist_loop(), name="outbox-fetch-assist")]
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name="outbox-fetch")
         self._workers = [self._spawn_worker(i) for i in range(self.max_workers)]
 
     async def stop(self) -> None:
@@ -206,14 +202,12 @@ class Subscriber:
         deadline = time.monotonic() + self.graceful_timeout
         self._stopping.set()
         self._wake.set()
-        self._assist_wake.set()
         for task in self._workers:  # idle workers stop now; busy ones finish their message, then stop
             if task not in self._busy:
                 task.cancel()
-        if self._fetchers:
+        if self._fetcher is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.gather(*self._fetchers),
-                                       timeout=max(0.01, deadline - time.monotonic()))
+                await asyncio.wait_for(self._fetcher, timeout=max(0.01, deadline - time.monotonic()))
         unstarted = list(self._pending)
         self._pending.clear()
         if unstarted:  # best effort within the deadline: otherwise the lease hands them back
@@ -238,7 +232,7 @@ class Subscriber:
         if self._listen_task is not None:
             self._listen_task.cancel()
         await asyncio.gather(*self._workers, *filter(None, [self._listen_task]), return_exceptions=True)
-        self._workers, self._fetchers, self._acker, self._listen_task = [], [], None, None
+        self._workers, self._fetcher, self._acker, self._listen_task = [], None, None, None
 
     async def __aenter__(self) -> Subscriber:
         await self.start()
@@ -274,15 +268,13 @@ class Subscriber:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
                         if self._room() < self._claims.min_claim:
-                            await self._wait_room(self._wake)  # or a NOTIFY, or stop()
+                            await self._wait_room()  # or a NOTIFY, or stop()
                             continue
                         self._wake.clear()
                         claimed = await self._claim(conn)
                         self._fetch_outage.ok()
                         if claimed:
                             idle = self.min_fetch_interval
-                            if self._backlog:
-                                self._assist_wake.set()
                         else:
                             listening = self.listener is not None and self.listener.connected
                             await self._sleep(self.max_fetch_interval if listening else idle)
@@ -296,25 +288,6 @@ class Subscriber:
                           type(exc).__name__, exc, exc_info=True)
                 await self._pause(self.max_fetch_interval)
 
-    async def _assist_loop(self) -> None:
-        """A second claim beside the fetcher's while a backlog lasts (the last claim came back full).
-
-        A busy subscriber is bound by its claims, one at a time on the fetcher's connection; a second
-        one in flight keeps the database claiming while the first one's rows are handed out. It runs
-        on a writer slot held for the one statement only, so it never waits for room while holding a
-        slot a retry may need, and the subscriber stays within max_workers + 1 connections. It never
-        polls: when the backlog ends, or a claim fails, it waits for the fetcher's next full claim."""
-        while not self._stopping.is_set():
-            if not self._backlog or self._room() < self._claims.min_claim:
-                await self._wait_room(self._assist_wake)  # or the fetcher's full claim, or stop()
-                continue
-            try:
-                async with self._writers, self._connection() as conn:
-                    if self._backlog and self._room() >= self._claims.min_claim and not self._stopping.is_set():
-                        await self._claim(conn)
-            except Exception:  # noqa: BLE001 - the fetcher reports and retries; this one waits for it
-                self._backlog = False
-
     async def _claim(self, conn: asyncpg.Connection) -> int:
         """One claim of up to the free room, reserved while it runs; the rows go to the workers."""
         claims = self._claims
@@ -326,7 +299,6 @@ class Subscriber:
                                     timeout=self.statement_timeout)
         finally:
             claims.claiming -= limit
-        self._backlog = len(rows) == limit
         if rows:
             self.metrics.add("fetched", len(rows))
             queue = self.queue
@@ -342,11 +314,11 @@ class Subscriber:
         """Rows that may be claimed now (see :class:`outbox.room.Room`)."""
         return self._claims.free(len(self._pending) + len(self._busy))
 
-    async def _wait_room(self, event: asyncio.Event) -> None:
-        """Until a worker frees room for a claim, or ``event`` is set for another reason."""
+    async def _wait_room(self) -> None:
+        """Until a worker frees room for a claim, or a NOTIFY or stop() wakes the fetcher."""
         self._want_room = True
-        event.clear()
-        await event.wait()
+        self._wake.clear()
+        await self._wake.wait()
         self._claim_due = False
 
     async def _sleep(self, seconds: float) -> None:
@@ -415,7 +387,6 @@ class Subscriber:
                     self._want_room = False
                     self._claim_due = True
                     self._wake.set()
-                    self._assist_wake.set()
                 if self._claim_due:
                     await asyncio.sleep(0)
                 await self._handle(msg)

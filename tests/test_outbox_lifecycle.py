@@ -154,7 +154,7 @@ async def test_undersized_pool_is_refused_at_start(tables, engine_factory):
     with pytest.raises(OutboxConfigError, match="pool_size") as info:
         await sub.start()
     assert "max_workers + 1 = 5" in str(info.value)
-    assert not sub._fetchers and sub.listener is None  # nothing was started
+    assert sub._fetcher is None and sub.listener is None  # nothing was started
     # exactly the budget is fine
     ok = tables.outbox.subscriber(eng, queue="q", handler=_noop, max_workers=3)
     await ok.start()

@@ -114,6 +114,6 @@ async def test_start_on_a_missing_table_does_not_crash(engine, subscribers, capl
     ob = Outbox("not_migrated_yet")
     sub = await subscribers(ob, engine, handler=lambda m: None, max_fetch_interval=0.2)
     await asyncio.sleep(0.3)
-    assert sub._fetchers and not any(t.done() for t in sub._fetchers)
+    assert sub._fetcher is not None and not sub._fetcher.done()
     errors = [r for r in caplog.records if r.name.startswith("outbox") and r.levelname == "ERROR"]
     assert errors and "not_migrated_yet" in caplog.text  # loud (message or traceback names the table)
