@@ -499,7 +499,8 @@ class Subscriber:
                         rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
                                                 timeout=self.statement_timeout)
                         outage.ok()
-                        self._acked(batch, rows)
+                        flushed, batch = batch, []  # settled below, never again as unknown
+                        self._acked(flushed, rows)
                         batch, self._acks = self._acks, []
             except Exception as exc:  # noqa: BLE001 - the acker must outlive any failure; the lease decides
                 outage.failed(exc)
