@@ -106,7 +106,7 @@ class Run:
             rounds.append(figures)
             ratio = figures.get("ratio_to_floor")
             self.say(f"{spec}: round {k + 1}: {figures['throughput_msgs_per_s']:,.0f} msg/s"
-                     + (f", {ratio:.3f} x floor ({figures['floor_msgs_per_s']:,.0f})" if ratio else ""))
+                     + (f", {ratio:.3f} x floor ({figures['floor_msgs_per_s']:,.0f})" if ratio is not None else ""))
             if figures["capped"]:
                 break
         if chain.error:
