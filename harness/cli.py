@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
-from harness.argtypes import positive_int, seed, writable_dir
+from harness.argtypes import positive_finite_float, positive_int, seed, writable_dir
+from harness.bench.config import DEFAULTS as BENCH
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_dsn
@@ -130,7 +131,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
     server = provision()
     try:
-        result = run_bench(server.dsn, messages=ns.messages, probes=ns.probes, impls=ns.impl or ["reference"],
+        result = run_bench(server.dsn, messages=ns.messages, probes=ns.probes, rounds=ns.rounds,
+                           drain_cap_seconds=ns.drain_cap, impls=ns.impl or ["reference"],
                            log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         server.stop()
@@ -193,10 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
                                          "wake-up latency, consumer memory")
     bench.add_argument("--impl", action="append",
                        help="alias or package.module:attribute, repeatable, measured in order (default: reference)")
-    bench.add_argument("--messages", type=positive_int, default=100_000,
+    bench.add_argument("--messages", type=positive_int, default=BENCH.messages,
                        help="messages to drain (default: %(default)s)")
-    bench.add_argument("--probes", type=positive_int, default=200,
+    bench.add_argument("--probes", type=positive_int, default=BENCH.probes,
                        help="single messages for the wake-up latency (default: %(default)s)")
+    bench.add_argument("--rounds", type=positive_int, default=BENCH.rounds,
+                       help="drains per implementation, each between two floor drains (default: %(default)s)")
+    bench.add_argument("--drain-cap", type=positive_finite_float, default=BENCH.drain_cap_seconds, metavar="SECONDS",
+                       help="stop a drain still running after this long and report the rate it reached "
+                            "(default: %(default)s)")
     bench.add_argument("--checkers", action="store_true",
                        help="instead: time every checker on correct synthetic histories (no database), one process"
                             " per size: events/s, wall and CPU time, peak RSS")

@@ -20,7 +20,7 @@ Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
 - ``metric``   info {name, value, labels} from the implementation's recorder.
 - ``log``      info {level, logger, message} for WARNING and above in workers.
 - ``worker``   info {event: started|exited|refused, ...} lifecycle notes; the
-  benchmark's no-op handler adds ready and drained with its figures.
+  benchmark's no-op handler adds ready, progress and drained with its figures.
 - ``sample``   info {backends: {application_name: n}} connection samples.
 """
 

@@ -25,13 +25,14 @@ from outbox.errors import (
     PayloadTooLargeError,
     SchemaValidationError,
 )
+from outbox.message import Message
 from outbox.metrics import NAMES as METRIC_NAMES
 from outbox.metrics import MetricsRecorder
 from outbox.publish import DEFAULT_MAX_PAYLOAD_BYTES, Connection, insert
 from outbox.retry import ConstantRetry, ExponentialRetry, NoRetry, RetryStrategy
 from outbox.schema import make_dlq_table, make_outbox_table, names_for
 from outbox.sql import Statements
-from outbox.subscriber import Message, Subscriber
+from outbox.subscriber import Subscriber
 from outbox.validate import SchemaIssue, find_issues
 
 __all__ = [

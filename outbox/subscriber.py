@@ -2,10 +2,12 @@
 
 Shape, per subscriber:
 
-- one fetch loop claims up to ``fetch_batch_size`` rows in one CTE (``FOR
-  UPDATE SKIP LOCKED``; available iff unleased or leased longer ago than
-  ``lease_ttl_seconds`` by the database clock) and queues them;
-- ``max_workers`` tasks run the handler;
+- a fetcher claims up to ``fetch_batch_size`` rows in one CTE (``FOR UPDATE
+  SKIP LOCKED``; available iff unleased or leased longer ago than
+  ``lease_ttl_seconds`` by the database clock) whenever there is room, and
+  polls when idle. How many rows it may hold and how far ahead it claims:
+  :class:`outbox.room.Room`;
+- ``max_workers`` tasks run the handler, woken one at a time as rows arrive;
 - successful messages are acked in groups by one acker: one DELETE for many
   rows, each guarded by its own lease token; rows the DELETE did not match
   were reclaimed by someone else and are reported ``lease_lost``;
@@ -15,10 +17,10 @@ Shape, per subscriber:
   ``KeyboardInterrupt``/``SystemExit`` and a real cancellation of the worker
   (stop()) pass through, and a worker that dies anyway is replaced.
 
-Connections: the fetch loop and the acker each hold one pool connection, and
-at most ``max_workers - 1`` retry/dead-letter writes run at once, so the
-subscriber never holds more than ``max_workers + 1`` pool connections, plus one
-raw LISTEN connection (L2).
+Connections: the fetcher holds one pool connection; the acker and the
+retry/dead-letter writes share the other ``max_workers`` (the acker keeps one
+while acks keep coming), so the subscriber never holds more than
+``max_workers + 1`` pool connections, plus one raw LISTEN connection (L2).
 
 What a SIGKILL costs: handlers in flight and acks not yet flushed (at most one
 ack group, flushed as soon as the acker is free) are redelivered once their
@@ -30,13 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -46,9 +46,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from outbox.config import MAX_COUNT, MAX_SECONDS, check_number
 from outbox.errors import OutboxConfigError
 from outbox.listener import Listener
+from outbox.message import Message, from_us
 from outbox.metrics import Metrics, MetricsRecorder
 from outbox.publish import check_queue
 from outbox.retry import ExponentialRetry, RetryStrategy
+from outbox.room import Room
 from outbox.sql import Statements
 
 log = logging.getLogger("outbox.subscriber")
@@ -57,23 +59,6 @@ log = logging.getLogger("outbox.subscriber")
 TRANSIENT = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
              asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.TooManyConnectionsError,
              sa_exc.TimeoutError, sa_exc.DBAPIError)  # SQLAlchemy wraps errors of connect/checkout only
-
-
-@dataclass(slots=True)
-class Message:
-    id: int
-    queue: str
-    payload: bytes
-    raw_headers: str
-    token: uuid.UUID
-    acquired_at: datetime  # lease start, database clock
-    deliveries: int  # claims so far, this one included
-    attempts: int  # failed handler runs so far
-    created_at: datetime
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        return json.loads(self.raw_headers)
 
 
 Handler = Callable[[Message], Awaitable[None]]
@@ -154,12 +139,17 @@ class Subscriber:
         self._listen = listen
         self._listen_connect_args = listen_connect_args or {}
         self.listener: Listener | None = None
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._pending: deque[Message] = deque()  # claimed, not started: a plain deque, cheaper than a Queue
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for rows
+        self._calling = False  # an idle worker was woken for rows and has not run yet
         self._wake = asyncio.Event()
+        self._claims = Room(fetch_batch_size, max_workers, self.lease_ttl_seconds)
+        self._want_room = False  # a claimer waits for room; the worker that makes it wakes it
+        self._claim_due = False  # woken for room, not yet run: workers yield to it
         self._stopping = asyncio.Event()
         self._acks: list[Message] = []
         self._ack_ready = asyncio.Event()
-        # The fetch loop holds one pool connection; acks and retry/dead-letter writes share the other
+        # The fetcher holds one pool connection; acks and retry/dead-letter writes share the other
         # max_workers, so the subscriber never holds more than max_workers + 1 (L2).
         self._writers = asyncio.Semaphore(max_workers)
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a handler right now
@@ -218,9 +208,8 @@ class Subscriber:
         if self._fetcher is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._fetcher, timeout=max(0.01, deadline - time.monotonic()))
-        unstarted: list[Message] = []
-        while not self._queue.empty():
-            unstarted.append(self._queue.get_nowait())
+        unstarted = list(self._pending)
+        self._pending.clear()
         if unstarted:  # best effort within the deadline: otherwise the lease hands them back
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._release(unstarted), timeout=max(0.01, deadline - time.monotonic()))
@@ -272,25 +261,20 @@ class Subscriber:
 
     # -- fetching ----------------------------------------------------------------
     async def _fetch_loop(self) -> None:
+        """The fetcher: claims on its own connection whenever there is room, polls when idle."""
         idle = self.min_fetch_interval
         while not self._stopping.is_set():
             try:
                 async with self._connection() as conn:
                     while not self._stopping.is_set():
-                        room = self.fetch_batch_size + self.max_workers - self._queue.qsize() - len(self._busy)
-                        if self._queue.qsize() >= self.max_workers or room <= 0:
-                            self._wake.clear()
-                            await self._sleep(self.max_fetch_interval)  # woken by workers when they run low
+                        if self._room() < self._claims.min_claim:
+                            await self._wait_room()  # or a NOTIFY, or stop()
                             continue
                         self._wake.clear()
-                        rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds,
-                                                min(room, self.fetch_batch_size), timeout=self.statement_timeout)
+                        claimed = await self._claim(conn)
                         self._fetch_outage.ok()
-                        if rows:
+                        if claimed:
                             idle = self.min_fetch_interval
-                            self.metrics.add("fetched", len(rows))
-                            for r in rows:
-                                self._queue.put_nowait(Message(r[0], self.queue, r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
                         else:
                             listening = self.listener is not None and self.listener.connected
                             await self._sleep(self.max_fetch_interval if listening else idle)
@@ -303,6 +287,39 @@ class Subscriber:
                 log.error("fetch on %r failed: %s: %s; retrying in max_fetch_interval", self.queue,
                           type(exc).__name__, exc, exc_info=True)
                 await self._pause(self.max_fetch_interval)
+
+    async def _claim(self, conn: asyncpg.Connection) -> int:
+        """One claim of up to the free room, reserved while it runs; the rows go to the workers."""
+        claims = self._claims
+        claims.pace()
+        limit = min(self._room(), self.fetch_batch_size)
+        claims.claiming += limit
+        try:
+            rows = await conn.fetch(self.sql.fetch, self.queue, self.lease_ttl_seconds, limit,
+                                    timeout=self.statement_timeout)
+        finally:
+            claims.claiming -= limit
+        if rows:
+            self.metrics.add("fetched", len(rows))
+            queue = self.queue
+            lease_us = rows[0][4]  # now() of the claim: the same for every row
+            lease_at = from_us(lease_us)
+            self._pending.extend([
+                Message(r[0], queue, r[1], r[2], r[3], lease_at if r[4] == lease_us else from_us(r[4]), r[5], r[6],
+                        r[7]) for r in rows])
+            self._call_worker()
+        return len(rows)
+
+    def _room(self) -> int:
+        """Rows that may be claimed now (see :class:`outbox.room.Room`)."""
+        return self._claims.free(len(self._pending) + len(self._busy))
+
+    async def _wait_room(self) -> None:
+        """Until a worker frees room for a claim, or a NOTIFY or stop() wakes the fetcher."""
+        self._want_room = True
+        self._wake.clear()
+        await self._wake.wait()
+        self._claim_due = False
 
     async def _sleep(self, seconds: float) -> None:
         """Idle wait: a NOTIFY, a worker running low or stop() ends it early."""
@@ -338,20 +355,56 @@ class Subscriber:
             log.info("%s on %r restarted", task.get_name(), self.queue)
 
     async def _work_loop(self) -> None:
-        """Runs handlers one at a time; no task per message, which keeps the hot path short."""
+        """Runs handlers one at a time; no task per message, which keeps the hot path short.
+
+        Idle workers are woken one at a time, each by the one before it if rows are left when it takes
+        one: a batch of fast handlers is run by the worker that gets there first, without waking the
+        others for nothing, and slow ones bring in another worker per loop iteration. A handler that
+        never suspends would keep the event loop from everything else while rows are queued, so once a
+        worker has freed the fetcher's room every worker yields until the fetcher has run: the next
+        claim is sent now, not when the queue has run dry."""
         me = asyncio.current_task()
         assert me is not None
+        pending, claims = self._pending, self._claims
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            msg = await self._queue.get()
+            if not pending:
+                called: asyncio.Future[None] = loop.create_future()
+                self._idle.append(called)
+                try:
+                    await called
+                finally:
+                    if called.done() and not called.cancelled():
+                        self._calling = False
+                continue
+            msg = pending.popleft()
+            claims.started += 1
+            if pending and not self._calling:
+                self._call_worker()
             self._busy.add(me)
             try:
-                if self._queue.qsize() < self.max_workers:
+                if self._want_room and self._room() >= claims.min_claim:
+                    self._want_room = False
+                    self._claim_due = True
                     self._wake.set()
+                if self._claim_due:
+                    await asyncio.sleep(0)
                 await self._handle(msg)
             except Exception:  # noqa: BLE001 - a worker must outlive any failure; the lease decides the row
                 log.exception("settling row %s failed; it is redelivered after its lease expires", msg.id)
             finally:
                 self._busy.discard(me)
+
+    def _call_worker(self) -> None:
+        """Wakes one idle worker for the rows waiting, unless one is already on its way."""
+        if self._calling:
+            return
+        while self._idle:
+            called = self._idle.popleft()
+            if not called.done():  # a worker cancelled while idle leaves a cancelled future behind
+                called.set_result(None)
+                self._calling = True
+                return
 
     async def _handle(self, msg: Message) -> None:
         if self.max_deliveries is not None and msg.deliveries > self.max_deliveries:
@@ -435,33 +488,48 @@ class Subscriber:
 
     # -- acking ----------------------------------------------------------------------
     async def _ack_loop(self) -> None:
-        """Group commit: flush whatever has accumulated as soon as the previous flush is done."""
+        """Group commit: flush whatever has accumulated as soon as the previous flush is done, on one
+        connection (and writer slot) kept for as long as acks keep coming."""
         outage = _OutageLog(f"ack on queue {self.queue!r}")
-        while True:
-            if not self._acks:
-                if self._stopping.is_set() and not self._busy:
-                    return
-                self._ack_ready.clear()
-                await self._ack_ready.wait()
-                continue
+        while await self._ack_wait():
             batch, self._acks = self._acks, []
             try:
                 async with self._writers, self._connection() as conn:
-                    rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
-                                            timeout=self.statement_timeout)
-                outage.ok()
+                    while batch:
+                        rows = await conn.fetch(self.sql.ack, [m.id for m in batch], [m.token for m in batch],
+                                                timeout=self.statement_timeout)
+                        outage.ok()
+                        flushed, batch = batch, []  # settled below, never again as unknown
+                        self._acked(flushed, rows)
+                        batch, self._acks = self._acks, []
             except Exception as exc:  # noqa: BLE001 - the acker must outlive any failure; the lease decides
                 outage.failed(exc)
-                self._settle_unknown(batch)
+                if batch:
+                    self._settle_unknown(batch)
                 await asyncio.sleep(self.min_fetch_interval)
-                continue
-            done = {(r[0], r[1]) for r in rows}
-            self.metrics.add("acked", len(done))
-            for m in batch:
-                if (m.id, m.token) in done:
-                    self._settled(m, "acked")
-                else:
-                    self._lease_lost(m)
+
+    async def _ack_wait(self) -> bool:
+        """True once acks wait to be flushed; False when stopping and every handler is done."""
+        while not self._acks:
+            if self._stopping.is_set() and not self._busy:
+                return False
+            self._ack_ready.clear()
+            await self._ack_ready.wait()
+        return True
+
+    def _acked(self, batch: list[Message], rows: list[asyncpg.Record]) -> None:
+        """Settles an ack group by what the DELETE returned: a message whose row it did not delete with
+        this message's token (reclaimed, or held twice in the group) has lost its lease."""
+        done: dict[int, uuid.UUID] = dict(rows)  # id -> token: a row is deleted once, by one token
+        self.metrics.add("acked", len(done))
+        settled = self.on_settled
+        if settled is None and len(done) == len(batch):  # every row deleted: the ids were distinct, all acked
+            return
+        for m in batch:
+            if done.get(m.id) != m.token:
+                self._lease_lost(m)
+            elif settled is not None:
+                settled(m, "acked")
 
     def _settle_unknown(self, batch: list[Message]) -> None:
         log.warning("%d acks on %r could not be written; those rows are redelivered after their lease expires",

@@ -4,12 +4,15 @@ reclaimed by the database clock), D6 (a stale ack / retry / dead-letter is a har
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import asyncpg
 import pytest
 
 from outbox import ConstantRetry, NoRetry
+from outbox.message import from_us
+from outbox.room import Room
 
 TTL = 10.0
 
@@ -68,6 +71,23 @@ async def test_lease_expiry_judged_by_database_clock(tables, db):
     assert await db.fetch(st.fetch, "q", TTL, 10) == []
 
 
+async def test_message_times_are_the_database_times(tables, db, subscribers, wait_until):
+    """The claim sends its times as microseconds: a message's lease start and publish time are exactly the
+    row's acquired_at and created_at, and one claim's rows share one lease start."""
+    await tables.publish(b"a", b"b", b"c")
+    seen: list[tuple[object, asyncpg.Record]] = []
+
+    async def handler(msg):
+        row = await db.fetchrow(f"SELECT acquired_at, created_at FROM {tables.name} WHERE id = $1", msg.id)
+        seen.append((msg, row))
+
+    await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=1, fetch_batch_size=10, listen=False)
+    await wait_until(lambda: len(seen) == 3, timeout=10, message="deliveries")
+    for msg, row in seen:
+        assert msg.acquired_at == row["acquired_at"] and msg.created_at == row["created_at"]
+        assert msg.acquired_at.tzinfo is not None and msg.acquired_at is seen[0][0].acquired_at
+
+
 async def test_subscriber_reclaims_after_ttl_not_before(tables, db, subscribers, wait_until):
     """D5: a row leased by a 'dead' worker comes back no earlier than lease_ttl_seconds after it
     was leased and no later than ttl + max_fetch_interval (+ slack), by database timestamps."""
@@ -84,7 +104,7 @@ async def test_subscriber_reclaims_after_ttl_not_before(tables, db, subscribers,
     await wait_until(lambda: seen, timeout=ttl + max_interval + 5, message="reclaim")
     (msg,) = seen
     assert msg.id == row_id and msg.deliveries == 2 and msg.token != dead["acquired_token"]
-    gap = (msg.acquired_at - dead["acquired_at"]).total_seconds()
+    gap = (msg.acquired_at - from_us(dead["acquired_at_us"])).total_seconds()
     assert ttl <= gap <= ttl + max_interval + 1.0, gap
     await wait_until(lambda: _empty(tables), timeout=5, message="ack")
 
@@ -148,3 +168,34 @@ async def test_stale_write_is_lease_lost(tables, subscribers, wait_until, stale_
     assert row["id"] == row_id and row["deliveries"] == 2 and row["attempts"] == 0 and row["last_error"] is None
     assert await tables.count() == 0
     assert await tables.dlq_count() == 0
+
+
+def test_claims_ahead_only_while_handlers_keep_up():
+    """A batch more is kept in hand, claimed whole, only while everything held would start within a quarter
+    of the lease at the rate rows are being started; otherwise the bound stays fetch_batch_size + max_workers."""
+    room = Room(batch=100, workers=4, lease_ttl=2.0)
+    assert room.free(held=4) == 100 and room.min_claim == 50  # nothing measured yet
+    room._paced, room.started = (time.monotonic() - 1.0, 0), 100  # 204 rows in 2 s: more than 2.0 / 4
+    room.pace()
+    assert room.free(held=4) == 100 and room.min_claim == 50
+    room._paced, room.started = (time.monotonic() - 1.0, 100), 10_100  # 204 rows in 20 ms
+    room.pace()
+    assert room.free(held=4) == 200 and room.min_claim == 100
+    room.claiming = 100  # a claim in flight reserves its rows
+    assert room.free(held=4) == 100
+
+
+async def test_slow_handlers_never_hold_more_than_a_batch_and_the_workers(tables, subscribers, wait_until):
+    """Handlers too slow to start a batch more within a quarter of the lease: rows claimed and not finished
+    (waiting, in a handler, or in a claim in flight) stay within fetch_batch_size + max_workers."""
+    await tables.publish(*[b"x"] * 40)
+    held: list[int] = []
+
+    async def handler(msg):
+        held.append(len(sub._pending) + len(sub._busy) + sub._claims.claiming)
+        await asyncio.sleep(0.05)  # 2 workers: 40 rows/s, 10 in a quarter of the 1 s lease, less than 5 * 2 + 2
+
+    sub = await subscribers(tables.outbox, tables.engine, handler=handler, max_workers=2, fetch_batch_size=5,
+                            lease_ttl_seconds=1.0, listen=False)
+    await wait_until(lambda: len(held) >= 40, timeout=30, message="drain")
+    assert max(held) <= 5 + 2 and sub._claims.ahead == 0, held

@@ -45,8 +45,8 @@ class ReferenceAdapter:
         engine = create_async_engine(asyncpg_url(ctx.dsn), pool_size=pool_size, max_overflow=0,
                                      pool_timeout=cfg.statement_timeout_seconds, connect_args=connect_args)
 
-        def info(msg: Message) -> DeliveryInfo:
-            return DeliveryInfo(lease_at=msg.acquired_at, delivery=msg.deliveries, key=str(msg.id))
+        def info(msg: Message) -> DeliveryInfo:  # lease_at, delivery, key
+            return DeliveryInfo(msg.acquired_at, msg.deliveries, str(msg.id))
 
         async def handle(msg: Message) -> None:
             await ctx.handler(msg.payload, info(msg))
@@ -58,7 +58,8 @@ class ReferenceAdapter:
             retry=cfg.retry.build(exponential=ExponentialRetry, constant=ConstantRetry, none=NoRetry),
             min_fetch_interval=cfg.min_fetch_interval, max_fetch_interval=cfg.max_fetch_interval,
             statement_timeout=cfg.statement_timeout_seconds, listen_connect_args={"server_settings": settings},
-            metrics_recorder=ctx.metric, on_settled=lambda m, outcome: ctx.settled(m.payload, outcome, info(m)),
+            metrics_recorder=ctx.metric,
+            on_settled=(lambda m, outcome: ctx.settled(m.payload, outcome, info(m))) if ctx.records_settles else None,
         )
         try:
             await sub.start()

@@ -12,7 +12,9 @@ QUEUE = "bench"
 @dataclass(frozen=True)
 class BenchConfig:
     messages: int = 100_000
-    probes: int = 200
+    rounds: int = 7  # floor and implementation drains, interleaved: F I F I ... F
+    probes: int = 200  # wake-up probes of an implementation with LISTEN/NOTIFY
+    polling_probes: int = 3  # of one without: each may take a whole polling interval
     max_workers: int = 16
     fetch_batch_size: int = 500
     lease_ttl_seconds: float = 60.0
@@ -22,14 +24,17 @@ class BenchConfig:
     floor_batch: int | None = None  # None: fetch_batch_size
     publish_chunk: int = 10_000
     payload_bytes: int = 64
-    timeout_seconds: float = 600.0  # each of: publishing, the drain, the floor
+    drain_cap_seconds: float = 60.0  # a drain still running then is stopped; the rate it reached is reported
+    impl_budget_seconds: float = 120.0  # no new round of an implementation once its rounds took this long
+    timeout_seconds: float = 600.0  # each of: publishing, one floor drain
     probe_timeout_seconds: float = 180.0  # the whole probe phase of one implementation
     settle_timeout_seconds: float = 30.0  # state empty after the last delivery
     start_timeout_seconds: float = 120.0  # worker up to ``ready``
     stop_timeout_seconds: float = 30.0  # worker gone after SIGTERM
 
     def __post_init__(self) -> None:
-        for name in ("messages", "probes", "max_workers", "fetch_batch_size", "floor_loops", "publish_chunk"):
+        for name in ("messages", "rounds", "probes", "polling_probes", "max_workers", "fetch_batch_size",
+                     "floor_loops", "publish_chunk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
 

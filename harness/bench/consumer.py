@@ -9,7 +9,6 @@ its ``deliver`` invokes for the wake-up probes.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +51,7 @@ class Consumer:
         self.process = slot.process
         self.tail = Tail(self.supervisor.history_path(slot.process))
         self.unread: deque[Event] = deque()  # read from the history, not yet waited for
+        self.progress: list[Event] = []  # the no-op handler's ``progress`` events read so far
         self.exit: Event | None = None  # its ``exited`` or ``refused`` event
 
     async def wait_for(self, match: Callable[[Event], bool], timeout: float) -> Event:
@@ -59,7 +59,10 @@ class Consumer:
         deadline = time.monotonic() + timeout
         while True:
             running = self.supervisor.alive(self.NAME)  # before reading: a late exit's events are still read
-            self.unread.extend(self.tail.read())
+            for event in self.tail.read():
+                self.unread.append(event)
+                if event.f == "worker" and event.value.get("event") == "progress":
+                    self.progress.append(event)
             while self.unread:
                 event = self.unread.popleft()
                 if self._ended(event):
@@ -97,54 +100,87 @@ class Consumer:
         return (" | last stderr: " + " / ".join(lines[-3:]))[:600] if lines else ""
 
 
-async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConfig, row: dict[str, Any],
-                        workdir: Path, history: HistoryWriter) -> None:
-    """Drain throughput of the ``messages`` already published: from the consumer's ``ready`` until
-    ``read_state`` shows nothing pending (acknowledgements included)."""
+async def measure_drain(adapter: Adapter, impl: str, dsn: str, config: BenchConfig, workdir: Path,
+                        history: HistoryWriter) -> dict[str, Any]:
+    """One drain of the ``messages`` already in ``dsn``: from the consumer's ``ready`` until ``read_state``
+    shows nothing pending (acknowledgements included). A drain still running after ``drain_cap_seconds`` is
+    stopped and reports the delivery rate it had reached (``capped``). Memory: resident set at ``ready``
+    (start), at the end, its peak (``VmHWM``), and how it moved from a tenth of the drain to the end. CPU: the
+    consumer process's CPU time per message from ``ready`` to the last delivery."""
     n = config.messages
     consumer = Consumer(impl, dsn, consumer_config(config), {"noop": True, "expect": n}, workdir, history)
+    figures: dict[str, Any] = {"notes": [], "capped": False}
     try:
         ready = await consumer.wait_for(worker_event("ready"), config.start_timeout_seconds)
-        row["ready_rss_mb"] = ready.value["rss_mb"]
         try:
-            done = await consumer.wait_for(worker_event("drained"), config.timeout_seconds)
+            done = await consumer.wait_for(worker_event("drained"), config.drain_cap_seconds)
         except PhaseError as exc:
-            last = consumer.exit or await consumer.stop(config.stop_timeout_seconds)
-            got = f"; {last.value['unique']} of {n} delivered" if last else ""
-            raise PhaseError(f"drain: {exc}{got}") from None
+            if not str(exc).startswith("timed out"):
+                raise PhaseError(f"drain: {exc}") from None
+            return _capped(figures, ready, consumer, n, config.drain_cap_seconds)
         first, last_t = done.value["first"], done.value["last"]
-        row["peak_rss_mb"] = done.value["peak_rss_mb"]
-        row["startup_ms"] = round((first - ready.t) * 1000, 1)
-        row["delivery_msgs_per_s"] = round(n / (last_t - ready.t), 1)
+        figures["startup_ms"] = round((first - ready.t) * 1000, 1)
+        figures["delivery_msgs_per_s"] = round(n / (last_t - ready.t), 1)
+        figures["rss_mb"] = _memory(ready, consumer.progress, done)
+        figures["cpu_us_per_msg"] = round((done.value["cpu_s"] - ready.value["cpu_s"]) / n * 1e6, 2)
         emptied, state = await until_empty(adapter, dsn, config.settle_timeout_seconds)
         if emptied is None:
             end = last_t
-            row["notes"].append(f"drain: {len(state.pending)} of {n} still pending "
-                                f"{config.settle_timeout_seconds:.0f} s after the last delivery; "
-                                f"throughput counts deliveries only")
+            figures["notes"].append(f"drain: {len(state.pending)} of {n} still pending "
+                                    f"{config.settle_timeout_seconds:.0f} s after the last delivery; "
+                                    f"throughput counts deliveries only")
         else:
             end = max(emptied, last_t)
-            row["ack_tail_ms"] = round((end - last_t) * 1000, 1)
+            figures["ack_tail_ms"] = round((end - last_t) * 1000, 1)
         if state.dead:
-            row["notes"].append(f"drain: {len(state.dead)} dead-lettered")
-        row["drain_seconds"] = round(end - ready.t, 3)
-        row["throughput_msgs_per_s"] = round(n / (end - ready.t), 1)
+            figures["notes"].append(f"drain: {len(state.dead)} dead-lettered")
+        figures["drain_seconds"] = round(end - ready.t, 3)
+        figures["throughput_msgs_per_s"] = round(n / (end - ready.t), 1)
     finally:
         exit_event = await consumer.stop(config.stop_timeout_seconds)
-    if exit_event is None:
-        row["notes"].append(f"drain: the consumer did not stop within {config.stop_timeout_seconds:.0f} s of SIGTERM")
-    else:
-        row["duplicates"] = exit_event.value["deliveries"] - exit_event.value["unique"]
-        if exit_event.value.get("message"):
-            row["notes"].append(f"drain: stop: {exit_event.value['message']}")
+        if exit_event is None:
+            figures["notes"].append(f"drain: the consumer did not stop within {config.stop_timeout_seconds:.0f} s "
+                                    f"of SIGTERM")
+        else:
+            figures["duplicates"] = exit_event.value["deliveries"] - exit_event.value["unique"]
+            if exit_event.value.get("message"):
+                figures["notes"].append(f"drain: stop: {exit_event.value['message']}")
+    return figures
 
 
-async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchConfig, row: dict[str, Any],
-                         workdir: Path, history: HistoryWriter) -> None:
+def _capped(figures: dict[str, Any], ready: Event, consumer: Consumer, n: int, cap: float) -> dict[str, Any]:
+    """The rate a drain stopped at its cap had reached, from its last ``progress`` event."""
+    if not consumer.progress:
+        raise PhaseError(f"drain: fewer than {max(1, n // 100)} of {n} delivered within the {cap:.0f} s cap")
+    last = consumer.progress[-1]
+    figures["capped"] = True
+    figures["delivered"] = last.value["unique"]
+    figures["drain_seconds"] = round(last.t - ready.t, 3)
+    figures["throughput_msgs_per_s"] = figures["delivery_msgs_per_s"] = round(
+        last.value["unique"] / (last.t - ready.t), 1)
+    figures["rss_mb"] = _memory(ready, consumer.progress, last)
+    figures["notes"].append(f"drain stopped at the {cap:.0f} s cap with {last.value['unique']:,} of {n:,} "
+                            f"delivered: the rate it had reached (deliveries, acks not counted)")
+    return figures
+
+
+def _memory(ready: Event, progress: list[Event], end: Event) -> dict[str, float]:
+    """Resident MiB at ``ready``, at a tenth of the drain (warmed up), at its end, and the peak (``VmHWM``):
+    a consumer whose memory grows with the number of messages shows ``end`` above ``tenth``."""
+    tenth = progress[max(0, len(progress) // 10 - 1)] if progress else end
+    return {"start": ready.value["rss_mb"], "tenth": tenth.value["rss_mb"], "end": end.value["rss_mb"],
+            "peak": end.value["peak_rss_mb"]}
+
+
+async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchConfig, notify: bool,
+                         figures: dict[str, Any], workdir: Path, history: HistoryWriter) -> None:
     """Idle wake-up latency: single messages, each published once the previous one has left the state;
     from just before COMMIT (``time.monotonic`` here) to the handler's ``deliver`` invoke
-    (``time.monotonic`` in the worker: one clock on Linux)."""
+    (``time.monotonic`` in the worker: one clock on Linux). ``probes`` of them for an implementation with a
+    wake-up mechanism; ``polling_probes`` for one without, since each may wait a whole polling interval.
+    Figures go into ``figures`` as they are known (``notes`` a list), so a failed probe keeps the others."""
     cc = consumer_config(config)
+    count = config.probes if notify else config.polling_probes
     consumer = Consumer(impl, dsn, cc, {"noop": True}, workdir, history)
     wait = cc.max_fetch_interval + 10  # a delivery may take one polling interval without a wake-up
     latencies: list[float] = []
@@ -159,11 +195,11 @@ async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchCon
         await until_empty(adapter, dsn, 10.0)
         await asyncio.sleep(1.0)  # idle: every start-up fetch is over
         deadline = time.monotonic() + config.probe_timeout_seconds
-        for k in range(config.probes):
+        for k in range(count):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                row["notes"].append(f"probes: {len(latencies)} of {config.probes} within the "
-                                    f"{config.probe_timeout_seconds:.0f} s probe phase")
+                figures["notes"].append(f"probes: {len(latencies)} of {count} within the "
+                                        f"{config.probe_timeout_seconds:.0f} s probe phase")
                 break
             seq = warm + 1 + k
             t0 = await publish(adapter, dsn, [numbered(seq, config.payload_bytes)], 1)
@@ -171,8 +207,8 @@ async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchCon
                 event = await consumer.wait_for(delivered(seq), min(wait, remaining))
             except PhaseError as exc:
                 if "timed out" in str(exc) and remaining < wait:
-                    row["notes"].append(f"probes: {len(latencies)} of {config.probes} within the "
-                                        f"{config.probe_timeout_seconds:.0f} s probe phase")
+                    figures["notes"].append(f"probes: {len(latencies)} of {count} within the "
+                                            f"{config.probe_timeout_seconds:.0f} s probe phase")
                     break
                 raise PhaseError(f"probes: probe {k + 1}: {exc}") from None
             latencies.append(event.t - t0)
@@ -182,10 +218,10 @@ async def measure_probes(adapter: Adapter, impl: str, dsn: str, config: BenchCon
             await asyncio.sleep(0.01)
     finally:
         if latencies:
-            row["probes"] = len(latencies)
-            row["notify_p50_ms"] = round(statistics.median(latencies) * 1000, 3)
-            row["notify_p99_ms"] = round(percentile(latencies, 99) * 1000, 3)
-            row["notify_max_ms"] = round(max(latencies) * 1000, 3)
+            figures["probes"] = len(latencies)
+            figures["notify_p50_ms"] = round(percentile(latencies, 50) * 1000, 3)
+            figures["notify_p99_ms"] = round(percentile(latencies, 99) * 1000, 3)
+            figures["notify_max_ms"] = round(max(latencies) * 1000, 3)
         exit_event = await consumer.stop(config.stop_timeout_seconds)
         if exit_event is not None and exit_event.value.get("message"):
-            row["notes"].append(f"probes: stop: {exit_event.value['message']}")
+            figures["notes"].append(f"probes: stop: {exit_event.value['message']}")

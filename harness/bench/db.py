@@ -1,4 +1,5 @@
-"""Database steps of the benchmark: publishing through an adapter, VACUUM, waiting for an empty outbox."""
+"""Database steps of the benchmark: publishing through an adapter, VACUUM, copies of a published backlog,
+waiting for an empty outbox."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from harness.adapter import Adapter, OutboxState, PublishTx
 from harness.bench.config import QUEUE
-from harness.provision.postgres import asyncpg_url
+from harness.provision.postgres import PostgresServer, asyncpg_url
 
 
 async def vacuum(dsn: str) -> None:
@@ -51,3 +52,23 @@ async def until_empty(adapter: Adapter, dsn: str, timeout: float) -> tuple[float
         if now > deadline:
             return None, state
         await asyncio.sleep(0.005)
+
+
+async def clone(server: PostgresServer, template: str, name: str, timeout: float = 60.0) -> str:
+    """A new database ``name`` copied from ``template`` (schema, rows, statistics, as VACUUM ANALYZE left them);
+    returns its DSN. The backlog is published once, and every round drains an identical copy of it.
+    ``FILE_COPY`` checkpoints first, so no round inherits the dirty buffers of the one before it (the
+    default ``WAL_LOG`` strategy leaves the whole copy to be written back while the next drain runs)."""
+    conn = await asyncpg.connect(server.dsn, timeout=10)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+                return server.database_dsn(name)
+            except asyncpg.ObjectInUseError:  # a session on the template is still closing
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
