@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--target-rate", type=positive_finite_float, default=None,
                       help="messages/s to recommend settings for")
     size.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
+    size.add_argument("--point", action="append", help="max_workers:fetch_batch_size:processes (repeatable), "
+                      "instead of the grid")
+    size.add_argument("--batch", type=positive_int, default=None, help="messages per transaction (default: the plan's)")
+    size.add_argument("--step-users", type=positive_int, default=None, help="users added per step (default: the plan's)")
+XX
+
+    add_load_options(size)
     size.set_defaults(func=cmd_size, servers=("postgresql",))
 
     return parser

@@ -11,8 +11,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.argtypes import non_negative_int, positive_finite_float, positive_int
 from harness.names import new_run_id
-from harness.provision.postgres import plain_dsn
+from harness.provision.postgres import database_url, plain_dsn
 from harness.sizing.analysis import recommend
 from harness.sizing.plan import (
     DEFAULT_BOUND_S,
@@ -20,13 +21,44 @@ from harness.sizing.plan import (
     FULL_PLAN,
     QUICK_GRID,
     QUICK_PLAN,
+    TARGET_HEADROOM,
     GridPoint,
     Handler,
     LoadPlan,
     parse_points,
 )
+from harness.sizing.load import Engine
 from harness.sizing.report import text_table, write_report
 from harness.sizing.run import SizingRun, run_consumers, run_grid
+
+#: The master's port when workers join from other hosts (locust's own default).
+REMOTE_MASTER_PORT = 5557
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The load engine and the plan's cap; ``outbox-harness size`` and ``python -m harness.sizing run``."""
+    g = parser.add_argument_group("load: a locust master and its workers (docs/sizing.md)")
+    g.add_argument("--load-processes", type=positive_int, default=1,
+                   help="locust workers on this host, beside the master (default: %(default)s)")
+    g.add_argument("--remote-workers", type=non_negative_int, default=0,
+                   help="locust workers that join from other hosts with --master-host (default: %(default)s)")
+    g.add_argument("--master-bind-host", default="127.0.0.1",
+                   help="where the master listens for workers; 0.0.0.0 for other hosts (default: %(default)s)")
+    g.add_argument("--master-port", type=positive_int, default=None,
+                   help=f"the master's port (default: a free one; {REMOTE_MASTER_PORT} with --remote-workers)")
+    g.add_argument("--max-rate", type=positive_finite_float, default=None,
+                   help=f"the plan's cap in msg/s: it steps up to this unless the consumer side is the limit first "
+                        f"(default: the plan's last step, raised to {TARGET_HEADROOM:g} × --target-rate)")
+
+
+def engine_of(ns: argparse.Namespace) -> Engine:
+    remote = int(getattr(ns, "remote_workers", 0) or 0)
+    if remote and database_url() is None:
+        raise SystemExit("--remote-workers: set DATABASE_URL to a PostgreSQL server the other hosts can reach "
+                         "(the embedded one listens on 127.0.0.1 only)")
+    port = getattr(ns, "master_port", None) or (REMOTE_MASTER_PORT if remote else 0)
+    return Engine(local_workers=int(getattr(ns, "load_processes", 1) or 1), remote_workers=remote,
+                  bind_host=getattr(ns, "master_bind_host", None) or "127.0.0.1", bind_port=port)
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -38,15 +70,21 @@ def main(ns: argparse.Namespace) -> int:
                  if getattr(ns, k, None) is not None}
     if overrides:
         plan = LoadPlan(**{**asdict(plan), **overrides})
+    target = getattr(ns, "target_rate", None)
+    cap = getattr(ns, "max_rate", None) or (TARGET_HEADROOM * target if target else None)
+    if cap:
+        plan = plan.reaching(cap)
+    engine = engine_of(ns)
     handler = Handler(getattr(ns, "handler_ms", None) or Handler.base_ms, getattr(ns, "jitter_ms", None) or Handler.jitter_ms)
     bound = getattr(ns, "bound", None) or DEFAULT_BOUND_S
     run_id = new_run_id()
     run = SizingRun(run_id=run_id, out_dir=Path(getattr(ns, "reports_dir", "reports")) / f"sizing-{run_id}", grid=grid,
-                    plan=plan, handler=handler, bound_s=bound, target=getattr(ns, "target_rate", None),
-                    started=datetime.now(UTC).isoformat(timespec="seconds"))
+                    plan=plan, handler=handler, bound_s=bound, target=target,
+                    started=datetime.now(UTC).isoformat(timespec="seconds"), engine=engine)
     settle = 1.0 if quick else 2.0
     drain = 2.0 if quick else 10.0
-    print(f"sizing {run_id}: {len(grid)} point(s), ~{plan.duration:.0f} s of load each, report in {run.out_dir}", flush=True)
+    print(f"sizing {run_id}: {len(grid)} point(s), up to {plan.duration:.0f} s of load each from a locust master and "
+          f"{engine.workers} worker(s), report in {run.out_dir}", flush=True)
     code = 0
     try:
         asyncio.run(run_grid(run, settle_s=settle, drain_timeout=drain, log=lambda m: print(m, flush=True)))
@@ -81,6 +119,7 @@ def cli(argv: list[str] | None = None) -> int:
     run.add_argument("--jitter-ms", type=float)
     for name, typ in (("user-rate", float), ("batch", int), ("step-users", int), ("step-seconds", float), ("steps", int)):
         run.add_argument(f"--{name}", type=typ)
+    add_load_options(run)
     cons = sub.add_parser("consumers", help="start only the consumers (schema + workers) until Ctrl-C")
     cons.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), help="default: DATABASE_URL, else embedded")
     cons.add_argument("--workers", type=int, default=1, help="worker processes")

@@ -1,0 +1,85 @@
+"""Where the CPU went on this host: cumulative CPU seconds by role, read from ``/proc``.
+
+The sizing run samples these every half second; per load step the analysis turns them into cores
+used (Δ seconds / Δ time). Roles: the consumer worker processes (each one, since an asyncio process
+saturates at one core), the PostgreSQL server when it runs here (postmaster, its live backends and
+the ones it has reaped), the harness itself, and the host's busy and total CPU, so that what no
+role accounts for (other tenants of a shared machine) shows up as ``other``. Locust processes report
+their own CPU through the load log (:mod:`harness.locustfile`), wherever they run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rsplit(")", 1)[1].split()  # fields from 3 (state) on; the name may contain spaces
+
+
+def process_seconds(pid: int, *, reaped: bool = False) -> float | None:
+    """utime + stime of ``pid`` (+ its reaped children's with ``reaped``), None once it is gone."""
+    f = _stat_fields(pid)
+    if f is None:
+        return None
+    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
+    return ticks / HZ
+
+
+def tree_seconds(root: int) -> float | None:
+    """A server and its children (PostgreSQL: the postmaster and its backends), reaped ones included."""
+    total = process_seconds(root, reaped=True)
+    if total is None:
+        return None
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            f = _stat_fields(int(entry.name))
+            if f is not None and int(f[1]) == root:
+                total += (int(f[11]) + int(f[12])) / HZ
+    return total
+
+
+def host_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the host, summed over its cores, from ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        values = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(values)
+    return (total - values[3] - values[4]) / HZ, total / HZ
+
+
+def local_postmaster(backend_pid: int, data_directory: str | None) -> int | None:
+    """The postmaster of a backend, if that backend runs on this host (checked by its data directory)."""
+    f = _stat_fields(backend_pid)
+    if f is None:
+        return None
+    parent = int(f[1])
+    try:
+        cwd = os.readlink(f"/proc/{parent}/cwd")
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if b"postgres" not in cmdline or (data_directory and os.path.realpath(data_directory) != cwd):
+        return None
+    return parent
+
+
+def sample(*, consumers: Iterable[int], database: int | None) -> dict[str, Any]:
+    """One sample: monotonic time, host busy/total, each consumer pid, the database tree, the harness."""
+    busy, total = host_seconds()
+    t = os.times()
+    return {
+        "t": time.monotonic(), "host_busy": busy, "host_total": total, "cores": os.cpu_count() or 1,
+        "consumers": {str(pid): s for pid in consumers if (s := process_seconds(pid)) is not None},
+        "database": tree_seconds(database) if database is not None else None,
+        "harness": t.user + t.system,
+    }
