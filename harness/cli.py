@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "instead of the grid")
     size.add_argument("--batch", type=positive_int, default=None, help="messages per transaction (default: the plan's)")
     size.add_argument("--step-users", type=positive_int, default=None, help="users added per step (default: the plan's)")
-XX
+    from harness.sizing.cli import add_load_options  # noqa: PLC0415 - only when a parser is built: imports stay quick
 
     add_load_options(size)
     size.set_defaults(func=cmd_size, servers=("postgresql",))
