@@ -20,7 +20,7 @@ does. Locust's statistics get two request types:
 
 **The log.** Every process that publishes streams its records to the master over locust's message
 channel (``outbox_log``, every 0.5 s): commits ``{"k":"c","t0","t","mids"}`` with monotonic times,
-its CPU seconds ``{"k":"cpu","t","s"}`` and clock anchors ``{"k":"clock",...}`` (monotonic before,
+its CPU seconds ``{"k":"cpu","t","s","wait"}`` (used; waiting for a CPU) and clock anchors ``{"k":"clock",...}`` (monotonic before,
 ``clock_timestamp()``, monotonic after: :mod:`harness.sizing.clock`). With ``log`` set, the master
 writes them, one file per process (``commits.<n>.jsonl``, first line ``{"k":"src",...}``), and its
 own step switches, CPU and anchors in ``log`` itself. ``harness.sizing`` merges them onto the
@@ -159,9 +159,13 @@ def prefix() -> str:
     return _prefix[1]
 
 
-def _cpu_seconds() -> float:
+def _cpu_record(now: float) -> dict[str, Any]:
+    """CPU seconds used, and seconds spent waiting for a CPU (Linux schedstat; absent elsewhere)."""
     t = os.times()
-    return t.user + t.system
+    record: dict[str, Any] = {"k": "cpu", "t": now, "s": t.user + t.system}
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        record["wait"] = int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    return record
 
 
 class Stream:
@@ -190,7 +194,7 @@ class Stream:
         now = time.monotonic()
         if now - self._anchored >= ANCHOR_EVERY_S:
             self._anchor(environment)
-        self.records.append({"k": "cpu", "t": now, "s": _cpu_seconds()})
+        self.records.append(_cpu_record(now))
         records, self.records = self.records, []
         runner = environment.runner
         data = {"src": f"{socket.gethostname()}/{os.getpid()}", "boot": clock.boot_id(), "prefix": prefix(),

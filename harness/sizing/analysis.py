@@ -52,6 +52,8 @@ class Cpu:
     host_busy: float | None = None  # the harness host's busy cores
     host_cores: int | None = None
     other: float | None = None  # host busy that none of the above on this host accounts for
+    publisher_wait: float | None = None  # share of the time the most starved locust process waited for a CPU
+    consumers_wait: float | None = None  # the same for the most starved consumer process
 
     @property
     def host_saturated(self) -> bool:
@@ -65,15 +67,23 @@ class Cpu:
     def publisher_saturated(self) -> bool:
         return self.publisher_max is not None and self.publisher_max >= SATURATED
 
+    @property
+    def consumer_saturated(self) -> bool:
+        return self.consumers_max is not None and self.consumers_max >= SATURATED
+
     def text(self) -> str:
         """The figures, for a report line: cores by role."""
         def c(v: float | None) -> str:
             return "–" if v is None else f"{v:.2f}"
 
+        def most(busy: float | None, wait: float | None) -> str:
+            inner = [f"busiest {busy:.0%} of a core"] if busy is not None else []
+            inner += [f"waiting for a CPU up to {wait:.0%} of the time"] if wait is not None else []
+            return f" ({', '.join(inner)})" if inner else ""
+
         parts = [f"publisher {c(self.publisher)} over {self.publishers} process(es)"
-                 + ("" if self.publisher_max is None else f" (busiest {self.publisher_max:.0%} of a core)"),
-                 f"consumers {c(self.consumers)}" + ("" if self.consumers_max is None
-                                                     else f" (busiest {self.consumers_max:.0%} of a core)"),
+                 + most(self.publisher_max, self.publisher_wait),
+                 f"consumers {c(self.consumers)}" + most(self.consumers_max, self.consumers_wait),
                  "database " + (c(self.database) if self.database is not None else "not on this host"),
                  f"load master {c(self.load_master)}", f"harness {c(self.harness)}"]
         if self.host_busy is not None:
@@ -147,13 +157,22 @@ def step_figures(commits: Sequence[Commit], steps: Sequence[Step], delivered: di
 
 
 def step_side(f: StepFigures, *, publisher_tolerance: float = KEEP_UP) -> str | None:
-    """What kept a step from passing at its offered rate: ``database`` or ``consumer`` when it was not
-    sustained (the database when its CPU was saturated), ``publisher`` when it passed but locust
-    published less than ``publisher_tolerance`` × offered; None when it passed at the offered rate.
-    A step that failed is the consumer side's, whatever the publisher reached: the consumer could not
-    keep up with what *was* published."""
+    """What kept a step from passing at its offered rate; None when it passed at the offered rate.
+
+    A step that was not sustained is the consumer side's, whatever the publisher reached (the
+    consumers could not keep up with what *was* published): ``database`` when the server's CPU was
+    saturated; ``consumer`` when a consumer process was CPU-bound, or when the host had CPU to spare
+    (then the configuration itself — max_workers × handler time, the fetch batch — is the limit);
+    ``host CPU`` when none of those was saturated but the host's CPUs were, shared with the publisher
+    and other processes: the knee is the machine's. A sustained step in which locust published less
+    than ``publisher_tolerance`` × offered is ``publisher``."""
+    c = f.cpu
     if not f.sustained:
-        return "database" if f.cpu is not None and f.cpu.database_saturated else "consumer"
+        if c is not None and c.database_saturated:
+            return "database"
+        if c is not None and c.host_saturated and not c.consumer_saturated:
+            return "host CPU"
+        return "consumer"
     if f.publish_rate < publisher_tolerance * f.offered:
         return "publisher"
     return None
@@ -172,9 +191,9 @@ def evidence(f: StepFigures, side: str) -> str:
         return head
     text = f"{head}; {f.cpu.text()}"
     if side == "publisher" and not f.cpu.publisher_saturated and f.cpu.publisher_max is not None:
-        text += "; no locust process was CPU-bound: its users waited on the database (publish p95)"
+        text += "; no locust process was CPU-bound: its users waited on the database or for a CPU"
     if f.cpu.host_saturated:
-        text += "; the host's CPUs were saturated, so publisher, consumers and database competed for them"
+        text += "; the host's CPUs were saturated: publisher, consumers, database and other processes competed for them"
     return text
 
 
@@ -182,7 +201,7 @@ def evidence(f: StepFigures, side: str) -> str:
 class Knee:
     sustainable_rate: float  # msgs/s delivered at the best sustained step (0 if none)
     step: int | None  # index of that step
-    limited_by: str  # consumer | database (knee found) | publisher | load (knee not reached) | none
+    limited_by: str  # consumer | database | host CPU (knee found) | publisher | load (knee not reached) | none
     lower_bound: bool  # True when the knee was not reached (the real rate is higher)
     e2e_p95_ms: float  # at that step
     publish_p95_ms: float  # at that step

@@ -1,7 +1,7 @@
 """Where the CPU went on this host: cumulative CPU seconds by role, read from ``/proc``.
 
 The sizing run samples these every half second; per load step the analysis turns them into cores
-used (Δ seconds / Δ time). Roles: the consumer worker processes (each one, since an asyncio process
+used (Δ seconds / Δ time) and the share of time a process waited for a CPU. Roles: the consumer worker processes (each one, since an asyncio process
 saturates at one core), the PostgreSQL server when it runs here (postmaster, its live backends and
 the ones it has reaped), the harness itself, and the host's busy and total CPU, so that what no
 role accounts for (other tenants of a shared machine) shows up as ``other``. Locust processes report
@@ -34,6 +34,15 @@ def process_seconds(pid: int, *, reaped: bool = False) -> float | None:
         return None
     ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
     return ticks / HZ
+
+
+def wait_seconds(pid: int | str = "self") -> float | None:
+    """Time the process's main thread spent runnable but waiting for a CPU (``/proc/PID/schedstat``):
+    the direct measure of a process starved by others; None where the kernel does not say."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def tree_seconds(root: int) -> float | None:
@@ -77,9 +86,11 @@ def sample(*, consumers: Iterable[int], database: int | None) -> dict[str, Any]:
     """One sample: monotonic time, host busy/total, each consumer pid, the database tree, the harness."""
     busy, total = host_seconds()
     t = os.times()
+    pids = list(consumers)
     return {
         "t": time.monotonic(), "host_busy": busy, "host_total": total, "cores": os.cpu_count() or 1,
-        "consumers": {str(pid): s for pid in consumers if (s := process_seconds(pid)) is not None},
+        "consumers": {str(pid): s for pid in pids if (s := process_seconds(pid)) is not None},
+        "consumers_wait": {str(pid): w for pid in pids if (w := wait_seconds(pid)) is not None},
         "database": tree_seconds(database) if database is not None else None,
         "harness": t.user + t.system,
     }

@@ -41,6 +41,7 @@ class Source:
     node: str
     commits: list[Commit] = field(default_factory=list)
     cpu: Series = field(default_factory=list)
+    wait: Series = field(default_factory=list)  # seconds spent waiting for a CPU
     anchors: list[Anchor] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     end: float | None = None
@@ -54,6 +55,7 @@ class LoadLog:
     steps: list[Step]
     end: float | None
     publishers: dict[str, Series]  # src -> CPU seconds, for the processes that published
+    publishers_wait: dict[str, Series]  # src -> seconds waiting for a CPU
     master: Series  # the master's CPU seconds (when it published nothing itself)
     local: set[str]  # sources on the run's own host
     boots: set[str]  # the hosts (boots) the sources ran on
@@ -79,6 +81,8 @@ def read_source(path: Path) -> Source:
                 source.commits.append(Commit(float(rec["t0"]), float(rec["t"]), tuple(rec["mids"])))
             elif kind == "cpu":
                 source.cpu.append((float(rec["t"]), float(rec["s"])))
+                if "wait" in rec:
+                    source.wait.append((float(rec["t"]), float(rec["wait"])))
             elif kind == "clock":
                 source.anchors.append(Anchor.from_record(rec))
             elif kind == "step":
@@ -108,6 +112,7 @@ def read_load_log(point_dir: Path, clocks: Clocks, boot: str) -> LoadLog:
     commits: list[Commit] = []
     steps: list[Step] = []
     publishers: dict[str, Series] = {}
+    waits: dict[str, Series] = {}
     master: Series = []
     end: float | None = None
     for s in sources:
@@ -119,9 +124,10 @@ def read_load_log(point_dir: Path, clocks: Clocks, boot: str) -> LoadLog:
         cpu = [(t + d, v) for t, v in s.cpu]
         if s.commits:
             publishers[s.src] = cpu
+            waits[s.src] = [(t + d, v) for t, v in s.wait]
         elif s.steps:
             master = cpu
-    return LoadLog(commits, steps, end, publishers, master, {s.src for s in sources if s.boot in ("", boot)},
+    return LoadLog(commits, steps, end, publishers, waits, master, {s.src for s in sources if s.boot in ("", boot)},
                    {s.boot for s in sources if s.boot})
 
 
@@ -146,14 +152,20 @@ def cores(series: Sequence[tuple[float, float]], a: float, b: float) -> float | 
 def cpu_meter(load: LoadLog, samples: Sequence[dict[str, Any]]) -> Any:
     """``window(a, b) -> Cpu`` from the load log's self-reported CPU and the run's ``/proc`` samples."""
     consumers: dict[str, Series] = {}
+    consumers_wait: dict[str, Series] = {}
     for s in samples:
         for pid, v in s["consumers"].items():
             consumers.setdefault(pid, []).append((s["t"], v))
+        for pid, v in s.get("consumers_wait", {}).items():
+            consumers_wait.setdefault(pid, []).append((s["t"], v))
     database = [(s["t"], s["database"]) for s in samples if s.get("database") is not None]
     harness = [(s["t"], s["harness"]) for s in samples]
     busy = [(s["t"], s["host_busy"]) for s in samples]
     total = [(s["t"], s["host_total"]) for s in samples]
     n_cores = samples[-1]["cores"] if samples else None
+
+    def most(series: Iterable[Series], a: float, b: float) -> float | None:
+        return max((v for x in series if (v := cores(x, a, b)) is not None), default=None)
 
     def window(a: float, b: float) -> Cpu:
         pubs = {src: cores(series, a, b) for src, series in load.publishers.items()}
@@ -169,7 +181,8 @@ def cpu_meter(load: LoadLog, samples: Sequence[dict[str, Any]]) -> Any:
         return Cpu(publisher=sum(known) if known else None, publisher_max=max(known, default=None),
                    publishers=len(pubs), load_master=master, consumers=sum(cons) if cons else None,
                    consumers_max=max(cons, default=None), database=db, harness=me, host_busy=host,
-                   host_cores=host_cores, other=other)
+                   host_cores=host_cores, other=other, publisher_wait=most(load.publishers_wait.values(), a, b),
+                   consumers_wait=most(consumers_wait.values(), a, b))
 
     return window
 

@@ -73,8 +73,8 @@ class LoadPlan:
     until the consumer side is the limit (:func:`harness.sizing.run._watch_load`) or the cap is reached."""
 
     user_rate: float = 25.0
-    batch: int = 4
-    step_users: int = 5
+    batch: int = 10
+    step_users: int = 2
     step_seconds: float = 8.0
     steps: int = 16
     drain_seconds: float = 3.0
