@@ -7,6 +7,7 @@ interpreter for gevent, which the asyncio tests in the same session must not inh
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import math
@@ -476,6 +477,14 @@ def test_distributed_point_end_to_end(workspace: Path) -> None:
     (spawned,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "spawned"]
     (exited,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "exited"]
     assert len(spawned["workers"]) == 2 and exited["code"] == 0 and exited["workers"] == [0, 0]
+    # The database-clock mapping used across hosts agrees here with the exact one-host answer: every
+    # locust worker's best anchor and the run's own map the shared monotonic clock to the same database time.
+    ours = Clocks(Anchor(**{k: v for k, v in e["value"].items()}) for e in history if e["f"] == "clock")
+    for n in (1, 2):
+        with gzip.open(point_dir / f"commits.{n}.jsonl.gz", "rt") as fh:
+            theirs = Clocks(Anchor.from_record(r) for r in map(json.loads, fh) if r["k"] == "clock")
+        ((boot, anchor),) = theirs.best.items()
+        assert abs(anchor.offset - ours.best[boot].offset) <= anchor.rtt / 2 + ours.best[boot].rtt / 2 + 1e-3
     deadline = time.monotonic() + 10  # the guard process exits once the run closed its pipe
     while processes_in(workspace) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -38,8 +38,9 @@ REMOTE_MASTER_PORT = 5557
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """The load engine and the plan's cap; ``outbox-harness size`` and ``python -m harness.sizing run``."""
     g = parser.add_argument_group("load: a locust master and its workers (docs/sizing.md)")
-    g.add_argument("--load-processes", type=positive_int, default=1,
-                   help="locust workers on this host, beside the master (default: %(default)s)")
+    g.add_argument("--load-processes", type=non_negative_int, default=1,
+                   help="locust workers on this host, beside the master; 0 with --remote-workers only "
+                        "(default: %(default)s)")
     g.add_argument("--remote-workers", type=non_negative_int, default=0,
                    help="locust workers that join from other hosts with --master-host (default: %(default)s)")
     g.add_argument("--master-bind-host", default="127.0.0.1",
@@ -56,8 +57,12 @@ def engine_of(ns: argparse.Namespace) -> Engine:
     if remote and database_url() is None:
         raise SystemExit("--remote-workers: set DATABASE_URL to a PostgreSQL server the other hosts can reach "
                          "(the embedded one listens on 127.0.0.1 only)")
+    local = getattr(ns, "load_processes", None)
+    local = 1 if local is None else int(local)
+    if local + remote < 1:
+        raise SystemExit("--load-processes 0 needs --remote-workers: someone has to publish")
     port = getattr(ns, "master_port", None) or (REMOTE_MASTER_PORT if remote else 0)
-    return Engine(local_workers=int(getattr(ns, "load_processes", 1) or 1), remote_workers=remote,
+    return Engine(local_workers=local, remote_workers=remote,
                   bind_host=getattr(ns, "master_bind_host", None) or "127.0.0.1", bind_port=port)
 
 

@@ -85,11 +85,13 @@ async def _pending(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}", timeout=5))
 
 
-async def _anchor(conn: asyncpg.Connection) -> clock.Anchor:
-    """This host's monotonic clock against the database's (see :mod:`harness.sizing.clock`)."""
+async def _anchor(conn: asyncpg.Connection, history: HistoryWriter) -> clock.Anchor:
+    """This host's monotonic clock against the database's (see :mod:`harness.sizing.clock`), recorded."""
     before = time.monotonic()
     db = await conn.fetchval(clock.SQL, timeout=5)
-    return clock.Anchor(clock.boot_id(), before, float(db), time.monotonic())
+    anchor = clock.Anchor(clock.boot_id(), before, float(db), time.monotonic())
+    history.record("info", "clock", **{k: v for k, v in anchor.to_record().items() if k != "k"})
+    return anchor
 
 
 class StepTail:
@@ -136,7 +138,7 @@ async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: 
         if time.monotonic() - anchored >= ANCHOR_EVERY_S:
             anchored = time.monotonic()
             with contextlib.suppress(asyncpg.PostgresError, OSError, asyncio.TimeoutError):
-                anchors.append(await _anchor(monitor))
+                anchors.append(await _anchor(monitor, history))
         seen = steps.read()
         if not seen or seen[-1][1] <= 0:
             continue
@@ -195,7 +197,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
         tasks.append(asyncio.create_task(sample_connections(dsn, history, like=HARNESS_APP_LIKE, every=SAMPLE_EVERY_S,
                                                             sink=samples.append)))
         monitor = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": SAMPLER_APP})
-        anchors += [await _anchor(monitor) for _ in range(3)]
+        anchors += [await _anchor(monitor, history) for _ in range(3)]
         tasks.append(asyncio.create_task(_sample_cpu(supervisor, await _database_pid(server, monitor), cpu_samples,
                                                      history)))
         env = {**plan.env(), "OUTBOX_LOCUST_DSN": dsn, "OUTBOX_LOCUST_QUEUE": QUEUE,
@@ -216,7 +218,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
         drain_until = time.monotonic() + drain_timeout
         while time.monotonic() < drain_until and await _pending(monitor) > 0:
             await asyncio.sleep(0.2)
-        anchors.append(await _anchor(monitor))
+        anchors.append(await _anchor(monitor, history))
         if timed_out:
             raise RuntimeError(f"locust did not finish within {plan.duration + 120:.0f} s (see {point_dir / 'locust.log'})")
     finally:
