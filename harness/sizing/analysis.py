@@ -227,7 +227,8 @@ def find_knee(figures: Sequence[StepFigures], *, publisher_tolerance: float = 0.
     make a configuration sustainable at that rate. Among them the highest delivery rate wins (a
     publisher that fell behind in the last step must not lower the consumer's figure). When nothing
     failed the figure is a lower bound: ``publisher`` if locust did not reach ``publisher_tolerance``
-    of the offered rate in some sustained step, else ``load`` (the plan stopped below the knee).
+    of the offered rate in the step that offered most (where the load stopped growing), else
+    ``load`` (the plan reached its cap below the knee).
     """
     peak = max((f.delivery_rate for f in figures), default=0.0)
     reach = {"max_offered": max((f.offered for f in figures), default=0.0),
@@ -244,12 +245,11 @@ def find_knee(figures: Sequence[StepFigures], *, publisher_tolerance: float = 0.
         return Knee(0.0, None, failed_side or "none", False, math.nan, math.nan, failed.index if failed else None,
                     peak, evidence(failed, failed_side) if failed is not None and failed_side else "", **reach)
     best = max(prefix, key=lambda f: f.delivery_rate)
-    short = [f for f in prefix if step_side(f, publisher_tolerance=publisher_tolerance) == "publisher"]
+    top = max(prefix, key=lambda f: (f.offered, f.index))  # where the load stopped growing
     if failed is not None and failed_side is not None:
         limited, lower, why = failed_side, False, evidence(failed, failed_side)
-    elif short:
-        worst = min(short, key=lambda f: f.publish_rate / f.offered)
-        limited, lower, why = "publisher", True, evidence(worst, "publisher")
+    elif step_side(top, publisher_tolerance=publisher_tolerance) == "publisher":
+        limited, lower, why = "publisher", True, evidence(top, "publisher")
     else:
         last = prefix[-1]
         limited, lower = "load", True

@@ -183,7 +183,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
     samples: list[dict[str, int]] = []
     cpu_samples: list[dict[str, Any]] = []
     anchors: list[clock.Anchor] = []
-    server = provision()
+    server = await asyncio.to_thread(provision)  # it probes DATABASE_URL with asyncio.run: not on this loop
     supervisor: Supervisor | None = None
     tasks: list[asyncio.Task[None]] = []
     monitor: asyncpg.Connection | None = None
