@@ -54,6 +54,7 @@ class Cpu:
     other: float | None = None  # host busy that none of the above on this host accounts for
     publisher_wait: float | None = None  # share of the time the most starved locust process waited for a CPU
     consumers_wait: float | None = None  # the same for the most starved consumer process
+    database_wait: float | None = None  # the server's processes waiting for a CPU, summed (in cores' worth)
 
     @property
     def host_saturated(self) -> bool:
@@ -84,7 +85,9 @@ class Cpu:
         parts = [f"publisher {c(self.publisher)} over {self.publishers} process(es)"
                  + most(self.publisher_max, self.publisher_wait),
                  f"consumers {c(self.consumers)}" + most(self.consumers_max, self.consumers_wait),
-                 "database " + (c(self.database) if self.database is not None else "not on this host"),
+                 "database " + (c(self.database) if self.database is not None else "not on this host")
+                 + ("" if self.database_wait is None else f" (its processes waited for a CPU {self.database_wait:.2f} "
+                                                          "cores' worth)"),
                  f"load master {c(self.load_master)}", f"harness {c(self.harness)}"]
         if self.host_busy is not None:
             parts.append(f"host {self.host_busy:.2f} of {self.host_cores} busy (other processes {c(self.other)})")

@@ -45,17 +45,20 @@ def wait_seconds(pid: int | str = "self") -> float | None:
         return None
 
 
-def tree_seconds(root: int) -> float | None:
-    """A server and its children (PostgreSQL: the postmaster and its backends), reaped ones included."""
+def tree_seconds(root: int) -> tuple[float, float] | None:
+    """A server and its children (PostgreSQL: the postmaster and its backends): CPU seconds, reaped
+    children included, and seconds its live processes spent waiting for a CPU (summed)."""
     total = process_seconds(root, reaped=True)
     if total is None:
         return None
+    wait = wait_seconds(root) or 0.0
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             f = _stat_fields(int(entry.name))
             if f is not None and int(f[1]) == root:
                 total += (int(f[11]) + int(f[12])) / HZ
-    return total
+                wait += wait_seconds(entry.name) or 0.0
+    return total, wait
 
 
 def host_seconds() -> tuple[float, float]:
@@ -87,10 +90,12 @@ def sample(*, consumers: Iterable[int], database: int | None) -> dict[str, Any]:
     busy, total = host_seconds()
     t = os.times()
     pids = list(consumers)
+    db = tree_seconds(database) if database is not None else None
     return {
         "t": time.monotonic(), "host_busy": busy, "host_total": total, "cores": os.cpu_count() or 1,
         "consumers": {str(pid): s for pid in pids if (s := process_seconds(pid)) is not None},
         "consumers_wait": {str(pid): w for pid in pids if (w := wait_seconds(pid)) is not None},
-        "database": tree_seconds(database) if database is not None else None,
+        "database": db[0] if db else None,
+        "database_wait": db[1] if db else None,
         "harness": t.user + t.system,
     }

@@ -159,6 +159,7 @@ def cpu_meter(load: LoadLog, samples: Sequence[dict[str, Any]]) -> Any:
         for pid, v in s.get("consumers_wait", {}).items():
             consumers_wait.setdefault(pid, []).append((s["t"], v))
     database = [(s["t"], s["database"]) for s in samples if s.get("database") is not None]
+    database_wait = [(s["t"], s["database_wait"]) for s in samples if s.get("database_wait") is not None]
     harness = [(s["t"], s["harness"]) for s in samples]
     busy = [(s["t"], s["host_busy"]) for s in samples]
     total = [(s["t"], s["host_total"]) for s in samples]
@@ -182,7 +183,7 @@ def cpu_meter(load: LoadLog, samples: Sequence[dict[str, Any]]) -> Any:
                    publishers=len(pubs), load_master=master, consumers=sum(cons) if cons else None,
                    consumers_max=max(cons, default=None), database=db, harness=me, host_busy=host,
                    host_cores=host_cores, other=other, publisher_wait=most(load.publishers_wait.values(), a, b),
-                   consumers_wait=most(consumers_wait.values(), a, b))
+                   consumers_wait=most(consumers_wait.values(), a, b), database_wait=cores(database_wait, a, b))
 
     return window
 

@@ -64,7 +64,8 @@ def step_row(s: StepFigures) -> list[str]:
     c = s.cpu
     cpu = ["–"] * 4 if c is None else [
         _cores(c.publisher, c.publisher_max, c.publisher_wait), _cores(c.consumers, c.consumers_max, c.consumers_wait),
-        _cores(c.database) if c.database is not None else "not here",
+        "not here" if c.database is None else _cores(c.database) + (
+            f" (wait {c.database_wait:.2f})" if c.database_wait is not None else ""),
         "–" if c.host_busy is None else f"{c.host_busy:.2f}/{c.host_cores} ({_cores(c.other)})"]
     return [str(s.index), str(s.users), f"{s.offered:.0f}", f"{s.publish_rate:.0f}", f"{s.delivery_rate:.0f}",
             fmt_ms(s.e2e_p50_ms), fmt_ms(s.e2e_p95_ms), fmt_ms(s.e2e_p99_ms), fmt_ms(s.publish_p95_ms),
@@ -72,7 +73,8 @@ def step_row(s: StepFigures) -> list[str]:
 
 
 CPU_NOTE = ("CPU in cores over the step; for publisher and consumers, in brackets, the busiest process's share of "
-            "its one core (gevent and asyncio run on one) and the most time one spent waiting for a CPU; "
+            "its one core (gevent and asyncio run on one) and the most time one spent waiting for a CPU; for the "
+            "database, the time its processes waited for a CPU, summed (cores' worth); "
             "host busy = all cores of the harness's host, other = what no process of this run used there.")
 
 
