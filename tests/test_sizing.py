@@ -27,6 +27,7 @@ from harness import sizing
 from harness.history import Event, HistoryWriter, Tail, read_events
 from harness.sizing.analysis import Cpu
 from harness.sizing.clock import Anchor, Clocks
+from harness.sizing.cpu import TreeMeter
 from harness.sizing.data import cores, cpu_meter, read_load_log
 from harness.sizing import (
     Commit,
@@ -513,5 +514,28 @@ def test_sigkill_of_a_sizing_run_leaves_no_load_process(workspace: Path) -> None
 
 
 def test_backlog_limit_for_stopping_early() -> None:
-    assert sizing.backlog_limit(800.0, 1.0) == 1600  # 2 × bound × the rate offered now
-    assert sizing.backlog_limit(2500.0, 0.5) == 2500
+    assert sizing.backlog_limit(800.0, 1.0) == 800  # bound × the rate offered now
+    assert sizing.backlog_limit(2500.0, 0.5) == 1250
+
+
+def test_tree_meter_never_goes_down_when_children_exit() -> None:
+    """A parent whose children burn CPU and exit one after another: its tree total only grows."""
+    code = ("import os, time\n"
+            "for _ in range(4):\n"
+            "    if os.fork() == 0:\n"
+            "        end = time.process_time() + 0.15\n"
+            "        while time.process_time() < end: pass\n"
+            "        os._exit(0)\n"
+            "    time.sleep(0.25)\n"
+            "    os.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    meter = TreeMeter(proc.pid)
+    readings = []
+    while proc.poll() is None:
+        if (r := meter.read()) is not None:
+            readings.append(r)
+        time.sleep(0.02)
+    cpu = [c for c, _ in readings]
+    waits = [w for _, w in readings]
+    assert cpu == sorted(cpu) and waits == sorted(waits)
+    assert 0.4 <= cpu[-1] - cpu[0] < 1.0  # about 4 × 0.15 s of children's CPU, counted once

@@ -45,20 +45,35 @@ def wait_seconds(pid: int | str = "self") -> float | None:
         return None
 
 
-def tree_seconds(root: int) -> tuple[float, float] | None:
-    """A server and its children (PostgreSQL: the postmaster and its backends): CPU seconds, reaped
-    children included, and seconds its live processes spent waiting for a CPU (summed)."""
-    total = process_seconds(root, reaped=True)
-    if total is None:
-        return None
-    wait = wait_seconds(root) or 0.0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            f = _stat_fields(int(entry.name))
-            if f is not None and int(f[1]) == root:
-                total += (int(f[11]) + int(f[12])) / HZ
-                wait += wait_seconds(entry.name) or 0.0
-    return total, wait
+class TreeMeter:
+    """CPU seconds and seconds waiting for a CPU of a server and its children (PostgreSQL: the
+    postmaster and its backends), never going down when a backend exits: CPU counts the children
+    the server has reaped (kernel ``cutime``), and between a child's exit and its reaping the total
+    holds its last value; run-queue wait is never handed to the parent, so each child that exits
+    keeps its last reading."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.cpu = 0.0
+        self.waits: dict[tuple[int, str], float] = {}  # (pid, start time) -> wait, live children
+        self.gone_wait = 0.0
+
+    def read(self) -> tuple[float, float] | None:
+        own = process_seconds(self.root, reaped=True)
+        if own is None:
+            return None
+        cpu = own
+        waits: dict[tuple[int, str], float] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                f = _stat_fields(int(entry.name))
+                if f is not None and int(f[1]) == self.root:
+                    cpu += (int(f[11]) + int(f[12])) / HZ
+                    waits[(int(entry.name), f[19])] = wait_seconds(entry.name) or 0.0
+        self.gone_wait += sum(w for key, w in self.waits.items() if key not in waits)
+        self.waits = waits
+        self.cpu = max(self.cpu, cpu)
+        return self.cpu, (wait_seconds(self.root) or 0.0) + self.gone_wait + sum(waits.values())
 
 
 def host_seconds() -> tuple[float, float]:
@@ -85,12 +100,12 @@ def local_postmaster(backend_pid: int, data_directory: str | None) -> int | None
     return parent
 
 
-def sample(*, consumers: Iterable[int], database: int | None) -> dict[str, Any]:
+def sample(*, consumers: Iterable[int], database: TreeMeter | None) -> dict[str, Any]:
     """One sample: monotonic time, host busy/total, each consumer pid, the database tree, the harness."""
     busy, total = host_seconds()
     t = os.times()
     pids = list(consumers)
-    db = tree_seconds(database) if database is not None else None
+    db = database.read() if database is not None else None
     return {
         "t": time.monotonic(), "host_busy": busy, "host_total": total, "cores": os.cpu_count() or 1,
         "consumers": {str(pid): s for pid in pids if (s := process_seconds(pid)) is not None},

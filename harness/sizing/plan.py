@@ -127,12 +127,13 @@ FULL_PLAN = LoadPlan()  # 500, 1,000 … 8,000 msg/s
 TARGET_HEADROOM = 1.2
 
 
-def backlog_limit(offered: float, bound_s: float, margin: float = 2.0) -> float:
-    """Pending rows beyond which the step offering ``offered`` msg/s and every later one must fail.
+def backlog_limit(offered: float, bound_s: float, margin: float = 1.0) -> float:
+    """Pending rows beyond which, while the backlog grows, every message committed now misses the bound.
 
-    Only a consumer slower than the offered rate builds a backlog that lasts, and for it a backlog of
-    ``margin × bound_s × offered`` rows is more than ``margin × bound_s`` seconds of work: every
-    message behind it misses the bound, so the consumer side is the limit and the load can stop.
+    A growing backlog means the consumers deliver fewer than the C < published ≤ ``offered`` msg/s
+    that arrive; a message joining a backlog of B rows waits at least B / C seconds, and with
+    B > ``bound_s`` × ``offered`` that is more than ``bound_s``: the consumer side is the limit and the
+    load can stop.
     """
     return margin * bound_s * offered
 

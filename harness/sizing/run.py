@@ -124,14 +124,16 @@ async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: 
     """Waits for locust to finish, taking clock anchors; returns why it stopped the load early (None:
     the plan ran out, or the deadline passed).
 
-    The load stops once the backlog exceeds 2 × bound × the rate offered now for a second: the
-    consumer side is the limit and no later step can pass. With ``floor`` (the target rate) not
-    before a step offering at least ``floor`` has run to its end, so the run shows the publisher
-    could offer the target whatever the consumer did.
+    The load stops once the backlog has grown for a second while above bound × the rate offered
+    now (:func:`~harness.sizing.plan.backlog_limit`): the consumer side is the limit and no later
+    step can pass. With ``floor`` (the target rate) not before a step offering at least ``floor`` has
+    run to its end, so the run shows whether the publisher could offer the target whatever the
+    consumer did.
     """
     deadline = time.monotonic() + plan.duration + 120  # + workers connecting, + the master's close
     steps = StepTail(master_log)
     over = 0
+    before = 0
     anchored = time.monotonic()
     while group.running() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
@@ -145,12 +147,13 @@ async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: 
         offered = seen[-1][1]
         limit = backlog_limit(offered, bound_s)
         pending = await _pending(monitor)
-        over = over + 1 if pending > limit else 0
+        over = over + 1 if pending > limit and pending > before else 0
+        before = pending
         floor_done = not floor or any(o >= floor for _, o in seen[:-1])
         if over >= 2 and floor_done:
             history.record("info", "locust", event="stopped_early", pending=pending, limit=limit, step=seen[-1][0])
-            return (f"backlog of {pending} rows > {limit:.0f} (2 × bound × {offered:.0f} msg/s offered): the consumer "
-                    "side is the limit, later steps cannot pass")
+            return (f"a growing backlog of {pending} rows > {limit:.0f} (bound × {offered:.0f} msg/s offered): the "
+                    "consumer side is the limit, later steps cannot pass")
     return None
 
 
@@ -164,8 +167,9 @@ async def _database_pid(server: PostgresServer, monitor: asyncpg.Connection) -> 
     return cpu.local_postmaster(int(await monitor.fetchval("SELECT pg_backend_pid()")), data_dir)
 
 
-async def _sample_cpu(supervisor: Supervisor, database: int | None, sink: list[dict[str, Any]],
+async def _sample_cpu(supervisor: Supervisor, database_pid: int | None, sink: list[dict[str, Any]],
                       history: HistoryWriter) -> None:
+    database = cpu.TreeMeter(database_pid) if database_pid is not None else None
     while True:
         pids = [slot.proc.pid for slot in supervisor.slots.values() if slot.proc is not None]
         sample = cpu.sample(consumers=pids, database=database)
