@@ -384,6 +384,8 @@ class Hub:
                 self.clocks.add(clock.Anchor.from_record(rec))
             elif kind == "c" and self.deliveries is not None and self.deliveries.history_dir is not None:
                 self.deliveries.committed(rec["mids"], boot, rec["t"])
+        if fh is not None:
+            fh.flush()  # the sizing run follows the step switches as they happen
         if report:
             self.reports[src] = (int(data["users"]), time.monotonic())
 
