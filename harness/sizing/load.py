@@ -86,7 +86,7 @@ class LoadGroup:
         """Every process by pid: the master first (SIGUSR1, SIGINT, SIGKILL), then the workers it did not end."""
         _stop(self.master, (signal.SIGUSR1, signal.SIGINT), grace)
         for proc in self.workers:  # the master's quit message normally ended them already
-            _stop(proc, (signal.SIGINT,), 5.0)
+            _stop(proc, (signal.SIGINT,), min(grace, 5.0))
 
 
 def _stop(proc: subprocess.Popen[bytes], signals: tuple[int, ...], grace: float) -> None:
