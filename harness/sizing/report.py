@@ -246,7 +246,10 @@ def html_page(run: SizingRun) -> str:
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sizing "
         f"{escape(run.run_id)}</title><style>{_CSS}</style></head><body>"
         f"<h1>Outbox sizing {escape(run.run_id)}</h1>"
-        f'<p class="sub">Handler {run.handler.base_ms:g} ± {run.handler.jitter_ms:g} ms. Locust step load: +{p.step_users} users '
+        f'<p class="sub">Handler {run.handler.base_ms:g} ± {run.handler.jitter_ms:g} ms. Locust step load from a master and '
+        f'{run.engine.local_workers} worker(s) on this host'
+        + (f" + {run.engine.remote_workers} on other hosts" if run.engine.remote_workers else "")
+        + f': +{p.step_users} users '
         f"every {p.step_seconds:g} s, {p.user_rate:g} tx/s per user, {p.batch} message(s) per tx, {p.steps} steps. "
         f"A step is sustained when p95 commit → handler start ≤ {run.bound_s:g} s (undelivered = ∞) and it delivered "
         f"≥ {KEEP_UP:g} × what it published; the sustainable rate "
