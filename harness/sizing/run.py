@@ -119,8 +119,8 @@ class StepTail:
 
 
 async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: LoadPlan, bound_s: float,
-                      floor: float, master_log: Path, anchors: list[clock.Anchor],
-                      history: HistoryWriter) -> str | None:
+                      floor: float, master_log: Path, anchors: list[clock.Anchor], history: HistoryWriter, *,
+                      deadline_s: float) -> str | None:
     """Waits for locust to finish, taking clock anchors; returns why it stopped the load early (None:
     the plan ran out, or the deadline passed).
 
@@ -130,7 +130,7 @@ async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: 
     run to its end, so the run shows whether the publisher could offer the target whatever the
     consumer did.
     """
-    deadline = time.monotonic() + plan.duration + 120  # + workers connecting, + the master's close
+    deadline = time.monotonic() + deadline_s
     steps = StepTail(master_log)
     over = 0
     before = 0
@@ -207,14 +207,16 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
         env = {**plan.env(), "OUTBOX_LOCUST_DSN": dsn, "OUTBOX_LOCUST_QUEUE": QUEUE,
                "OUTBOX_LOCUST_HISTORY_DIR": str(point_dir), "OUTBOX_LOCUST_LOG": str(point_dir / MASTER_LOG),
                "OUTBOX_LOCUST_DELIVER_TIMEOUT": str(max(10.0, plan.duration))}
-        group = load.start(point_dir, engine, load.environment(env), wait_s=120.0 if engine.remote_workers else 60.0)
+        wait_s = 120.0 if engine.remote_workers else 60.0
+        deadline_s = wait_s + plan.duration + 60  # workers connecting, the plan, the master's close
+        group = load.start(point_dir, engine, load.environment(env), wait_s=wait_s)
         history.record("info", "locust", event="spawned", master=group.master.pid, port=group.port,
                        workers=[w.pid for w in group.workers], remote_workers=engine.remote_workers)
         if engine.remote_workers:
             log(f"    waiting for {engine.remote_workers} remote worker(s) on port {group.port}: "
                 + " ".join(load.remote_worker_command(group.port)))
         stopped_early = await _watch_load(group, monitor, plan, bound_s, floor, point_dir / MASTER_LOG, anchors,
-                                          history)
+                                          history, deadline_s=deadline_s)
         timed_out = group.running() and stopped_early is None
         await asyncio.to_thread(group.stop)
         history.record("info", "locust", event="exited", code=group.master.returncode, timed_out=timed_out,
@@ -224,7 +226,7 @@ async def run_point(point: GridPoint, plan: LoadPlan, handler: Handler, point_di
             await asyncio.sleep(0.2)
         anchors.append(await _anchor(monitor, history))
         if timed_out:
-            raise RuntimeError(f"locust did not finish within {plan.duration + 120:.0f} s (see {point_dir / 'locust.log'})")
+            raise RuntimeError(f"locust did not finish within {deadline_s:.0f} s (see {point_dir / 'locust.log'})")
     finally:
         if monitor is not None:
             await monitor.close()
