@@ -470,10 +470,15 @@ def test_distributed_point_end_to_end(workspace: Path) -> None:
     for s in p["steps"]:  # 2 users, then 4: 100 then 200 msg/s, both workers publishing
         assert s["cpu"]["publishers"] == 2 and s["cpu"]["publisher"] > 0 and s["cpu"]["consumers"] > 0
         assert s["cpu"]["database"] is not None and s["cpu"]["host_busy"] > 0
-    assert p["steps"][1]["publish_rate"] == pytest.approx(200, rel=0.15)
-    assert p["limited_by"] == "load" and "200 msg/s offered" in p["limit_evidence"]
+    assert p["steps"][1]["publish_rate"] > 150
+    # the plan's cap (200 msg/s) was reached: "load"; on a busy machine locust may fall short: "publisher"
+    assert p["limited_by"] in ("load", "publisher") and "step 1: 200 msg/s offered" in p["limit_evidence"]
     assert p["locust"]["publish"]["requests"] > 0 and p["locust"]["deliver"]["requests"] > 0
-    assert data["recommendation"]["config"]["max_workers"] == 4, data["recommendation"]["message"]
+    rec = data["recommendation"]
+    if p["limited_by"] == "load":
+        assert rec["config"]["max_workers"] == 4, rec["message"]
+    else:  # never on a figure the publisher capped
+        assert rec["config"] is None and "publisher" in rec["message"], rec["message"]
     history = [json.loads(line) for line in (point_dir / "history-runner.jsonl").read_text().splitlines()]
     (spawned,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "spawned"]
     (exited,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "exited"]
