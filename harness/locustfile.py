@@ -197,7 +197,7 @@ class Stream:
         self.records.append(_cpu_record(now))
         records, self.records = self.records, []
         runner = environment.runner
-        data = {"src": f"{socket.gethostname()}/{os.getpid()}", "boot": clock.boot_id(), "prefix": prefix(),
+        data = {"src": f"{socket.gethostname()}/{os.getpid()}", "boot": clock.boot_id(),
                 "users": runner.user_count if not isinstance(runner, MasterRunner) else 0, "records": records}
         if isinstance(runner, WorkerRunner):
             runner.send_message(LOG_MESSAGE, data)
