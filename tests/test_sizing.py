@@ -627,3 +627,34 @@ def test_sizing_values_out_of_range_are_usage_errors(argv: list[str], tmp_path: 
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, *argv])
         assert exc.value.code == 2, command
+
+
+def test_a_target_stretches_the_plan_to_what_a_recommendation_must_sustain(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.sizing.cli import build_parser, plan_run
+    from harness.sizing.plan import OFFER_MARGIN
+
+    monkeypatch.chdir(tmp_path)
+    ns = build_parser().parse_args(["run", "--quick", "--target-rate", "5000"])
+    planned = plan_run(ns)
+    assert planned.need == pytest.approx(5000 * (1 + sizing.HEADROOM))
+    assert planned.plan.offered()[-1] >= OFFER_MARGIN * planned.need  # 7,800 msg/s: beyond the quick plan's 4,000
+    kept = plan_run(build_parser().parse_args(["run", "--quick", "--target-rate", "5000", "--steps", "3"]))
+    assert kept.plan.steps == 3  # a --steps given is the plan's length
+    raised = plan_run(build_parser().parse_args(["run", "--quick", "--steps", "3", "--max-rate", "2000"]))
+    assert raised.plan.offered()[-1] >= 2000
+    assert plan_run(build_parser().parse_args(["run", "--quick", "--max-rate", "100"])).plan.steps == 20  # never lowered
+
+
+@pytest.mark.parametrize("argv", [["--load-processes", "0"], ["--remote-workers", "2"]])
+def test_load_options_that_do_not_go_together_are_usage_errors(argv: list[str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.exits import USAGE
+    from harness.sizing.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert sizing.main(build_parser().parse_args(["run", "--quick", *argv])) == USAGE
+    assert "error: --" in capsys.readouterr().err
+    assert not list(tmp_path.glob("reports/sizing-*"))  # refused before anything ran or was written

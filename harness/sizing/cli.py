@@ -75,9 +75,9 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--master-port", type=positive_int, default=None,
                    help=f"the master's port (default: a free one; {REMOTE_MASTER_PORT} with --remote-workers)")
     g.add_argument("--max-rate", type=positive_finite_float, default=None,
-                   help="the plan's cap in msg/s: it steps up to this unless the consumer side is the limit first "
-                        f"(default: the plan's last step; with --target-rate and no --steps, raised to {OFFER_MARGIN:g}"
-                        " × target × (1 + headroom))")
+                   help="raises the plan's cap to this many msg/s (never lowers it): it steps up to it unless the "
+                        "consumer side is the limit first (default: the plan's last step; with --target-rate and no "
+                        f"--steps, raised to {OFFER_MARGIN:g} × target × (1 + headroom))")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -137,7 +137,7 @@ async def _watch_load(group: load.LoadGroup, monitor: asyncpg.Connection, plan: 
     at all), so the run shows whether the publisher could offer it whatever the consumer did.
     """
     deadline = time.monotonic() + deadline_s
-    if floor > max(plan.offered(), default=0.0):  # an explicit --steps or --max-rate below it: nothing to wait for
+    if floor > max(plan.offered(), default=0.0):  # the plan never offers it (a --steps given): nothing to wait for
         floor = 0.0
     steps = StepTail(master_log)
     over = 0
