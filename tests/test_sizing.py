@@ -271,9 +271,9 @@ def test_cores_needs_samples_covering_the_window() -> None:
 # -- docker compose ------------------------------------------------------------------------
 
 def test_compose_file_for_distributed_locust_parses() -> None:
-    """Syntax and shape only: no Docker engine runs here, so the file is not started by any test. PyYAML is
-    optional (not in the test extra, whose packages are those the tests import): without it this is skipped."""
-    yaml = pytest.importorskip("yaml")
+    """Syntax and shape only: no Docker engine runs here, so the file is not started by any test."""
+    import yaml  # noqa: PLC0415 (only this test reads YAML)
+
     doc = yaml.safe_load((ROOT / "docker-compose.locust.yml").read_text())
     master, worker = doc["services"]["master"], doc["services"]["worker"]
     assert "--master" in master["command"] and "--worker" in worker["command"]
@@ -530,14 +530,18 @@ def test_backlog_limit_for_stopping_early() -> None:
 
 def test_tree_meter_never_goes_down_when_children_exit() -> None:
     """A parent whose children burn CPU and exit one after another: its tree total only grows."""
+    # Idle before the first child and after the last is reaped, so the first and last readings bracket all
+    # four children's CPU even on a busy machine (read too late or too early, the bound below was flaky).
     code = ("import os, time\n"
+            "time.sleep(0.4)\n"
             "for _ in range(4):\n"
             "    if os.fork() == 0:\n"
             "        end = time.process_time() + 0.15\n"
             "        while time.process_time() < end: pass\n"
             "        os._exit(0)\n"
-            "    time.sleep(0.25)\n"
-            "    os.wait()\n")
+            "    os.wait()\n"
+            "    time.sleep(0.1)\n"
+            "time.sleep(0.4)\n")
     proc = subprocess.Popen([sys.executable, "-c", code])
     meter = TreeMeter(proc.pid)
     readings = []

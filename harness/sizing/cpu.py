@@ -57,6 +57,7 @@ class TreeMeter:
         self.cpu = 0.0
         self.waits: dict[tuple[int, str], float] = {}  # (pid, start time) -> wait, live children
         self.gone_wait = 0.0
+        self.wait = 0.0
 
     def read(self) -> tuple[float, float] | None:
         own = process_seconds(self.root, reaped=True)
@@ -73,7 +74,9 @@ class TreeMeter:
         self.gone_wait += sum(w for key, w in self.waits.items() if key not in waits)
         self.waits = waits
         self.cpu = max(self.cpu, cpu)
-        return self.cpu, (wait_seconds(self.root) or 0.0) + self.gone_wait + sum(waits.values())
+        # a float sum in another order can come out a rounding error lower: held, like the CPU
+        self.wait = max(self.wait, (wait_seconds(self.root) or 0.0) + self.gone_wait + sum(waits.values()))
+        return self.cpu, self.wait
 
 
 def host_seconds() -> tuple[float, float]:
