@@ -20,8 +20,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def seed(text: str) -> int:
-    """A run's seed: a whole number of at least 0 (the one a run printed, to replay it)."""
+def non_negative_int(text: str) -> int:
+    """A count that may be 0."""
     try:
         value = int(text)
     except ValueError:
@@ -29,6 +29,11 @@ def seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 0")
     return value
+
+
+def seed(text: str) -> int:
+    """A run's seed: a whole number of at least 0 (the one a run printed, to replay it)."""
+    return non_negative_int(text)
 
 
 def positive_finite_float(text: str) -> float:

@@ -22,7 +22,8 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
                            "the correct synthetic history). size: a grid point could not be measured"),
     USAGE: ("usage", "any command: a bad command line: an unknown option, a value out of range "
                      "(--messages 0, --target-rate nan), a --reports-dir that cannot be written, an --impl "
-                     "that does not load; check: a RUN_DIR that is not a report"),
+                     "that does not load; size: options that do not go together (--load-processes 0 without "
+                     "--remote-workers); check: a RUN_DIR that is not a report"),
     ERROR: ("error", "run, conformance, bench, size: the harness could not run: DATABASE_URL or TOXIPROXY_URL "
                      "malformed or unreachable, the embedded server did not start, no scenario collected or "
                      "run, a crash of the harness itself (its traceback is printed)"),

@@ -166,6 +166,8 @@ def test_plain_pytest_refuses_a_bad_impl_at_configure_time(tmp_path: Path) -> No
 BAD_ARGUMENTS = [
     ["size", "--target-rate", "inf"], ["size", "--target-rate", "nan"], ["size", "--target-rate", "0"],
     ["size", "--target-rate", "-5"], ["size", "--target-rate", "fast"],
+    ["size", "--load-processes", "-1"], ["size", "--remote-workers", "-2"], ["size", "--max-rate", "0"],
+    ["size", "--master-port", "0"], ["size", "--batch", "0"],
     ["bench", "--messages", "0"], ["bench", "--messages", "-5"], ["bench", "--messages", "1e3"],
     ["bench", "--probes", "0"],
 ]

@@ -7,20 +7,29 @@ interpreter for gevent, which the asyncio tests in the same session must not inh
 
 from __future__ import annotations
 
-import importlib.util
-
 import argparse
+import gzip
+import importlib.util
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import sizing
 from harness.history import Event, HistoryWriter, Tail, read_events
+from harness.sizing.analysis import Cpu
+from harness.sizing.clock import Anchor, Clocks
+from harness.sizing.cpu import TreeMeter
+from harness.sizing.data import cores, cpu_meter, read_load_log
 from harness.sizing import (
     Commit,
     GridPoint,
@@ -140,6 +149,138 @@ def test_knee_when_the_first_step_already_fails() -> None:
     assert knee.sustainable_rate == 0 and knee.step is None and knee.limited_by == "consumer"
     assert knee.peak_rate == 300
     assert find_knee([]).limited_by == "none"
+
+
+# -- which side limited a step, and the figures that show it -------------------------------
+
+def busy(**kw: float | int | None) -> Cpu:
+    base: dict[str, float | int | None] = {"publisher": 0.3, "publisher_max": 0.15, "publishers": 2, "consumers": 0.6,
+                                           "consumers_max": 0.3, "database": 0.5, "harness": 0.02, "host_busy": 1.5,
+                                           "host_cores": 2, "other": 0.1}
+    return Cpu(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_a_failed_step_names_consumer_database_or_host_cpu() -> None:
+    ok = fig(0, offered=1000, published=1000, delivered=1000, p95_ms=10, sustained=True)
+    failed = fig(1, offered=2000, published=1990, delivered=1400, p95_ms=math.inf, sustained=False)
+    failed.cpu = busy(consumers_max=0.97)  # a consumer process was CPU-bound
+    knee = find_knee([ok, failed])
+    assert (knee.limited_by, knee.sustainable_rate, knee.lower_bound) == ("consumer", 1000, False)
+    assert "1990 published/s" in knee.evidence and "1400 delivered/s" in knee.evidence
+    assert "busiest 97% of a core" in knee.evidence
+    failed.cpu = busy()  # nothing saturated, CPU to spare: the configuration (max_workers × handler) is the limit
+    assert find_knee([ok, failed]).limited_by == "consumer"
+    failed.cpu = busy(database=1.9)  # the server used 1.9 of 2 cores
+    assert find_knee([ok, failed]).limited_by == "database"
+    failed.cpu = busy(host_busy=2.0, other=0.9, consumers_wait=0.5)  # nothing of ours saturated, the host was
+    knee = find_knee([ok, failed])
+    assert knee.limited_by == "host CPU"
+    assert "waiting for a CPU up to 50% of the time" in knee.evidence and "other processes 0.90" in knee.evidence
+    assert "host's CPUs were saturated" in knee.evidence
+
+
+def test_a_publisher_that_fell_short_is_named_with_its_cpu() -> None:
+    steps = [fig(0, offered=2000, published=2000, delivered=2000, p95_ms=10, sustained=True),
+             fig(1, offered=4000, published=3000, delivered=3000, p95_ms=12, sustained=True)]
+    steps[1].cpu = busy(publisher_max=0.98, publisher=1.9)
+    knee = find_knee(steps)
+    assert (knee.limited_by, knee.lower_bound, knee.max_offered, knee.max_published) == ("publisher", True, 4000, 3000)
+    assert "3000 published/s (75% of offered)" in knee.evidence and "busiest 98% of a core" in knee.evidence
+    steps[1].cpu = busy(publisher_max=0.2)
+    assert "no locust process was CPU-bound" in find_knee(steps).evidence
+
+
+def test_recommend_never_rests_on_a_publisher_limited_point() -> None:
+    small = result(GridPoint(2, 20, 1), 3000, lower=True)  # cheapest, but its figure is the publisher's
+    small.knee = Knee(3000, 1, "publisher", True, 20.0, 5.0, None, 3000)
+    large = result(GridPoint(8, 100, 2), 2700)  # ≥ 2000 with 30 % headroom
+    rec = recommend([small, large], 2000)
+    assert rec.point == GridPoint(8, 100, 2)
+    rec = recommend([small], 2000)
+    assert rec.point is None and "publisher" in rec.message and "--load-processes" in rec.message
+
+
+def test_plan_reaches_a_cap_with_at_most_max_steps() -> None:
+    plan = sizing.LoadPlan(user_rate=25.0, batch=10, step_users=2, steps=4)  # 500 msg/s per step
+    assert plan.reaching(1500) is plan  # never shorter than it is
+    assert plan.reaching(6000).offered()[-1] == 6000 and plan.reaching(6000).steps == 12
+    wide = plan.reaching(50_000, max_steps=20)  # 100 steps of 500 would be too many: bigger steps
+    assert wide.steps <= 20 and wide.offered()[-1] >= 50_000 and wide.step_users == 10
+
+
+# -- one clock for several hosts, merged logs ------------------------------------------------
+
+def test_clocks_map_each_boot_through_its_best_anchor() -> None:
+    clocks = Clocks([Anchor("a", 10.0, 1010.005, 10.010), Anchor("a", 20.0, 1020.0005, 20.001),  # rtt 10 ms, 1 ms
+                     Anchor("b", 500.0, 1700.002, 500.004)])
+    assert clocks.to_db("a", 30.0) == pytest.approx(1030.0)  # through the 1 ms anchor: offset 1000
+    assert clocks.uncertainty("a") == pytest.approx(0.0005)
+    assert clocks.to_db("b", 510.0) == pytest.approx(1710.0)
+    assert clocks.drift("a") == pytest.approx(0.0) and not clocks.known("c")
+    with pytest.raises(KeyError):
+        clocks.to_db("c", 1.0)
+
+
+def write_log(path: Path, src: str, boot: str, records: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in [{"k": "src", "src": src, "boot": boot}, *records]))
+
+
+def test_load_logs_of_two_hosts_merge_onto_the_runs_clock(tmp_path: Path) -> None:
+    """The master and worker 1 share the run's boot; worker 2's host runs 1000 s ahead (monotonic)."""
+    here, there = "boot-here", "boot-there"
+    write_log(tmp_path / "commits.jsonl", "m/1", here, [
+        {"k": "step", "t": 100.0, "step": 0, "users": 2, "offered": 100.0}, {"k": "cpu", "t": 100.0, "s": 1.0},
+        {"k": "cpu", "t": 110.0, "s": 1.5}, {"k": "end", "t": 112.0}])
+    write_log(tmp_path / "commits.1.jsonl", "h/2", here, [
+        {"k": "c", "t0": 101.0, "t": 101.01, "mids": ["a1", "a2"]},
+        {"k": "cpu", "t": 100.0, "s": 0.0, "wait": 0.0}, {"k": "cpu", "t": 110.0, "s": 2.0, "wait": 1.0}])
+    write_log(tmp_path / "commits.2.jsonl", "x/3", there, [
+        {"k": "clock", "boot": there, "before": 1100.0, "db": 4100.001, "after": 1100.002},  # = here 100
+        {"k": "c", "t0": 1102.0, "t": 1102.01, "mids": ["b1"]},
+        {"k": "cpu", "t": 1100.0, "s": 0.0}, {"k": "cpu", "t": 1110.0, "s": 5.0}])
+    clocks = Clocks([Anchor(here, 100.0, 4100.001, 100.002)])  # the run's own anchor: db = mono + 4000
+    log = read_load_log(tmp_path, clocks, here)
+    by_mid = {c.mids: c for c in log.commits}
+    assert by_mid[("a1", "a2")].t == pytest.approx(101.01)  # same boot: untouched
+    assert by_mid[("b1",)].t == pytest.approx(102.01)  # 1102.01 + 3000 on the db clock − 4000
+    assert [s.t for s in log.steps] == [100.0] and log.end == 112.0 and log.boots == {here, there}
+    assert log.local == {"m/1", "h/2"} and set(log.publishers) == {"h/2", "x/3"}
+    assert cores(log.publishers["x/3"], 100.0, 110.0) == pytest.approx(0.5)
+    assert cores(log.master, 102.0, 108.0) == pytest.approx(0.05)
+    window = cpu_meter(log, [
+        {"t": 100.0, "host_busy": 0.0, "host_total": 0.0, "cores": 2, "consumers": {"7": 0.0}, "consumers_wait": {"7": 0.0},
+         "database": 0.0, "harness": 0.0},
+        {"t": 110.0, "host_busy": 15.0, "host_total": 20.0, "cores": 2, "consumers": {"7": 4.0},
+         "consumers_wait": {"7": 3.0}, "database": 6.0, "harness": 0.5}])(100.0, 110.0)
+    assert window.publisher == pytest.approx(0.7) and window.publisher_max == pytest.approx(0.5)
+    assert (window.consumers, window.consumers_wait, window.database) == (0.4, 0.3, 0.6)
+    assert window.host_busy == 1.5 and window.host_cores == 2 and window.publisher_wait == pytest.approx(0.1)
+    # what no process of the run used on this host: 1.5 − consumers − database − harness − master − local publisher
+    assert window.other == pytest.approx(1.5 - 0.4 - 0.6 - 0.05 - 0.05 - 0.2)
+    with pytest.raises(RuntimeError, match="no clock anchor"):
+        read_load_log(tmp_path, Clocks(), here)  # worker 2's times cannot be placed without the run's anchor
+
+
+def test_cores_needs_samples_covering_the_window() -> None:
+    series = [(0.0, 0.0), (1.0, 0.5), (2.0, 1.5)]
+    assert cores(series, 0.5, 1.5) == pytest.approx(0.75)  # linear between samples
+    assert cores(series, 1.0, 2.5) == pytest.approx(1.0)  # clamped to the samples, still half the window
+    assert cores(series, 5.0, 6.0) is None and cores([], 0.0, 1.0) is None
+
+
+# -- docker compose ------------------------------------------------------------------------
+
+def test_compose_file_for_distributed_locust_parses() -> None:
+    """Syntax and shape only: no Docker engine runs here, so the file is not started by any test."""
+    import yaml  # noqa: PLC0415 (only this test reads YAML)
+
+    doc = yaml.safe_load((ROOT / "docker-compose.locust.yml").read_text())
+    master, worker = doc["services"]["master"], doc["services"]["worker"]
+    assert "--master" in master["command"] and "--worker" in worker["command"]
+    assert worker["command"][worker["command"].index("--master-host") + 1] == "${LOCUST_MASTER_HOST:-master}"
+    for service in (master, worker):
+        assert any("harness/locustfile.py" in str(part) for part in service["command"])
+    assert "OUTBOX_LOCUST_DSN" in str(master["environment"])
 
 
 # -- connection budget -----------------------------------------------------------------
@@ -273,48 +414,145 @@ def test_locustfile_publish_sql_is_derived_from_statements() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-# -- one real point ----------------------------------------------------------------------
+# -- one real point, distributed ----------------------------------------------------------
 
-def test_quick_single_point_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Embedded PostgreSQL (or DATABASE_URL), 1 worker process, locust for 2 steps × 4 s."""
+def processes_in(path: Path) -> list[int]:
+    """Pids working in ``path`` or below: every process the run started inherits its directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == str(path) or cwd.startswith(f"{path}/"):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """The run's TMPDIR and working directory (the embedded server's data directory lands inside)."""
+    path = Path(tempfile.mkdtemp(prefix="sizing-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sizing_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
     if importlib.util.find_spec("locust") is None:  # importing locust here would gevent-patch this process
         pytest.skip("locust is not installed: pip install '.[load]'")
-    pytest.importorskip("psycopg")
-    from harness.sizing.cli import build_parser
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(workspace), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness.sizing", "run", "--quick", "--point", "4:50:1",
+                             "--load-processes", "2", "--step-seconds", "4", "--step-users", "2", "--user-rate", "25",
+                             "--batch", "2", "--reports-dir", str(workspace / "reports"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workspace,
+                            start_new_session=True)
 
-    ns = build_parser().parse_args(["run", "--quick", "--target-rate", "40", "--reports-dir", str(tmp_path),
-                                    "--point", "4:50:1", "--steps", "2", "--step-seconds", "4", "--step-users", "2",
-                                    "--user-rate", "25"])
-    code = sizing.main(ns)
-    out = capsys.readouterr().out
-    assert code == 0, out
-    (report,) = tmp_path.glob("sizing-*")
-    assert str(report / "sizing.html") in out
-    for name in ("sizing.json", "sizing.md", "sizing.html"):
-        assert (report / name).stat().st_size > 0
+
+def test_distributed_point_end_to_end(workspace: Path) -> None:
+    """A locust master and 2 workers over loopback, 2 steps × 4 s against 1 consumer process: both
+    workers' commit logs merged, CPU and limit figures per step, every process stopped by pid."""
+    proc = sizing_run(workspace, "--steps", "2", "--target-rate", "40")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    (report,) = (workspace / "reports").glob("sizing-*")
+    assert str(report / "sizing.html") in out and "limited by" in out
     point_dir = report / "points" / "mw4-fb50-p1"
-    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "commits.jsonl.gz",
-                 "worker-w1-1.jsonl.gz"):
+    for name in ("locust_stats.csv", "locust.html", "locust.log", "locust-w1.log", "locust-w2.log", "commits.jsonl.gz",
+                 "commits.1.jsonl.gz", "commits.2.jsonl.gz", "worker-w1-1.jsonl.gz"):
         assert (point_dir / name).exists(), name
     data = json.loads((report / "sizing.json").read_text())
+    assert data["engine"]["local_workers"] == 2
     (p,) = data["points"]
     assert p["error"] is None
     assert p["published"] > 0 and p["delivered"] == p["published"]
-    assert p["sustainable_rate"] > 0 and 0 < p["e2e_p95_ms_at_knee"] < 1000 and p["publish_p95_ms_at_knee"] > 0
+    assert p["clock"]["publishers"] == 2 and p["clock"]["hosts"] == 1 and p["clock"]["uncertainty_ms"] == 0
     assert len(p["steps"]) == 2 and all(s["sustained"] for s in p["steps"])
-    assert p["budget"]["samples"] > 0 and 0 < p["budget"]["per_process_peak"] <= p["budget"]["per_process_formula"]
-    assert p["budget"]["publisher_peak"] > 0
+    for s in p["steps"]:  # 2 users, then 4: 100 then 200 msg/s, both workers publishing
+        assert s["cpu"]["publishers"] == 2 and s["cpu"]["publisher"] > 0 and s["cpu"]["consumers"] > 0
+        assert s["cpu"]["database"] is not None and s["cpu"]["host_busy"] > 0
+    assert p["steps"][1]["publish_rate"] > 150
+    # the plan's cap (200 msg/s) was reached: "load"; on a busy machine locust may fall short: "publisher"
+    assert p["limited_by"] in ("load", "publisher") and "step 1: 200 msg/s offered" in p["limit_evidence"]
     assert p["locust"]["publish"]["requests"] > 0 and p["locust"]["deliver"]["requests"] > 0
     rec = data["recommendation"]
-    assert rec["config"] == {"max_workers": 4, "fetch_batch_size": 50, "processes": 1, "subs": 1}, rec["message"]
     assert 4 <= p["handler_p99_ms"] < 100  # the 5 ± 1 ms stand-in handler, measured from the worker histories
-    assert rec["lease_ttl_seconds_min"] == pytest.approx(2 * (50 // 4 + 1 + 1) * p["handler_p99_ms"] / 1000, rel=0.01)
+    if p["limited_by"] == "load":
+        assert rec["config"]["max_workers"] == 4, rec["message"]
+        assert rec["lease_ttl_seconds_min"] == pytest.approx(2 * (50 // 4 + 1 + 1) * p["handler_p99_ms"] / 1000,
+                                                             rel=0.01)
+    else:  # never on a figure the publisher capped
+        assert rec["config"] is None and "publisher" in rec["message"], rec["message"]
+    history = [json.loads(line) for line in (point_dir / "history-runner.jsonl").read_text().splitlines()]
+    (spawned,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "spawned"]
+    (exited,) = [e["value"] for e in history if e["f"] == "locust" and e["value"].get("event") == "exited"]
+    assert len(spawned["workers"]) == 2 and exited["code"] == 0 and exited["workers"] == [0, 0]
+    # The database-clock mapping used across hosts agrees here with the exact one-host answer: every
+    # locust worker's best anchor and the run's own map the shared monotonic clock to the same database time.
+    ours = Clocks(Anchor(**{k: v for k, v in e["value"].items()}) for e in history if e["f"] == "clock")
+    for n in (1, 2):
+        with gzip.open(point_dir / f"commits.{n}.jsonl.gz", "rt") as fh:
+            theirs = Clocks(Anchor.from_record(r) for r in map(json.loads, fh) if r["k"] == "clock")
+        ((boot, anchor),) = theirs.best.items()
+        assert abs(anchor.offset - ours.best[boot].offset) <= anchor.rtt / 2 + ours.best[boot].rtt / 2 + 1e-3
+    deadline = time.monotonic() + 10  # the guard process exits once the run closed its pipe
+    while processes_in(workspace) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(workspace) == [], "processes survived the run"
+
+
+def test_sigkill_of_a_sizing_run_leaves_no_load_process(workspace: Path) -> None:
+    """The locust master and workers are registered with the guard like every other process."""
+    proc = sizing_run(workspace, "--steps", "20")
+    try:
+        deadline = time.monotonic() + 60
+        while not list(workspace.glob("reports/sizing-*/points/*/commits.2.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        running = processes_in(workspace)
+        assert len(running) >= 5  # harness, consumer, server, locust master, 2 locust workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 30
+    while processes_in(workspace) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_in(workspace) == [], "processes survived the harness"
 
 
 def test_backlog_limit_for_stopping_early() -> None:
-    plan = sizing.LoadPlan(user_rate=50.0, batch=1, step_users=4, step_seconds=4.0, steps=4)  # up to 800 msg/s
-    assert sizing.backlog_limit(plan, 1.0) == 1600
-    assert sizing.backlog_limit(sizing.FULL_PLAN, 0.5) == 2500
+    assert sizing.backlog_limit(800.0, 1.0) == 800  # bound × the rate offered now
+    assert sizing.backlog_limit(2500.0, 0.5) == 1250
+
+
+def test_tree_meter_never_goes_down_when_children_exit() -> None:
+    """A parent whose children burn CPU and exit one after another: its tree total only grows."""
+    # Idle before the first child and after the last is reaped, so the first and last readings bracket all
+    # four children's CPU even on a busy machine (read too late or too early, the bound below was flaky).
+    code = ("import os, time\n"
+            "time.sleep(0.4)\n"
+            "for _ in range(4):\n"
+            "    if os.fork() == 0:\n"
+            "        end = time.process_time() + 0.15\n"
+            "        while time.process_time() < end: pass\n"
+            "        os._exit(0)\n"
+            "    os.wait()\n"
+            "    time.sleep(0.1)\n"
+            "time.sleep(0.4)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    meter = TreeMeter(proc.pid)
+    readings = []
+    while proc.poll() is None:
+        if (r := meter.read()) is not None:
+            readings.append(r)
+        time.sleep(0.02)
+    cpu = [c for c, _ in readings]
+    waits = [w for _, w in readings]
+    assert cpu == sorted(cpu) and waits == sorted(waits)
+    assert 0.4 <= cpu[-1] - cpu[0] < 1.0  # about 4 × 0.15 s of children's CPU, counted once
 
 
 # -- advice a production owner can act on ----------------------------------------------------
@@ -393,3 +631,34 @@ def test_sizing_values_out_of_range_are_usage_errors(argv: list[str], tmp_path: 
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, *argv])
         assert exc.value.code == 2, command
+
+
+def test_a_target_stretches_the_plan_to_what_a_recommendation_must_sustain(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.sizing.cli import build_parser, plan_run
+    from harness.sizing.plan import OFFER_MARGIN
+
+    monkeypatch.chdir(tmp_path)
+    ns = build_parser().parse_args(["run", "--quick", "--target-rate", "5000"])
+    planned = plan_run(ns)
+    assert planned.need == pytest.approx(5000 * (1 + sizing.HEADROOM))
+    assert planned.plan.offered()[-1] >= OFFER_MARGIN * planned.need  # 7,800 msg/s: beyond the quick plan's 4,000
+    kept = plan_run(build_parser().parse_args(["run", "--quick", "--target-rate", "5000", "--steps", "3"]))
+    assert kept.plan.steps == 3  # a --steps given is the plan's length
+    raised = plan_run(build_parser().parse_args(["run", "--quick", "--steps", "3", "--max-rate", "2000"]))
+    assert raised.plan.offered()[-1] >= 2000
+    assert plan_run(build_parser().parse_args(["run", "--quick", "--max-rate", "100"])).plan.steps == 20  # never lowered
+
+
+@pytest.mark.parametrize("argv", [["--load-processes", "0"], ["--remote-workers", "2"]])
+def test_load_options_that_do_not_go_together_are_usage_errors(argv: list[str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.exits import USAGE
+    from harness.sizing.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert sizing.main(build_parser().parse_args(["run", "--quick", *argv])) == USAGE
+    assert "error: --" in capsys.readouterr().err
+    assert not list(tmp_path.glob("reports/sizing-*"))  # refused before anything ran or was written

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from harness.adapter import ConsumerConfig, load_adapter
 
@@ -61,20 +62,41 @@ def consumer_config(point: GridPoint) -> ConsumerConfig:
                           max_fetch_interval=1.0, statement_timeout_seconds=10.0)
 
 
+#: A plan stretched to a rate takes at most this many steps; beyond it, each step adds more users.
+MAX_STEPS = 20
+
+
 @dataclass(frozen=True)
 class LoadPlan:
-    """The locust step shape: ``step_users`` more users every ``step_seconds``, each ``user_rate`` tx/s."""
+    """The locust step shape: ``step_users`` more users every ``step_seconds``, each ``user_rate``
+    transactions per second of ``batch`` messages. Its last step is the cap: the sizing run steps up
+    until the consumer side is the limit (:func:`harness.sizing.run._watch_load`) or the cap is reached."""
 
     user_rate: float = 25.0
-    batch: int = 2
-    step_users: int = 5
+    batch: int = 10
+    step_users: int = 2
     step_seconds: float = 8.0
-    steps: int = 10
+    steps: int = 16
     drain_seconds: float = 3.0
     pad: int = 64
 
+    @property
+    def step_rate(self) -> float:
+        """Messages per second each step adds."""
+        return self.step_users * self.user_rate * self.batch
+
     def offered(self) -> list[float]:
-        return [self.step_users * k * self.user_rate * self.batch for k in range(1, self.steps + 1)]
+        return [self.step_rate * k for k in range(1, self.steps + 1)]
+
+    def reaching(self, rate: float, *, max_steps: int = MAX_STEPS) -> LoadPlan:
+        """This plan with enough steps to offer ``rate`` (never fewer than it has); when that takes more
+        than ``max_steps``, each step adds more users instead."""
+        if rate <= max(self.offered(), default=0.0):
+            return self
+        plan = self
+        if math.ceil(rate / self.step_rate) > max_steps:
+            plan = replace(self, step_users=math.ceil(rate / (max_steps * self.user_rate * self.batch)))
+        return replace(plan, steps=math.ceil(rate / plan.step_rate))
 
     @property
     def duration(self) -> float:
@@ -98,19 +120,23 @@ class Handler:
 
 
 QUICK_GRID = [GridPoint(2, 20, 1), GridPoint(4, 50, 1), GridPoint(8, 100, 2)]
-QUICK_PLAN = LoadPlan(user_rate=50.0, batch=1, step_users=4, step_seconds=4.0, steps=4, drain_seconds=2.0)
+QUICK_PLAN = LoadPlan(user_rate=50.0, batch=4, step_users=1, step_seconds=4.0, steps=20, drain_seconds=2.0)  # 200 … 4,000
 FULL_GRID = [GridPoint(mw, fb, p) for p in (1, 2) for mw in (2, 8, 16) for fb in (20, 100)]
-FULL_PLAN = LoadPlan()  # 250, 500 ... 2500 msg/s
+FULL_PLAN = LoadPlan()  # 500, 1,000 … 8,000 msg/s
+#: With a target rate the plan offers at least this multiple of what a recommendation must sustain (the target
+#: plus its headroom, :data:`~harness.sizing.analysis.HEADROOM`): a step delivers a little less than it offers.
+OFFER_MARGIN = 1.2
 
 
-def backlog_limit(plan: LoadPlan, bound_s: float, margin: float = 2.0) -> float:
-    """Pending rows beyond which every later step must fail, so the load can stop early.
+def backlog_limit(offered: float, bound_s: float, margin: float = 1.0) -> float:
+    """Pending rows beyond which, while the backlog grows, every message committed now misses the bound.
 
-    A backlog larger than ``bound_s`` × the highest rate the plan offers cannot be worked off while
-    the offered rate keeps stepping up: if the consumer were faster than that rate no backlog would
-    build, and if it is slower, every later message waits behind more than ``bound_s`` of work.
+    A growing backlog means the consumers deliver fewer than the C < published ≤ ``offered`` msg/s
+    that arrive; a message joining a backlog of B rows waits at least B / C seconds, and with
+    B > ``bound_s`` × ``offered`` that is more than ``bound_s``: the consumer side is the limit and the
+    load can stop.
     """
-    return margin * bound_s * max(plan.offered(), default=0.0)
+    return margin * bound_s * offered
 
 
 def grid_point(spec: str) -> GridPoint:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.report import svg
-from harness.sizing.analysis import KEEP_UP, PointResult
+from harness.sizing.analysis import KEEP_UP, PointResult, StepFigures, fmt_ms
 from harness.sizing.plan import FORMULAS
 
 if TYPE_CHECKING:
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
 
 HEADERS = ["configuration", "budget conns", "sustainable msg/s", "limited by", "peak msg/s", "p95 e2e @knee",
            "publish p95 @knee", "peak conns/process", "peak conns total", "budget"]
-
-
-def fmt_ms(v: float | None) -> str:
-    if v is None or math.isnan(v):
-        return "–"
-    if math.isinf(v):
-        return "∞"
-    return f"{v / 1000:.2f} s" if v >= 10_000 else f"{v:.0f} ms"
 
 
 def table_rows(results: Sequence[PointResult]) -> list[list[str]]:
@@ -44,6 +36,38 @@ def table_rows(results: Sequence[PointResult]) -> list[list[str]]:
             f"{b.total_peak} / {b.total_formula}", "ok" if b.ok else "OVERRUN: " + "; ".join(b.flags()),
         ])
     return rows
+
+
+STEP_HEADERS = ["step", "users", "offered", "published/s", "delivered/s", "p50", "p95", "p99", "publish p95", "sustained",
+                "limited by", "publisher CPU", "consumers CPU", "database CPU", "host busy (other)"]
+
+
+def _cores(total: float | None, busiest: float | None = None, wait: float | None = None) -> str:
+    """Cores used; the busiest process's share of its one core; its share of time waiting for a CPU."""
+    if total is None:
+        return "–"
+    out = f"{total:.2f}"
+    if busiest is not None:
+        out += f" (max {busiest:.0%}" + (f", wait {wait:.0%}" if wait is not None else "") + ")"
+    return out
+
+
+def step_row(s: StepFigures) -> list[str]:
+    c = s.cpu
+    cpu = ["–"] * 4 if c is None else [
+        _cores(c.publisher, c.publisher_max, c.publisher_wait), _cores(c.consumers, c.consumers_max, c.consumers_wait),
+        "not here" if c.database is None else _cores(c.database) + (
+            f" (wait {c.database_wait:.2f})" if c.database_wait is not None else ""),
+        "–" if c.host_busy is None else f"{c.host_busy:.2f}/{c.host_cores} ({_cores(c.other)})"]
+    return [str(s.index), str(s.users), f"{s.offered:.0f}", f"{s.publish_rate:.0f}", f"{s.delivery_rate:.0f}",
+            fmt_ms(s.e2e_p50_ms), fmt_ms(s.e2e_p95_ms), fmt_ms(s.e2e_p99_ms), fmt_ms(s.publish_p95_ms),
+            "yes" if s.sustained else "no", s.side or "–", *cpu]
+
+
+CPU_NOTE = ("CPU in cores over the step; for publisher and consumers, in brackets, the busiest process's share of "
+            "its one core (gevent and asyncio run on one) and the most time one spent waiting for a CPU; for the "
+            "database, the time its processes waited for a CPU, summed (cores' worth); "
+            "host busy = all cores of the harness's host, other = what no process of this run used there.")
 
 
 def text_table(results: Sequence[PointResult]) -> str:
@@ -67,18 +91,19 @@ def markdown(run: SizingRun) -> str:
     if run.recommendation is not None:
         lines += [f"**Recommendation for {run.recommendation.target:g} msg/s:**", "",
                   *(f"- {line}" for line in run.recommendation.lines), ""]
+    e = run.engine
+    lines += [f"Load: a locust master and {e.local_workers} worker(s) on this host"
+              + (f" + {e.remote_workers} on other hosts" if e.remote_workers else "") + ". " + CPU_NOTE, ""]
     for r in run.results:
         if not r.steps:
             continue
-        lines += [f"## {r.point.label}", ""]
+        lines += [f"## {r.point.label}", "", f"Limited by **{r.knee.limited_by}**: {r.knee.evidence}.", ""]
+        if r.clock:
+            lines += [f"Commit → handler: {r.clock.get('how', '')}.", ""]
         if r.stopped_early:
             lines += [f"Load stopped early: {r.stopped_early}.", ""]
-        lines += ["| step | users | offered | published/s | delivered/s | p50 | p95 | p99 | publish p95 | sustained |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for s in r.steps:
-            lines.append(f"| {s.index} | {s.users} | {s.offered:.0f} | {s.publish_rate:.0f} | {s.delivery_rate:.0f} | "
-                         f"{fmt_ms(s.e2e_p50_ms)} | {fmt_ms(s.e2e_p95_ms)} | {fmt_ms(s.e2e_p99_ms)} | "
-                         f"{fmt_ms(s.publish_p95_ms)} | {'yes' if s.sustained else 'no'} |")
+        lines += ["| " + " | ".join(STEP_HEADERS) + " |", "|" + "---|" * len(STEP_HEADERS)]
+        lines += ["| " + " | ".join(step_row(s)) + " |" for s in r.steps]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -105,13 +130,13 @@ def to_json(run: SizingRun) -> dict[str, Any]:
             "steps": [asdict(s) for s in r.steps],
             "budget": {**asdict(r.budget), "ok": r.budget.ok, "flags": r.budget.flags()},
             "locust": r.locust, "duration_s": r.duration_s, "files": r.files, "stopped_early": r.stopped_early,
-            "handler_p99_ms": r.handler_p99_ms,
+            "handler_p99_ms": r.handler_p99_ms, "limit_evidence": r.knee.evidence, "clock": r.clock,
         })
     rec = run.recommendation
     return _jsonable({
         "run_id": run.run_id, "started": run.started, "duration_s": run.duration_s, "interrupted": run.interrupted,
         "bound_s": run.bound_s, "target_rate": run.target, "plan": {**asdict(run.plan), "offered": run.plan.offered()},
-        "handler": asdict(run.handler), "grid": [asdict(p) for p in run.grid],
+        "handler": asdict(run.handler), "grid": [asdict(p) for p in run.grid], "engine": asdict(run.engine),
         "formulas": FORMULAS,
         "points": points,
         "recommendation": None if rec is None else {
@@ -191,11 +216,11 @@ def html_page(run: SizingRun) -> str:
         link = ""
         if "locust.html" in r.files:
             link = f' — <a href="points/{r.point.slug}/locust.html">locust report</a>'
-        rows = "".join(
-            f"<tr><td>{s.index}</td><td>{s.users}</td><td>{s.offered:.0f}</td><td>{s.publish_rate:.0f}</td>"
-            f"<td>{s.delivery_rate:.0f}</td><td>{fmt_ms(s.e2e_p50_ms)}</td><td>{fmt_ms(s.e2e_p95_ms)}</td>"
-            f"<td>{fmt_ms(s.e2e_p99_ms)}</td><td>{fmt_ms(s.publish_p95_ms)}</td>"
-            f"<td class=\"{'ok' if s.sustained else 'over'}\">{'yes' if s.sustained else 'no'}</td></tr>" for s in r.steps)
+        rows = ""
+        for s in r.steps:
+            cells = [f"<td>{escape(c)}</td>" for c in step_row(s)]
+            cells[9] = f"<td class=\"{'ok' if s.sustained else 'over'}\">{'yes' if s.sustained else 'no'}</td>"
+            rows += "<tr>" + "".join(cells) + "</tr>"
         b = r.budget
         budget = (f"pool formula {b.pool_formula} + LISTEN {b.listen_formula} = {b.per_process_formula} per process "
                   f"(peak seen {b.per_process_peak}); total formula {b.total_formula} (peak {b.total_peak}); publisher "
@@ -205,23 +230,29 @@ def html_page(run: SizingRun) -> str:
         err = f'<p class="none">{escape(r.error)}</p>' if r.error else ""
         if r.stopped_early:
             err += f'<p class="sub">Load stopped early: {escape(r.stopped_early)}.</p>'
+        if r.steps:
+            err += f"<p>Limited by <b>{escape(r.knee.limited_by)}</b>: {escape(r.knee.evidence)}.</p>"
+        if r.clock:
+            err += f'<p class="sub">Commit → handler: {escape(str(r.clock.get("how", "")))}.</p>'
         sections.append(
             f'<h2 id="{r.point.slug}">{escape(r.point.label)}{link}</h2>{err}'
             f'<p class="sub">{escape(budget)}</p>'
-            "<table><tr><th>step</th><th>users</th><th>offered</th><th>published/s</th><th>delivered/s</th>"
-            "<th>p50</th><th>p95</th><th>p99</th><th>publish p95</th><th>sustained</th></tr>" + rows + "</table>")
+            "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in STEP_HEADERS) + "</tr>" + rows + "</table>")
     p = run.plan
     return (
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sizing "
         f"{escape(run.run_id)}</title><style>{_CSS}</style></head><body>"
         f"<h1>Outbox sizing {escape(run.run_id)}</h1>"
-        f'<p class="sub">Handler {run.handler.base_ms:g} ± {run.handler.jitter_ms:g} ms. Locust step load: +{p.step_users} users '
+        f'<p class="sub">Handler {run.handler.base_ms:g} ± {run.handler.jitter_ms:g} ms. Locust step load from a master and '
+        f'{run.engine.local_workers} worker(s) on this host'
+        + (f" + {run.engine.remote_workers} on other hosts" if run.engine.remote_workers else "")
+        + f': +{p.step_users} users '
         f"every {p.step_seconds:g} s, {p.user_rate:g} tx/s per user, {p.batch} message(s) per tx, {p.steps} steps. "
         f"A step is sustained when p95 commit → handler start ≤ {run.bound_s:g} s (undelivered = ∞) and it delivered "
         f"≥ {KEEP_UP:g} × what it published; the sustainable rate "
         "is the best delivery rate among the sustained steps before the first that is not; \"≥\" marks a lower bound "
         "(the knee was not reached: limited by the publisher or by the step plan); peak = most msg/s delivered in any "
-        f"step. Run took {run.duration_s:.0f} s.</p>"
+        f"step. {escape(CPU_NOTE)} Run took {run.duration_s:.0f} s.</p>"
         f"{rec_html}<table><tr>{head}</tr>{''.join(body)}</table>"
         f'<h2>Plots</h2><div class="plots">{rate_svg}{p95_svg}{knee_svg(ok, run.bound_s)}{conn_svg}</div>'
         + "".join(sections) + "</body></html>\n"
