@@ -101,6 +101,11 @@ class RetryConfig:
                            max_delay_seconds=self.max_delay_seconds, max_attempts=self.max_attempts,
                            jitter_factor=self.jitter_factor)
 
+    @property
+    def calls(self) -> int:
+        """Handler calls the policy allows in all, the first one included (1 when it never retries)."""
+        return 1 if self.kind == "none" else max(1, self.max_attempts)
+
     def delay(self, attempt: int) -> float:
         """Nominal delay (no jitter) before the retry that follows failure number ``attempt`` (1-based)."""
         if self.kind == "none":
@@ -126,6 +131,12 @@ class ConsumerConfig:
     max_fetch_interval: float = 1.0
     pool_size: int | None = None  # None: exactly the adapter's pool budget
     statement_timeout_seconds: float = 5.0
+
+    @property
+    def call_budget(self) -> int:
+        """Handler calls a message gets before it is terminal: the retry policy's, capped by ``max_deliveries``. For
+        libraries with one attempts counter for failures and reclaims alike."""
+        return min(self.retry.calls, self.max_deliveries) if self.max_deliveries is not None else self.retry.calls
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -6,56 +6,46 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """A count: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
-    return value
+def _whole(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least {least}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """A count that may be 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 0")
-    return value
+def _finite(*, zero: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number {'of at least 0' if zero else 'above 0'}")
+        return value
+
+    return parse
 
 
-def seed(text: str) -> int:
-    """A run's seed: a whole number of at least 0 (the one a run printed, to replay it)."""
-    return non_negative_int(text)
-
-
-def positive_finite_float(text: str) -> float:
-    """A rate or a duration: a finite number above 0 (``float`` alone takes inf and nan)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number above 0")
-    return value
-
-
-def non_negative_finite_float(text: str) -> float:
-    """A duration or a fraction that may be zero: a finite number of at least 0 (``0`` means zero, not a default)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of at least 0")
-    return value
+#: A count: a whole number of at least 1.
+positive_int = _whole(1)
+#: A count that may be 0.
+non_negative_int = _whole(0)
+#: A run's seed: a whole number of at least 0 (the one a run printed, to replay it).
+seed = _whole(0)
+#: A rate or a duration: a finite number above 0 (``float`` alone takes inf and nan).
+positive_finite_float = _finite(zero=False)
+#: A duration or a fraction that may be zero (``0`` means zero, not a default).
+non_negative_finite_float = _finite(zero=True)
 
 
 def writable_dir(text: str) -> Path:

@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import os
 import re
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +32,13 @@ import pytest_asyncio
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from harness.adapter import load_adapter
 from harness.provision.postgres import asyncpg_url
+from harness.runner import run_scenario
+from harness.scenario import Scenario
+from harness.verdict import ScenarioResult
 from outbox import Outbox, Subscriber, make_dlq_table, make_outbox_table
+from tests.controls import REPO, describe
 
 POOL_SIZE = 24
 _serial = itertools.count(1)
@@ -184,3 +192,43 @@ async def _wait_until(predicate: Callable[[], Any], timeout: float, interval: fl
 @pytest.fixture
 def wait_until() -> Callable[..., Awaitable[float]]:
     return _wait_until
+
+
+# -- controls: an implementation of tests/ through a stock scenario -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def workers_import_the_repo() -> Iterator[None]:
+    """Workers run ``python -m harness.worker`` and import the implementation by spec string from a fresh
+    interpreter: put the repo root on their PYTHONPATH (and on this process's sys.path), whatever directory pytest
+    was started from."""
+    old_env, old_path = os.environ.get("PYTHONPATH"), list(sys.path)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_env) if p)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_env
+        sys.path[:] = old_path
+
+
+@pytest.fixture
+def run_impl(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, workers_import_the_repo: None,
+             request: pytest.FixtureRequest) -> Callable[[str, Scenario, str], ScenarioResult]:
+    """``run_impl(impl_spec, scenario, tag)``: the real harness (worker processes, nemeses, checkers) on the
+    session's server and Toxiproxy; the scenario is renamed ``<name>__<tag>`` so it gets its own database."""
+    def run(impl: str, scenario: Scenario, tag: str) -> ScenarioResult:
+        adapter = load_adapter(impl)
+        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__{tag}")
+        proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
+        result = asyncio.run(run_scenario(scenario, adapter=adapter, impl_spec=impl, server=postgres_server,
+                                          workdir=tmp_path_factory.mktemp(tag),
+                                          toxiproxy=proxy.server if proxy is not None else None,
+                                          toxiproxy_error=proxy.error if proxy is not None else None))
+        print(describe(result))
+        return result
+
+    return run

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from harness.adapter import ALIASES, Adapter, Capabilities, ConsumerConfig, PublishTx, load_adapter
+from harness.adapter import ALIASES, Adapter, Capabilities, ConsumerConfig, PublishTx, RetryConfig, load_adapter
 from harness.payload import decode, encode
 from harness.provision.postgres import asyncpg_url
 
@@ -151,3 +151,18 @@ async def test_create_schema_drops_what_was_there(postgres_server, spec: str) ->
     await adapter.create_schema(dsn, CONFIG)
     state = await adapter.read_state(dsn)
     assert state.pending == [] and state.dead == []
+
+
+@pytest.mark.parametrize(("retry", "max_deliveries", "calls", "budget"), [
+    (RetryConfig(kind="none", max_attempts=10), None, 1, 1),
+    (RetryConfig(kind="constant", max_attempts=5), None, 5, 5),
+    (RetryConfig(max_attempts=10), 3, 10, 3),
+    (RetryConfig(max_attempts=2), 6, 2, 2),
+    (RetryConfig(max_attempts=0), None, 1, 1),
+])
+def test_call_budget_is_the_retry_policy_capped_by_max_deliveries(retry: RetryConfig, max_deliveries: int | None,
+                                                                  calls: int, budget: int) -> None:
+    """The one place the adapters of libraries with a single attempts counter (procrastinate, chancy, soniq) read
+    how many handler calls a message gets."""
+    cfg = ConsumerConfig(retry=retry, max_deliveries=max_deliveries)
+    assert (cfg.retry.calls, cfg.call_budget) == (calls, budget)

@@ -10,68 +10,28 @@ scenario that did not exercise what it claims to.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.adapter import load_adapter
-from harness.runner import run_scenario
 from harness.scenario import Scenario
 from harness.scenarios import by_name
 from harness.verdict import ScenarioResult
+from tests.controls import Run, describe
 
-REPO = Path(__file__).resolve().parents[1]
 PREFETCH = "tests.correct.prefetch:adapter"
 
 
-@pytest.fixture(scope="module")
-def importable_by_workers() -> Iterator[None]:
-    """Workers import the implementation by spec string from a fresh interpreter: the repo root goes on
-    their PYTHONPATH (and on this process's sys.path), whatever directory pytest was started from."""
-    old_env, old_path = os.environ.get("PYTHONPATH"), list(sys.path)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_env) if p)
-    sys.path.insert(0, str(REPO))
-    try:
-        yield
-    finally:
-        if old_env is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_env
-        sys.path[:] = old_path
-
-
-Run = Callable[[str, Scenario], ScenarioResult]
-
-
 @pytest.fixture
-def run_correct(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, importable_by_workers: None,
-                request: pytest.FixtureRequest) -> Run:
+def run_correct(run_impl: Callable[[str, Scenario, str], ScenarioResult]) -> Run:
     def run(impl: str, scenario: Scenario) -> ScenarioResult:
-        adapter = load_adapter(impl)
-        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__correct_{adapter.name}")
-        proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
-        result = asyncio.run(run_scenario(scenario, adapter=adapter, impl_spec=impl, server=postgres_server,
-                                          workdir=tmp_path_factory.mktemp(f"correct_{adapter.name}"),
-                                          toxiproxy=proxy.server if proxy is not None else None,
-                                          toxiproxy_error=proxy.error if proxy is not None else None))
-        print(describe(result))
-        return result
+        return run_impl(impl, scenario, f"correct_{load_adapter(impl).name}")
 
     return run
-
-
-def describe(result: ScenarioResult) -> str:
-    lines = [f"{result.impl} / {result.scenario} ({result.duration_s:.1f}s), history {result.history_path}"]
-    lines += [f"  {v.guarantee} {v.status} [{v.checker}]: {v.summary} {v.figures}" for v in result.verdicts]
-    return "\n".join(lines)
 
 
 def assert_not_blamed(result: ScenarioResult) -> None:
@@ -79,7 +39,7 @@ def assert_not_blamed(result: ScenarioResult) -> None:
     assert not bad, f"a correct implementation was blamed or left undecided on {bad}:\n{describe(result)}"
 
 
-def test_specs_load_in_a_worker_like_process(importable_by_workers: None, tmp_path: Path) -> None:
+def test_specs_load_in_a_worker_like_process(workers_import_the_repo: None, tmp_path: Path) -> None:
     """Workers import these by spec string from a fresh interpreter: a typo would only show as workers
     refusing to start, so check every correct outbox and its broken twins first, cheaply."""
     specs = [PREFETCH, "tests.correct.prefetch:eager", "tests.correct.prefetch:silent",

@@ -12,80 +12,28 @@ scenarios pass on the unbroken reference is shown by the scenario suite
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.adapter import load_adapter
-from harness.runner import run_scenario
 from harness.scenario import Scenario
 from harness.scenarios import by_name
-from harness.verdict import ScenarioResult, Verdict
+from harness.verdict import ScenarioResult
+from tests.controls import Run, describe, verdict
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = "tests.broken.variants"
 
 
-@pytest.fixture(scope="module")
-def variants_importable() -> Iterator[None]:
-    """Workers run ``python -m harness.worker`` and import the variant by spec string: put the repo root
-    on their PYTHONPATH (and on this process's sys.path), whatever directory pytest was started from."""
-    old_env = os.environ.get("PYTHONPATH")
-    old_path = list(sys.path)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), old_env) if p)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    try:
-        yield
-    finally:
-        if old_env is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old_env
-        sys.path[:] = old_path
-
-
-Run = Callable[..., ScenarioResult]
-
-
 @pytest.fixture
-def run_broken(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, variants_importable: None,
-               request: pytest.FixtureRequest) -> Run:
+def run_broken(run_impl: Callable[[str, Scenario, str], ScenarioResult]) -> Run:
     def run(variant: str, scenario: Scenario) -> ScenarioResult:
         impl = variant if variant == "reference" or ":" in variant else f"{VARIANTS}:{variant}"
-        adapter = load_adapter(impl)
-        tag = variant.rpartition(":")[2]
-        scenario = dataclasses.replace(scenario, name=f"{scenario.name}__{tag}")  # its own database
-        proxy = request.getfixturevalue("toxiproxy") if scenario.needs_proxy else None
-        workdir = tmp_path_factory.mktemp(f"neg_{tag}")
-        result = asyncio.run(run_scenario(
-            scenario, adapter=adapter, impl_spec=impl, server=postgres_server, workdir=workdir,
-            toxiproxy=proxy.server if proxy is not None else None,
-            toxiproxy_error=proxy.error if proxy is not None else None))
-        print(describe(result))
-        return result
+        return run_impl(impl, scenario, f"neg_{variant.rpartition(':')[2]}")
 
     return run
-
-
-def describe(result: ScenarioResult) -> str:
-    lines = [f"{result.impl} / {result.scenario} ({result.duration_s:.1f}s), history {result.history_path}"]
-    lines += [f"  {v.guarantee} {v.status} [{v.checker}]: {v.summary} {v.figures}" for v in result.verdicts]
-    lines += [f"  note: {n}" for n in result.notes]
-    return "\n".join(lines)
-
-
-def verdict(result: ScenarioResult, guarantee: str) -> Verdict:
-    found = [v for v in result.verdicts if v.guarantee == guarantee]
-    assert found, f"no verdict for {guarantee}:\n{describe(result)}"
-    return found[0]
 
 
 def assert_caught(result: ScenarioResult, *guarantees: str) -> None:
@@ -95,7 +43,7 @@ def assert_caught(result: ScenarioResult, *guarantees: str) -> None:
 
 # -- the controls -------------------------------------------------------------------------------------
 
-def test_variants_load_in_a_worker_like_process(variants_importable: None, tmp_path: Path) -> None:
+def test_variants_load_in_a_worker_like_process(workers_import_the_repo: None, tmp_path: Path) -> None:
     """A worker imports the variant by spec string from a fresh interpreter; a typo here would only show
     up as workers refusing to start, so check it first and cheaply."""
     code = ("from harness.adapter import load_adapter\n"

@@ -68,12 +68,6 @@ def polling_interval(cfg: ConsumerConfig) -> int:
     return max(1, math.ceil(cfg.max_fetch_interval))
 
 
-def attempt_budget(cfg: ConsumerConfig) -> int:
-    """``max_attempts``: handler calls that end (success or failure). Recovery adds one per reclaim."""
-    budget = 1 if cfg.retry.kind == "none" else max(1, cfg.retry.max_attempts)
-    return min(budget, cfg.max_deliveries) if cfg.max_deliveries is not None else budget
-
-
 def retry_settings(cfg: ConsumerConfig) -> dict[str, Any]:
     """RetryPlugin's meta: delay = backoff * backoff_factor ** (failures - 1), capped, plus uniform jitter."""
     r = cfg.retry
@@ -174,7 +168,8 @@ class ChancyAdapter:
     async def publish(self, tx: PublishTx, payloads: Sequence[bytes], queue_name: str) -> None:
         if not payloads:
             return
-        budget, meta = attempt_budget(self._config), {"retry_settings": retry_settings(self._config)}
+        # max_attempts: handler calls that end (success or failure); recovery adds one per reclaim
+        budget, meta = self._config.call_budget, {"retry_settings": retry_settings(self._config)}
         jobs = [Job(func=FUNC, queue=queue_name, kwargs={"payload_b64": base64.b64encode(p).decode()},
                     max_attempts=budget, meta=meta) for p in payloads]
         await self._publisher.push_many_ex(AsyncpgCursor(tx.connection), jobs)

@@ -47,10 +47,6 @@ class HarnessMessage(DomainEvent):
     body_b64: str
 
 
-def _attempt_budget(cfg: ConsumerConfig) -> int:
-    return 1 if cfg.retry.kind == "none" else max(1, cfg.retry.max_attempts)
-
-
 def _payload(event_data: Any) -> bytes:
     data = json.loads(event_data) if isinstance(event_data, str) else event_data
     return base64.b64decode(HarnessMessage.model_validate(data["payload"]).body_b64)
@@ -133,7 +129,7 @@ class EventsourceAdapter:
                     pass
 
     async def _drain_once(self, engine: AsyncEngine, ctx: ConsumerContext, batch: int) -> int:
-        budget = _attempt_budget(ctx.config)
+        budget = ctx.config.retry.calls
         settled: list[tuple[bytes, str, DeliveryInfo]] = []
         async with engine.connect() as conn:
             async with conn.begin():

@@ -65,13 +65,6 @@ class AsyncpgJoiningConnector(PsycopgConnector):
         return await super().execute_query_all_async_with_connection(connection, query, **arguments)
 
 
-def attempt_budget(cfg: ConsumerConfig) -> int:
-    """Handler calls in all. procrastinate's ``attempts`` is bumped by every retry, stalled-job retries
-    included, so one budget covers failures and crash reclaims."""
-    budget = 1 if cfg.retry.kind == "none" else max(1, cfg.retry.max_attempts)
-    return min(budget, cfg.max_deliveries) if cfg.max_deliveries is not None else budget
-
-
 def heartbeat(cfg: ConsumerConfig) -> tuple[float, float]:
     """(seconds without a heartbeat after which a worker's jobs are stalled, heartbeat interval)."""
     stalled = cfg.lease_ttl_seconds
@@ -178,7 +171,7 @@ class ProcrastinateAdapter:
     async def consume(self, ctx: ConsumerContext) -> None:
         cfg = ctx.config
         stalled, beat = heartbeat(cfg)
-        budget = attempt_budget(cfg)
+        budget = cfg.call_budget  # attempts is bumped by every retry, stalled-job retries included
         pool_max = cfg.pool_size if cfg.pool_size is not None else cfg.max_workers + 1
         connector = PsycopgConnector(conninfo=with_app_name(ctx.dsn, ctx.application_name), min_size=1,
                                      max_size=max(1, pool_max))

@@ -114,15 +114,8 @@ class _Sink:
             self.ctx.log.debug("soniq metric failed", exc_info=True)
 
 
-def _attempt_budget(cfg: ConsumerConfig) -> int:
-    budget = 1 if cfg.retry.kind == "none" else max(1, cfg.retry.max_attempts)
-    if cfg.max_deliveries is not None:
-        budget = min(budget, cfg.max_deliveries)
-    return budget
-
-
 def _register(app: Soniq, handler: Any, cfg: ConsumerConfig) -> None:
-    app.job(name=JOB, retries=_attempt_budget(cfg) - 1, queue=cfg.queue)(handler)
+    app.job(name=JOB, retries=cfg.call_budget - 1, queue=cfg.queue)(handler)
 
 
 class SoniqAdapter:
@@ -185,7 +178,7 @@ class SoniqAdapter:
         """A Soniq whose backend is PostgresBackend (transactional enqueue needs it) with a pool that never
         opens a connection: enqueue(connection=...) runs on the caller's connection only."""
         loop = asyncio.get_running_loop()
-        budget = _attempt_budget(self._config)
+        budget = self._config.call_budget
         if self._publisher_app is not None and self._publisher_app[:2] == (loop, budget):
             return self._publisher_app[2]
         url = tx.sa_connection.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
