@@ -255,6 +255,20 @@ def test_reported_claims_decide_where_handler_starts_cannot() -> None:
     assert v.status == "fail" and v.figures["examples"][0]["evidence"] == "claim / claim"
 
 
+def test_a_verdict_says_which_clock_it_rests_on() -> None:
+    """Claims, handler starts or the database clock: the summary names the evidence a timing verdict used."""
+    claims = (H().publish(0, "m1").claim(1.0, "w1", "m1").deliver(3.0, "m1", "w1", took=None, lease_at=None)
+              .kill(3.5, "w1").claim(4.1, "w2", "m1").deliver(4.2, "m1", "w2", lease_at=None))
+    starts = (H().publish(0, "m1").deliver(1.0, "m1", "w1", took=None, lease_at=None).kill(1.5, "w1")
+              .deliver(4.2, "m1", "w2", lease_at=None))
+    db = H().publish(0, "m1").deliver(1.0, "m1", "w1", took=None).kill(1.5, "w1").deliver(4.2, "m1", "w2")
+    summaries = [by_id(check_lease(h.build(), c))["D3"].summary
+                 for h, c in ((claims, ctx(caps=PREFETCH)), (starts, ctx(caps=PREFETCH)), (db, ctx()))]
+    assert "dated by the claims the implementation reported" in summaries[0]
+    assert "judged on handler starts" in summaries[1]
+    assert "DB-clock" not in summaries[2]
+
+
 def test_a_claim_that_reports_the_database_lease_time_is_judged_by_it() -> None:
     h = (H().publish(0, "m1").claim(1.0, "w1", "m1", lease_at=DB_EPOCH + 1.0)
          .deliver(3.0, "m1", "w1", took=None, lease_at=None).kill(3.5, "w1")

@@ -84,6 +84,7 @@ class History:
         self.delivering: set[str] = set()  # processes with any deliver event
         self.calls = Calls()
         self.all_lease_times = True  # every call carries a lease time (its own or its claim's)
+        self.claimed_calls = 0  # calls dated by a claim the implementation reported (ctx.claimed)
         self.corrupt: list[str] = []  # deliver invokes without a mid or with a payload that failed its checksum
         self.poison: set[str] = set()  # published as poison, in transactions not rolled back on purpose
         self.probes: list[tuple[str, float]] = []  # idle single-message publishes: (mid, publish ok)
@@ -188,6 +189,8 @@ class History:
         claim = self._claims.pop((process, str(raw)), None) if self._claims else None
         echo = parse_lease_at(value.get("lease_at"))
         lease_at = echo if echo is not None or claim is None else claim[1]
+        if claim is not None:
+            self.claimed_calls += 1
         if lease_at is None:
             self.all_lease_times = False
         flags = 0

@@ -51,8 +51,15 @@ def uses_db_clock(deliveries: Iterable[Delivery], lease_times: bool) -> bool:
     return lease_times and all(d.lease_at is not None for d in deliveries)
 
 
-def clock_note(db_clock: bool) -> str:
-    return "" if db_clock else " (no DB-clock lease times: judged on the monotonic clock with scheduling slack)"
+def clock_note(db_clock: bool, claims: bool = False) -> str:
+    """What a timing verdict was judged on, when it was not the database clock: the reader of a "pass" or an
+    "unknown" should know how much it rests on."""
+    if db_clock:
+        return ""
+    if claims:
+        return (" (no DB-clock lease times: leases dated by the claims the implementation reported, within their"
+                " round trip, on the monotonic clock)")
+    return " (no DB-clock lease times: judged on handler starts, on the monotonic clock with scheduling slack)"
 
 
 @dataclass(frozen=True)

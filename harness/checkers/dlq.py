@@ -92,7 +92,7 @@ def _r1(groups: dict[str, list[Delivery]], poison: set[str], ctx: CheckContext) 
     figures = {"retry_gaps": gaps, "too_early": early, "too_late": late, "examples": examples(bad),
                "retry": {"kind": retry.kind, "initial": retry.initial_delay_seconds, "multiplier": retry.multiplier,
                          "jitter": j}}
-    note = clock_note(db_clock)
+    note = clock_note(db_clock, any(d.claim_t is not None for ds in groups.values() for d in ds))
     if early or late:
         return Verdict("R1", NAME, "fail", f"of {gaps} retries, {early} came too early and {late} too late{note}",
                        figures)

@@ -49,7 +49,7 @@ def check_lease(h: History, ctx: CheckContext) -> list[Verdict]:
             found = _steal(a, b, ctx, db_clock, ends)
             if found is not None:
                 (definite if found[0] else suspect).append(found[1])
-    mode = (clock_note(db_clock) if _reclaim_after(ctx) is not None
+    mode = (clock_note(db_clock, h.claimed_calls > 0) if _reclaim_after(ctx) is not None
             else " (no leases: calls of one row must not overlap)")
     return [_d3(definite, suspect, len(h.calls), h.redeliveries, mode), _d4(definite, suspect, h, ctx, mode)]
 

@@ -75,7 +75,7 @@ def check_reclaim(h: History, ctx: CheckContext) -> list[Verdict]:
         "undated": len(doubtful),
         "examples": examples(early + late + [{"mid": m, "never_redelivered": True} for m in never]),
     }
-    note = clock_note(db_clock)
+    note = clock_note(db_clock, h.claimed_calls > 0)
     if early or late or never:
         return [Verdict("D5", NAME, "fail", f"of {len(killed)} killed deliveries, {len(early)} were reclaimed too"
                         f" early, {len(late)} too late and {len(never)} never{note}", figures)]
