@@ -64,6 +64,14 @@ def test_ack_before_handler_loses_messages_under_sigkill(run_broken: Run) -> Non
     assert verdict(result, "P2").figures["lost"] == verdict(result, "D1").figures["lost"]
 
 
+def test_ack_before_handler_loses_messages_under_connection_shortage(run_broken: Run) -> None:
+    """L3: the worker crashed mid-handler while the server's slots are full takes the rows it had already
+    deleted with it; lost under shortage is a definite failure, whatever errors were logged."""
+    result = run_broken("ack_before_handler", by_name("max_connections"))
+    assert_caught(result, "L3", "D1")
+    assert verdict(result, "L3").figures["lost"] > 0
+
+
 def test_worker_clock_lease_steals_live_leases_under_skew(run_broken: Run) -> None:
     result = run_broken("worker_clock_lease", by_name("clock_skew"))
     assert_caught(result, "D4", "D3")

@@ -16,6 +16,7 @@ and its parameters (:class:`harness.scenario.FaultStep`), so a schedule is plain
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -39,6 +40,21 @@ SCHEMA = "schema"  # the dead-letter table refuses writes: R4 divergence
 
 class FaultNotApplied(RuntimeError):
     """The fault could not be applied or did not take effect; a scenario must not pass on it."""
+
+
+#: How long a fault aimed "mid-handler" waits for its target to have a handler running.
+BUSY_WAIT_S = 10.0
+
+
+def wait_until_busy(busy: Callable[[], bool], what: str) -> None:
+    """Blocks until ``busy()`` (a handler is running on the target), so the fault catches it in the middle of one;
+    FaultNotApplied when none ran within BUSY_WAIT_S."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while not busy():
+        if time.monotonic() > deadline:
+            raise FaultNotApplied(f"{what}: no handler was running within {BUSY_WAIT_S:.0f} s to catch it in the"
+                                  " middle of")
+        time.sleep(0.05)
 
 
 @dataclass

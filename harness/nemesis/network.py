@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from harness.nemesis.base import NETWORK, Env, Fault, FaultNotApplied
+from harness.nemesis.base import NETWORK, Env, Fault, FaultNotApplied, wait_until_busy
 from harness.provision.toxiproxy import Proxy
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
@@ -33,7 +33,6 @@ SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 MIN_EFFECT_MS = 5.0
 HEAL_DEADLINE_S = 5.0
 BOTH = ("upstream", "downstream")
-BUSY_WAIT_S = 10.0
 
 
 def _ms(since: float) -> float:
@@ -84,7 +83,7 @@ class NetworkFault(Fault):
     def build(cls, env: Env, target: str = "all", busy: bool = False, **params: Any) -> NetworkFault | Together:
         """The fault on one path to PostgreSQL (``target``: a worker such as ``w1``, or ``publisher``), or on every
         path at once (``all``): each worker and the publisher reach the server through a proxy of their own.
-        ``busy``: wait (up to BUSY_WAIT_S) until the target worker has a handler running, so the cut catches it
+        ``busy``: wait (up to :data:`~harness.nemesis.base.BUSY_WAIT_S`) until the target worker has a handler running, so the cut catches it
         mid-handler."""
         if not env.proxies:
             raise FaultNotApplied(f"{cls.kind} needs a Toxiproxy proxy in front of PostgreSQL")
@@ -126,12 +125,7 @@ class NetworkFault(Fault):
     def start(self) -> dict[str, Any]:
         """Applies the fault; any failure (a probe, the Toxiproxy API) is FaultNotApplied, with the fault removed."""
         if self.wait_for is not None:
-            deadline = time.monotonic() + BUSY_WAIT_S
-            while not self.wait_for():
-                if time.monotonic() > deadline:
-                    raise FaultNotApplied(f"{self.kind} on {self.target}: it had no handler running within"
-                                          f" {BUSY_WAIT_S:.0f} s to cut it off in the middle of")
-                time.sleep(0.05)
+            wait_until_busy(self.wait_for, f"{self.kind} on {self.target}")
         try:
             before = self._probe_before()
             try:

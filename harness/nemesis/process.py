@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from harness.nemesis.base import CRASH, STOP, Env, Fault, FaultNotApplied
+from harness.nemesis.base import CRASH, STOP, Env, Fault, FaultNotApplied, wait_until_busy
 from harness.supervisor import Supervisor
 
 
@@ -19,15 +19,18 @@ class Kill(Fault):
     ends_process = True
 
     @classmethod
-    def build(cls, env: Env, name: str | None = None) -> Kill:
-        return cls(env.supervisor, name, in_flight=env.in_flight, rng=env.rng)
+    def build(cls, env: Env, name: str | None = None, busy: bool = False) -> Kill:
+        """``busy``: wait until the worker (``name``, else any) has a handler running, so the kill lands mid-handler
+        whatever the timing."""
+        return cls(env.supervisor, name, in_flight=env.in_flight, rng=env.rng, busy=busy)
 
     def __init__(self, supervisor: Supervisor, name: str | None = None, *, in_flight: Any = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, busy: bool = False) -> None:
         self.rng = rng or random.Random()
         self.supervisor = supervisor
         self.name = name
         self.in_flight = in_flight  # callable(process) -> int: deliveries in flight on that incarnation
+        self.busy = busy
 
     def _pick(self) -> str:
         """The named worker; else the first busy one (then the first alive) in an order the run's seed draws, one
@@ -44,7 +47,15 @@ class Kill(Fault):
                 return busy[0]
         return alive[0]
 
+    def _any_busy(self) -> bool:
+        if self.in_flight is None:
+            return True  # nothing to wait on: kill as it comes
+        names = [self.name] if self.name is not None else list(self.supervisor.slots)
+        return any(self.supervisor.alive(n) and self.in_flight(self.supervisor.slots[n].process) > 0 for n in names)
+
     def start(self) -> dict[str, Any]:
+        if self.busy:
+            wait_until_busy(self._any_busy, f"sigkill of {self.name or 'a worker'}")
         name = self._pick()
         busy = self.in_flight(self.supervisor.slots[name].process) if self.in_flight else None
         proc = self.supervisor.slots[name].proc  # waited on directly: the monitor may clear the slot first

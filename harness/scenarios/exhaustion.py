@@ -33,9 +33,10 @@ MAX_CONNECTIONS_EXHAUSTION = Scenario(
     handler={"base_ms": 20, "jitter_ms": 10},
     workload=Workload(messages=300, rate=80),
     faults=[
-        # Once the server's slots are full, crash a worker: its replacement must connect.
+        # Once the server's slots are full, crash a worker mid-handler: its replacement must connect, and the
+        # rows it held must come back.
         FaultStep(at=1.0, nemesis=ConnectionHog, params={"leave_free": 1}, hold=3.0,
-                  inner=[FaultStep(at=0.2, nemesis=Kill, params={"name": "w1"})]),
+                  inner=[FaultStep(at=0.2, nemesis=Kill, params={"name": "w1", "busy": True})]),
     ],
     requires=("connection_budget",),
 )

@@ -10,7 +10,8 @@ spec string, e.g. ``--impl tests.broken.variants:ack_before_handler``.
 =========================  =================================================  ====================
 variant                    mistake                                            caught by (guarantee)
 =========================  =================================================  ====================
-ack_before_handler         row deleted before the handler runs                sigkill_storm (D1, P2)
+ack_before_handler         row deleted before the handler runs                sigkill_storm (D1, P2),
+                                                                              max_connections (L3)
 worker_clock_lease         lease cutoff from the worker's time.time()         clock_skew (D4, D3)
 non_atomic_dead_letter     DELETE, then a separate INSERT into the DLQ        dlq_drift (R3, D1)
 tokenless_ack              ack deletes by id, ignoring the lease token        slow_handlers (D6)
