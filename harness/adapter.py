@@ -319,6 +319,13 @@ def alias_help() -> str:
     return ", ".join(ALIASES)
 
 
+def unavailable(adapter: Adapter) -> str | None:
+    """Why an adapter that loaded still cannot run here (a program whose toolchain is missing), or None. An
+    optional member of the contract: ``adapter.unavailable()``."""
+    check = getattr(adapter, "unavailable", None)
+    return check() if callable(check) else None
+
+
 def load_adapter(spec: str) -> Adapter:
     """Loads ``alias`` or ``package.module:attribute`` (an adapter, or a zero-argument factory).
 

@@ -12,10 +12,11 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter
+from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter, unavailable
 from harness.argtypes import positive_finite_float, positive_int, seed, writable_dir
 from harness.bench.config import DEFAULTS as BENCH
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
@@ -100,7 +101,23 @@ def cmd_conformance(ns: argparse.Namespace) -> int:
     verdicts are findings about an implementation, reported in the matrix, and do not fail the
     command unless --strict is given. A cell the harness could not run always does.
     """
-    return _scenarios(ns, ns.impl or list(ALIASES), ["--allow-unknown"], findings_fail=ns.strict)
+    return _scenarios(ns, ns.impl or runnable_aliases(), ["--allow-unknown"], findings_fail=ns.strict)
+
+
+def runnable_aliases(say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[str]:
+    """Every alias that can run here; each one left out is said, with why (a peer library not installed, a
+    toolchain missing), so a matrix without it is never mistaken for a full one."""
+    keep = []
+    for alias in ALIASES:
+        try:
+            why = unavailable(load_adapter(alias))
+        except AdapterLoadError as exc:
+            why = str(exc)
+        if why:
+            say(f"outbox-harness conformance: leaving out {alias}: {why}")
+        else:
+            keep.append(alias)
+    return keep
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
@@ -223,7 +240,8 @@ def preflight(ns: argparse.Namespace) -> None:
     """What a command needs, checked before anything starts: each --impl loads, and the servers given by
     DATABASE_URL / TOXIPROXY_URL answer (the embedded ones are started later, by what needs them)."""
     for spec in getattr(ns, "impl", None) or []:
-        load_adapter(spec)
+        if why := unavailable(load_adapter(spec)):
+            raise AdapterLoadError(f"--impl {spec!r}: {why}")
     servers = () if getattr(ns, "checkers", False) else getattr(ns, "servers", ())  # bench --checkers: none
     if "postgresql" in servers and getattr(ns, "dsn", None):
         check_reachable(plain_dsn(ns.dsn), source="--dsn")

@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from harness.adapter import AdapterLoadError, alias_help, load_adapter
+from harness.adapter import AdapterLoadError, alias_help, load_adapter, unavailable
 from harness.argtypes import positive_finite_float, seed
 from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
@@ -69,9 +69,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for spec in config.getoption("impl"):  # a bad --impl is a usage error, before any server starts
         try:
-            load_adapter(spec)
+            why = unavailable(load_adapter(spec))
         except AdapterLoadError as exc:
             raise pytest.UsageError(str(exc)) from None
+        if why:
+            raise pytest.UsageError(f"--impl {spec!r}: {why}")
     config.stash[OUTCOME] = outcome = SessionOutcome()
     outcome.sigterm.install()
 

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import cli
 from harness.adapter import AdapterLoadError, load_adapter
+from harness.cli import runnable_aliases
+from harness.exits import USAGE
 
 MODULES = {
     "raises_on_import": "raise RuntimeError('no config file')\n",
@@ -48,3 +51,17 @@ def test_a_bad_impl_is_one_error_naming_impl_the_spec_and_the_fix(modules: None,
     assert says in message, message
     assert "\n" not in message, message
     assert any(fix in message for fix in ("pass", "make", "fix", "install", "point", "add")), message
+
+
+def test_without_go_river_is_left_out_of_conformance_and_refused_when_asked_for(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without Go: the default conformance matrix leaves River out and says why; --impl river is a usage
+    error naming Go, before anything starts."""
+    monkeypatch.setenv("OUTBOX_HARNESS_CACHE", str(tmp_path / "cache"))  # nothing built yet
+    monkeypatch.setenv("PATH", str(tmp_path))  # no go on it
+    monkeypatch.delenv("OUTBOX_HARNESS_RIVER_BIN", raising=False)
+    said: list[str] = []
+    kept = runnable_aliases(said.append)
+    assert "river" not in kept and "reference" in kept
+    assert any("leaving out river" in m and "Go is not installed" in m for m in said), said
+    assert cli.main(["conformance", "--impl", "river", "-k", "sigkill_storm"]) == USAGE

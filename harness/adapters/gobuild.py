@@ -14,10 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.adapters.process import ProgramUnavailable
+
 BUILD_TIMEOUT_S = 600.0  # a cold module cache downloads the library first
 
 
-class GoUnavailable(RuntimeError):
+class GoUnavailable(ProgramUnavailable):
     """The adapter program cannot be built here (no Go toolchain, or the build failed)."""
 
 

@@ -42,6 +42,10 @@ REPLY_TIMEOUT_S = 30.0  # one publish; the program bounds its own transaction we
 STDERR_LINES = 20  # the publisher's last stderr lines, quoted when it fails
 
 
+class ProgramUnavailable(RuntimeError):
+    """The implementation's program cannot be had here (its toolchain is missing, its build failed)."""
+
+
 class ProcessError(RuntimeError):
     """The implementation's program failed or answered something that is not the contract."""
 
@@ -189,6 +193,14 @@ class ProcessAdapter:
 
     def program(self) -> list[str]:
         return list(self._program())
+
+    def unavailable(self) -> str | None:
+        """Why the program cannot run here (built now if need be), or None."""
+        try:
+            self.program()
+        except ProgramUnavailable as exc:
+            return str(exc)
+        return None
 
     def command(self, spec_path: Path) -> list[str]:
         """What the supervisor executes for one consumer incarnation (the WorkerSpec JSON at ``spec_path``)."""
