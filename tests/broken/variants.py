@@ -398,12 +398,11 @@ class FetchThroughDrainSubscriber(Subscriber):
     may start only rows claimed before the signal, which is allowed, and then shows nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fetch_batch_size = 1
+        super().__init__(*args, **{**kwargs, "fetch_batch_size": 1})
 
     async def stop(self) -> None:
         deadline = time.monotonic() + self.graceful_timeout
-        while time.monotonic() < deadline and (self._busy or not self._queue.empty()):
+        while time.monotonic() < deadline and (self._busy or self._pending):
             await asyncio.sleep(0.02)
         self.graceful_timeout = max(0.01, deadline - time.monotonic())
         await super().stop()
