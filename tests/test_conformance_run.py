@@ -17,7 +17,9 @@ import pytest
 
 PEERS = {"faststream-outbox": "faststream_outbox", "pgqueuer": "pgqueuer", "soniq": "soniq",
          "eventsource-py": "eventsource"}
-SUBSET = "sigkill_storm or poison_max_deliveries or listen_loss"
+# soniq reclaims by a 60 s heartbeat timeout, which stretches its storm to three minutes: its storm verdicts are
+# recorded in docs/adapters.md (`outbox-harness conformance --impl soniq -k sigkill_storm`), not rerun in every CI.
+SUBSET = "(sigkill_storm and not soniq) or poison_max_deliveries or listen_loss"
 STATUSES = {"pass", "fail", "unknown", "not_applicable", "skipped"}
 
 

@@ -9,6 +9,7 @@ Skipped, with the reason, where Go is not installed to build the program.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,12 @@ def test_the_supervisor_executes_the_program_itself(tmp_path: Path) -> None:
 
 
 def test_sigkill_storm_kills_the_go_process(postgres_server: Any, tmp_path: Path) -> None:
-    result = asyncio.run(run_scenario(by_name("sigkill_storm"), adapter=load_adapter("river"), impl_spec="river",
+    """Two kills of the storm, on a fifth of its messages: River's rescuer stretches every scenario that needs a
+    reclaim about twentyfold, and the full storm's verdicts are in docs/adapters.md."""
+    storm = by_name("sigkill_storm")
+    short = dataclasses.replace(storm, workload=dataclasses.replace(storm.workload, messages=120),
+                                faults=storm.faults[:2])
+    result = asyncio.run(run_scenario(short, adapter=load_adapter("river"), impl_spec="river",
                                       server=postgres_server, workdir=tmp_path))
     summary = "\n".join(f"{v.guarantee} {v.status}: {v.summary}" for v in result.verdicts)
     assert {v.status for v in result.verdicts} == {"pass"}, summary
