@@ -1,6 +1,6 @@
 """LISTEN/NOTIFY wake-up and polling fallback (D7, D8): an idle consumer picks up a
 single message in milliseconds; with its LISTEN backend terminated it keeps
-delivering by polling within ``max_fetch_interval`` (D8) and logs one WARNING per outage (O2)."""
+delivering by polling within ``max_fetch_interval`` (D8) and logs the outage once or twice, not once per poll (O2)."""
 
 from harness.adapter import ConsumerConfig
 from harness.nemesis.worker_config import ListenLoss
