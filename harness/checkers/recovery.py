@@ -93,7 +93,9 @@ def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: Che
                        f" {ctx.describe_liveness_bound()} after the proven heal: the workers did not recover",
                        figures)
     if last_heal is None or not counts.drained:
-        why = "the faults did not heal" if last_heal is None else f"the outbox did not drain and {late.why_undecided}"
+        why = ("the faults did not heal" if last_heal is None
+               else "the outbox did not drain" + (f" and {late.why_undecided}" if late.why_undecided else
+                                                  ", and no message left pending can be called overdue"))
         return Verdict("L4", NAME, "unknown", why, figures)
     if loss["lost"]:
         return Verdict("L4", NAME, "fail", f"{loss['lost']} committed messages lost through the network faults", figures)
