@@ -304,6 +304,7 @@ ALIASES = {
     "procrastinate": "harness.adapters.procrastinate_adapter:adapter",
     "chancy": "harness.adapters.chancy_adapter:adapter",
     "river": "harness.adapters.river_adapter:adapter",
+    "pg-boss": "harness.adapters.pgboss_adapter:adapter",
 }
 
 
