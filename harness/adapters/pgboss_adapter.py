@@ -18,17 +18,14 @@ NOTIFY-less wake picks it up: retried jobs send no NOTIFY.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 from harness.adapter import Capabilities, ConsumerConfig, Timings
-from harness.adapters.process import ProcessAdapter, ProgramUnavailable
+from harness.adapters.nodeprogram import node_program
+from harness.adapters.process import ProcessAdapter
 
 SOURCE = Path(__file__).resolve().parents[2] / "adapters" / "pgboss"
-NODE_ENV = "OUTBOX_HARNESS_NODE"  # the node binary to run the program with, instead of the one on PATH
 SUPERVISE_INTERVAL_S = 1.0  # superviseIntervalSeconds / monitorIntervalSeconds in options.mjs: the least allowed
 MIN_POLL_S = 0.5  # pg-boss's least pollingIntervalSeconds
 
@@ -64,25 +61,9 @@ CAPABILITIES = Capabilities(
 )
 
 
-def _pinned_version() -> str:
-    lock = json.loads((SOURCE / "package-lock.json").read_text())
-    return str(lock["packages"]["node_modules/pg-boss"]["version"])
-
-
 def program() -> list[str]:
     """``node adapters/pgboss/main.mjs``, once node and the packages its lock file pins are installed."""
-    node = os.environ.get(NODE_ENV) or shutil.which("node")
-    if node is None:
-        raise ProgramUnavailable(f"pg-boss's adapter program is Node ({SOURCE}) and node is not installed: install "
-                                 "Node.js 20 or newer with npm, then run bin/setup (or `npm ci` in that directory)")
-    installed = SOURCE / "node_modules" / "pg-boss" / "package.json"
-    want = _pinned_version()
-    have = json.loads(installed.read_text())["version"] if installed.exists() else None
-    if have != want:
-        raise ProgramUnavailable(f"pg-boss {want} is not installed for its adapter program "
-                                 f"({'found ' + have if have else 'no node_modules'} in {SOURCE}): run bin/setup, or "
-                                 f"`npm ci` in {SOURCE}")
-    return [node, str(SOURCE / "main.mjs")]
+    return node_program(SOURCE, "pg-boss")
 
 
 def pool_size(config: ConsumerConfig) -> int:
