@@ -4,7 +4,9 @@
 // spent, retried after graphile-worker's backoff).
 import { Logger, run } from 'graphile-worker';
 
-import { newPool, poolSize, SCHEMA } from './pool.mjs';
+import { endWhenIdle, newPool, poolSize, SCHEMA } from './pool.mjs';
+
+const SETTLE_TIMEOUT_MS = 5000; // for the last fail or complete writes after runner.stop()
 
 const LEVELS = { error: 'ERROR', warning: 'WARNING' };
 
@@ -36,6 +38,6 @@ export async function consume(spec, handler, history) {
   return async () => {
     stopping = true;
     await runner.stop();
-    await pgPool.end();
+    await endWhenIdle(pgPool, SETTLE_TIMEOUT_MS);
   };
 }

@@ -14,3 +14,16 @@ export function newPool(dsn, applicationName, max, statementTimeoutSeconds = 0) 
   pool.on('error', () => {}); // an idle client that dies is dropped; the next checkout reconnects
   return pool;
 }
+
+const DRAIN_POLL_MS = 20;
+
+// Ends the pool once nothing holds or waits for a connection (at most timeoutMs): graphile-worker does not await
+// the write that fails or completes a job before its worker is released, so runner.stop() can return with it still
+// on its way, and ending the pool at once would drop it and leave the job locked.
+export async function endWhenIdle(pool, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while ((pool.totalCount > pool.idleCount || pool.waitingCount > 0) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+  }
+  await pool.end();
+}
