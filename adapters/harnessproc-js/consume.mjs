@@ -18,14 +18,19 @@ export async function consume(specPath, run) {
     process.once('SIGINT', resolve);
   });
   history.record('info', 'worker', { event: 'started', process: spec.process, pid: process.pid });
+  let stop;
   try {
-    const stop = await run(spec, handler, history, stopping);
-    await stopping;
-    await stop();
+    stop = await run(spec, handler, history, stopping);
   } catch (err) {
     history.record('info', 'worker', { event: 'refused', process: spec.process, message: String(err?.message ?? err) });
     history.close();
     return EXIT_REFUSED;
+  }
+  await stopping;
+  try {
+    await stop();
+  } catch (err) {
+    history.log('ERROR', 'harnessproc', `the consumer did not stop cleanly: ${err?.message ?? err}`);
   }
   history.record('info', 'worker', { event: 'exited', process: spec.process });
   history.close();

@@ -4,11 +4,11 @@
 import { decodePayload } from './payload.mjs';
 import { PCG, randomSeed } from './random.mjs';
 
-export class HandlerFailure extends Error {}
+class HandlerFailure extends Error {}
 
 // Echoed by every completion, so the checkers can tell two calls of one mid apart. leaseAt: a Date by the
 // database clock, only if it really is the lease start; delivery: the library's claim count (0: unknown).
-export function callValues({ leaseAt = null, delivery = 0 }) {
+function callValues({ leaseAt = null, delivery = 0 }) {
   return { lease_at: leaseAt ? leaseAt.getTime() / 1000 : null, delivery: delivery > 0 ? delivery : null };
 }
 

@@ -14,7 +14,3 @@ export function decodePayload(raw) {
     return { mid: null, intact: false, poison: false, script: [] };
   }
 }
-
-export function midOf(raw) {
-  return decodePayload(raw).mid;
-}
