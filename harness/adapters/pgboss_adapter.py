@@ -12,8 +12,8 @@ now()`` (database clock) and nothing renews it (heartbeats are opt-in and at lea
 (``lease_ttl_seconds`` rounded up to a whole second) is a job timeout: the live worker abandons the handler at it
 and fails the job, and every instance's supervisor (``superviseIntervalSeconds``, set to its least, 1 s) fails an
 active job older than it, that of a dead worker included. A failed job with attempts left goes to ``retry`` with
-``start_after`` = now + the retry delay, and a worker's next poll (``pollingIntervalSeconds``, at least 0.5 s) or a
-NOTIFY-less wake picks it up: retried jobs send no NOTIFY.
+``start_after`` = now + the retry delay, and a worker's next poll (``pollingIntervalSeconds``, at least 0.5 s) picks
+it up: retried jobs send no NOTIFY.
 """
 
 from __future__ import annotations
@@ -83,13 +83,19 @@ class PgBossAdapter(ProcessAdapter):
                        max(MIN_POLL_S, config.max_fetch_interval))
 
 
+def _js_round(seconds: float) -> int:
+    """JavaScript's Math.round, which options.mjs uses (halves round up; Python's round() goes to even)."""
+    return math.floor(seconds + 0.5)
+
+
 def _retry_delay(config: ConsumerConfig) -> float:
-    """The longest delay pg-boss may put before the retry after a second failure (options.mjs's mapping)."""
+    """The longest delay pg-boss may put before the retry after a second failure (options.mjs's mapping; its
+    backoff is base × 2^n / 2 × (1 + random()), n = 2 there)."""
     retry = config.retry
     if retry.kind == "constant":
-        return float(round(retry.initial_delay_seconds))
+        return float(_js_round(retry.initial_delay_seconds))
     if retry.kind == "exponential":
-        return float(min(math.ceil(retry.max_delay_seconds), max(1, round(retry.initial_delay_seconds)) * 4))
+        return float(min(math.ceil(retry.max_delay_seconds), max(1, _js_round(retry.initial_delay_seconds)) * 4))
     return 0.0
 
 
