@@ -304,6 +304,8 @@ ALIASES = {
     "procrastinate": "harness.adapters.procrastinate_adapter:adapter",
     "chancy": "harness.adapters.chancy_adapter:adapter",
     "river": "harness.adapters.river_adapter:adapter",
+    "pg-boss": "harness.adapters.pgboss_adapter:adapter",
+    "graphile-worker": "harness.adapters.graphile_worker_adapter:adapter",
 }
 
 

@@ -55,13 +55,16 @@ def test_a_bad_impl_is_one_error_naming_impl_the_spec_and_the_fix(modules: None,
 
 def test_without_go_river_is_left_out_of_conformance_and_refused_when_asked_for(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """A machine without Go: the default conformance matrix leaves River out and says why; --impl river is a usage
-    error naming Go, before anything starts."""
+    """A machine without Go or Node: the default conformance matrix leaves River and pg-boss out and says why;
+    --impl river or pg-boss is a usage error naming the toolchain, before anything starts."""
     monkeypatch.setenv("OUTBOX_HARNESS_CACHE", str(tmp_path / "cache"))  # nothing built yet
-    monkeypatch.setenv("PATH", str(tmp_path))  # no go on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # no go, no node on it
     monkeypatch.delenv("OUTBOX_HARNESS_RIVER_BIN", raising=False)
+    monkeypatch.delenv("OUTBOX_HARNESS_NODE", raising=False)
     said: list[str] = []
     kept = runnable_aliases(said.append)
-    assert "river" not in kept and "reference" in kept
+    assert "river" not in kept and "pg-boss" not in kept and "reference" in kept
     assert any("leaving out river" in m and "Go is not installed" in m for m in said), said
+    assert any("leaving out pg-boss" in m and "node is not installed" in m for m in said), said
     assert cli.main(["conformance", "--impl", "river", "-k", "sigkill_storm"]) == USAGE
+    assert cli.main(["conformance", "--impl", "pg-boss", "-k", "sigkill_storm"]) == USAGE

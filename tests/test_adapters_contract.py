@@ -37,9 +37,12 @@ SHIPPED = [
     ("tests.correct.heartbeat:adapter", None),
     ("river", None),
     ("harness.adapters.go_example:adapter", None),
+    ("pg-boss", None),
+    ("graphile-worker", None),
 ]
 # Adapters whose program is built with a toolchain the machine may lack (or given prebuilt by a variable).
-TOOLCHAINS = {"river": ("go", "OUTBOX_HARNESS_RIVER_BIN"), "harness.adapters.go_example:adapter": ("go", "")}
+TOOLCHAINS = {"river": ("go", "OUTBOX_HARNESS_RIVER_BIN"), "harness.adapters.go_example:adapter": ("go", ""),
+              "pg-boss": ("node", "OUTBOX_HARNESS_NODE"), "graphile-worker": ("node", "OUTBOX_HARNESS_NODE")}
 CONFIG = ConsumerConfig(queue="contract")
 
 
