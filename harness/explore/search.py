@@ -59,6 +59,14 @@ def failed(result: ScenarioResult) -> list[str]:
     return [f"{v.guarantee} ({v.summary})" for v in result.verdicts if v.status == "fail"]
 
 
+def outcome(result: ScenarioResult) -> str:
+    """One line: the failed guarantees, else the status and, when undecided, the first reason why."""
+    if broken := failed(result):
+        return "FAIL " + "; ".join(broken)
+    why = next((f": {v.guarantee} {v.summary}"[:120] for v in result.verdicts if v.status == "unknown"), "")
+    return result.status + why
+
+
 def slug(text: str) -> str:
     return re.sub(r"\W+", "_", text).strip("_")
 
@@ -112,8 +120,7 @@ class Explorer:
                 return
             broken = failed(result)
             kinds = ", ".join(s.nemesis.kind for s in scenario.faults) or "no faults"
-            progress(f"case {self.cases} ({kinds}; {result.duration_s:.0f} s): "
-                     + ("FAIL " + "; ".join(broken) if broken else result.status))
+            progress(f"case {self.cases} ({kinds}; {result.duration_s:.0f} s): " + outcome(result))
             if not broken:
                 return
             if finding is None:
@@ -142,9 +149,7 @@ class Explorer:
         results = []
         for i in range(times):
             result = self.run(scenario)
-            broken = failed(result)
-            self.say(f"[replay {i + 1}/{times}] {'FAIL ' + '; '.join(broken) if broken else result.status} "
-                     f"({result.duration_s:.0f} s)")
+            self.say(f"[replay {i + 1}/{times}] {outcome(result)} ({result.duration_s:.0f} s)")
             results.append(result)
         return results
 
