@@ -121,7 +121,8 @@ def guarantees_for(faults: list[FaultStep], workload: Workload, handler: dict[st
     fault, D4 a skewed clock (as in ``clock_skew``). D5 (reclaim within the lease bound) is judged only when
     SIGKILLs are the sole fault and handlers are quick, as in ``sigkill_storm``: a partition, a pause or a busy
     consumer delays a reclaim legitimately. D6 needs overlapping calls: scripted slow first deliveries or a
-    pause. R1-R3 are judged on poison only in a case without faults, as in the ``poison`` scenarios."""
+    pause. R1-R3 are judged on poison only in a case without faults and with quick handlers, as in the
+    ``poison`` scenarios: a consumer whose slots are all held by slow handlers takes a due retry late."""
     kinds = {s.nemesis for s in faults}
     ids = ["D1", "D2", "P1", "D3"]
     requires: list[str] = []
@@ -139,7 +140,7 @@ def guarantees_for(faults: list[FaultStep], workload: Workload, handler: dict[st
     if workload.script or Pause in kinds:
         ids.append("D6")
         requires.append(RECLAIM)
-    if workload.poison and not faults:
+    if workload.poison and not faults and quick:
         capped = config.max_deliveries is not None
         ids += ["R2" if capped else "R1", "R3"]
         requires += ["dlq", "max_deliveries" if capped else "retry_schedule"]
