@@ -119,7 +119,7 @@ def test_explore_finds_a_broken_variant_and_writes_a_reproducer_that_replays(tmp
     assert done.returncode == exits.FINDINGS, done.stdout[-2000:] + done.stderr[-3000:]
     (summary_path,) = tmp_path.glob("explore/*/summary.json")
     summary = json.loads(summary_path.read_text())
-    assert summary["replays_failed"] == 2 and any(f.startswith("P1") for f in summary["failed"])
+    assert summary["replayed"][0]["replays_failed"] == 2 and any(f.startswith("P1") for f in summary["failed"])
     found = load(Path(summary["reproducer"]))
     assert isinstance(found.scenario, Scenario) and "P1" in found.scenario.guarantees and found.seed == 3
     assert list((tmp_path / "explore" / "examples").rglob("*")), "the failure was not kept for the next run"

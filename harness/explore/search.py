@@ -48,6 +48,7 @@ class BudgetSpent(BaseException):  # noqa: N818 - a BaseException, so Hypothesis
 class Finding:
     scenario: Scenario  # the smallest case that failed
     result: ScenarioResult
+    first: Scenario  # the case that failed first, before shrinking
     first_after_s: float  # from the start of the search to the first failing run
     first_case: int  # how many cases had run by then
     shrink_runs: int = 0  # runs after the first failure
@@ -124,7 +125,7 @@ class Explorer:
             if not broken:
                 return
             if finding is None:
-                finding = Finding(scenario, result, time.monotonic() - t0, self.cases)
+                finding = Finding(scenario, result, scenario, time.monotonic() - t0, self.cases)
             else:
                 finding.shrink_steps += scenario != finding.scenario  # Hypothesis also re-runs its best
                 finding.scenario, finding.result = scenario, result
