@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +60,18 @@ def writable_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written ({exc.strerror or exc}); "
                                          "give a directory you can write to") from None
     return path
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """A time budget in seconds, written with its unit: ``90s``, ``30m``, ``1h``, ``1.5h`` (a bare number could
+    mean seconds or minutes, so it is refused)."""
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match[1]) * _UNIT_S[match[2]] if match else 0.0
+    if not match or not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give a number above 0 with its unit, "
+                                         "like 90s, 30m or 1h")
+    return seconds

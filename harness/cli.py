@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter, unavailable
 from harness.argtypes import positive_finite_float, positive_int, seed, writable_dir
 from harness.bench.config import DEFAULTS as BENCH
+from harness.explore.cli import add_options as add_explore_options
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
 from harness.interrupt import SigtermAsInterrupt
 from harness.messages import mask_dsn
@@ -157,6 +158,12 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0 if any(r["throughput_msgs_per_s"] for r in result["impls"]) else 1
 
 
+def cmd_explore(ns: argparse.Namespace) -> int:
+    from harness.explore.cli import main as explore_main  # noqa: PLC0415
+
+    return explore_main(ns)
+
+
 def cmd_size(ns: argparse.Namespace) -> int:
     from harness.sizing import main as sizing_main  # noqa: PLC0415
 
@@ -232,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
     add_run_options(size)  # the options of python -m harness.sizing run, from one function
     size.set_defaults(func=cmd_size, servers=("postgresql",))
+
+    explore = sub.add_parser("explore", help="generated fault schedules against one implementation; a failure is "
+                                             "shrunk to a reproducer")
+    add_explore_options(explore)
+    explore.set_defaults(func=cmd_explore, servers=("postgresql", "toxiproxy"))
 
     return parser
 
