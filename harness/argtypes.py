@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -56,6 +57,21 @@ def non_negative_finite_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of at least 0")
     return value
+
+
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smh])")
+
+
+def duration(text: str) -> float:
+    """A length of time in seconds, written with its unit (``90s``, ``10m``, ``1.5h``): a bare number could be
+    read as seconds or minutes, and a run an hour too long is a costly misreading."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(match[1]) * _UNIT_S[match[2]] if match else 0.0
+    if not seconds or not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0: give a number with its unit, "
+                                         "s, m or h (e.g. 90s, 10m, 1h)")
+    return seconds
 
 
 def writable_dir(text: str) -> Path:

@@ -26,6 +26,7 @@ Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import time
@@ -187,11 +188,27 @@ def _decode(lines: list[str]) -> list[Any]:
     return values
 
 
-def merge(paths: Iterable[Path]) -> list[Event]:
-    """One history ordered by the shared monotonic clock."""
-    events = [e for p in paths if Path(p).exists() for e in read_events(Path(p))]
-    events.sort(key=lambda e: e.t)
-    return events
+#: How far back in time a line may be written after a later one in the same file: threads of one process take
+#: their timestamp before they write, microseconds apart.
+REORDER_WINDOW_S = 1.0
+
+
+def merge(paths: Iterable[Path]) -> Iterator[Event]:
+    """One history ordered by the shared monotonic clock, streamed: each file is in time order but for lines
+    written by its process's threads within :data:`REORDER_WINDOW_S` of each other, so a long run's files are
+    merged holding about a second of events each, never the whole history."""
+    return heapq.merge(*(_in_order(read_events(Path(p))) for p in paths if Path(p).exists()), key=lambda e: e.t)
+
+
+def _in_order(events: Iterable[Event]) -> Iterator[Event]:
+    """``events`` sorted, for a stream whose disorder stays within :data:`REORDER_WINDOW_S`."""
+    held: list[tuple[float, int, Event]] = []
+    for n, e in enumerate(events):
+        heapq.heappush(held, (e.t, n, e))
+        while held[0][0] < e.t - REORDER_WINDOW_S:
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
 
 
 def write_history(events: Iterable[Event], path: Path) -> None:
