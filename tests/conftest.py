@@ -9,7 +9,8 @@
 - ``db``: a raw asyncpg connection to the module's database;
 - ``subscribers``: starts subscribers and always stops them at teardown;
 - ``wait_until``: polls an (async) predicate with a deadline, for timing asserts
-  with honest slack.
+  with honest slack;
+- ``workspace``: a TMPDIR of a harness command's own, for tests that run one in a subprocess.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -184,3 +188,13 @@ async def _wait_until(predicate: Callable[[], Any], timeout: float, interval: fl
 @pytest.fixture
 def wait_until() -> Callable[..., Awaitable[float]]:
     return _wait_until
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """A TMPDIR of a harness run's own, outside pytest's private tmp tree: the embedded server's user must reach
+    it, and what a run leaves behind shows there."""
+    path = Path(tempfile.mkdtemp(prefix="harness-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
