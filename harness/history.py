@@ -105,6 +105,17 @@ def read_events(path: Path, *, f: str | None = None, type_: EventType | None = N
         yield from _parse(fh, f, type_)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A saved history's events, read from its file again on each pass: for a reader that makes a few passes over
+    a long run's history (the report's counts and plots) without holding it in memory."""
+
+    path: Path
+
+    def __iter__(self) -> Iterator[Event]:
+        return read_events(self.path)
+
+
 class Tail:
     """Follows a history file another process is appending to: each :meth:`read` returns the events
     written since the previous one (only ``f`` / ``type_`` ones, as :func:`read_events`); a line

@@ -48,8 +48,6 @@ NAME = "soak"
 CYCLE_S = 30.0
 #: Without faults, the guarantees that a fault-free run can decide (P2 and L4 need a crash and a network fault).
 FAULT_FREE = ("D1", "D2", "P1", "D3")
-#: Short handlers, so that the rate the publisher and the implementation sustain is measured, not a sleep.
-HANDLER = {"base_ms": 10, "jitter_ms": 5}
 DRAIN_DEADLINE_S = 120.0
 PROGRESS_S = 5.0
 
@@ -61,12 +59,12 @@ def cycle_span(faults: str) -> float:
 
 
 def soak_scenario(duration_s: float, rate: float, faults: str) -> Scenario:
-    """``mixed`` (its workers and consumer configuration) publishing ``rate`` messages/s for ``duration_s``, its
+    """``mixed`` (its workers, consumer configuration and handler) publishing ``rate`` messages/s for ``duration_s``, its
     fault round repeated every :data:`CYCLE_S` while every round fits in the publishing time."""
     rounds = int((duration_s - cycle_span(faults)) // CYCLE_S) + 1 if faults == "mixed" else 0
     steps = [replace(s, at=s.at + k * CYCLE_S) for k in range(rounds) for s in MIXED_NEMESIS.faults]
     guarantees = list(MIXED_NEMESIS.guarantees) if steps else [g for g in MIXED_NEMESIS.guarantees if g in FAULT_FREE]
-    return replace(MIXED_NEMESIS, name=NAME, guarantees=guarantees, handler=dict(HANDLER),
+    return replace(MIXED_NEMESIS, name=NAME, guarantees=guarantees,
                    workload=Workload(messages=max(1, round(rate * duration_s)), rate=rate), faults=steps,
                    drain_deadline=DRAIN_DEADLINE_S)
 
