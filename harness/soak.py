@@ -193,9 +193,9 @@ def run(ns: argparse.Namespace) -> int:
                                "cycle_s": CYCLE_S, "messages_planned": scenario.workload.messages}
     _say(f"{impl}: {scenario.workload.messages:,} messages at {ns.rate:g}/s over {ns.duration:g} s, faults"
         f" {ns.faults} ({figures['fault_rounds']} round(s), one every {CYCLE_S:g} s); verdicts are decided at the end")
+    server = provision()
     workdir = Path(tempfile.mkdtemp(prefix="outbox-harness-soak-"))
     tally = Tally(workdir)
-    server = provision()
     toxiproxy = None
     try:
         if scenario.needs_proxy:
