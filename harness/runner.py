@@ -10,8 +10,9 @@
 3. publishes (:mod:`harness.generator`) while the fault schedule (:mod:`harness.schedule`) breaks things;
 4. publishes a healthy tail after the last heal, and idle wake-up probes if asked, then drains with healthy
    workers until the outbox is empty or a deadline passes (a ``drain`` event);
-5. stops the workers by pid, reads the tables one last time (a ``read`` event), merges the histories and
-   judges them (:func:`harness.analysis.judge`), exactly as ``outbox-harness check`` would later.
+5. stops the workers by pid, reads the tables one last time (a ``read`` event), merges the histories into one
+   file as streams and judges it in one pass (:func:`harness.analysis.judge`), exactly as ``outbox-harness check``
+   would later.
 """
 
 from __future__ import annotations
