@@ -205,10 +205,36 @@ REORDER_WINDOW_S = 1.0
 
 
 def merge(paths: Iterable[Path]) -> Iterator[Event]:
-    """One history ordered by the shared monotonic clock, streamed: each file is in time order but for lines
-    written by its process's threads within :data:`REORDER_WINDOW_S` of each other, so a long run's files are
-    merged holding about a second of events each, never the whole history."""
-    return heapq.merge(*(_in_order(read_events(Path(p))) for p in paths if Path(p).exists()), key=lambda e: e.t)
+    """One history ordered by the shared monotonic clock, streamed. A file is opened only once the merge reaches its
+    first event, so a long run's many short-lived worker incarnations are not all read at once: about a chunk of
+    events is held per process alive at that moment (within a file, lines written by its threads may be out of
+    order by up to :data:`REORDER_WINDOW_S`). Equal times keep the order of ``paths``."""
+    waiting = sorted((t, i, Path(p)) for i, p in enumerate(paths) if (t := _first_t(Path(p))) is not None)
+    waiting.reverse()  # the earliest last, to pop
+    front: list[tuple[float, int, int, Event, Iterator[Event]]] = []  # (t, file, line, event, rest of its file)
+    line = 0
+    while waiting or front:
+        while waiting and (not front or waiting[-1][0] <= front[0][0] + REORDER_WINDOW_S):
+            _, i, path = waiting.pop()
+            rest = _in_order(read_events(path))
+            if (first := next(rest, None)) is not None:
+                heapq.heappush(front, (first.t, i, line := line + 1, first, rest))
+        if not front:
+            continue
+        _, i, _, event, rest = heapq.heappop(front)
+        yield event
+        if (following := next(rest, None)) is not None:
+            heapq.heappush(front, (following.t, i, line := line + 1, following, rest))
+
+
+def _first_t(path: Path) -> float | None:
+    """The time of a history file's first whole event (None: no file, or none yet)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((raw for raw in _objects(islice(fh, 16), "") if isinstance(raw, dict) and "t" in raw), None)
+    except OSError:
+        return None
+    return None if first is None else float(first["t"])
 
 
 def _in_order(events: Iterable[Event]) -> Iterator[Event]:
