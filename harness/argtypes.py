@@ -49,6 +49,21 @@ positive_finite_float = _finite(zero=False)
 non_negative_finite_float = _finite(zero=True)
 
 
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smh])")
+
+
+def duration(text: str) -> float:
+    """A length of time in seconds, written with its unit (``90s``, ``10m``, ``1.5h``): a bare number could be
+    read as seconds or minutes, and a run an hour too long is a costly misreading."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(match[1]) * _UNIT_S[match[2]] if match else 0.0
+    if not seconds or not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0: give a number with its unit, "
+                                         "s, m or h (e.g. 90s, 10m, 1h)")
+    return seconds
+
+
 def writable_dir(text: str) -> Path:
     """A directory the run can write into, created if missing; proven by writing a file in it."""
     path = Path(text)
@@ -61,17 +76,3 @@ def writable_dir(text: str) -> Path:
                                          "give a directory you can write to") from None
     return path
 
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600}
-
-
-def duration(text: str) -> float:
-    """A time budget in seconds, written with its unit: ``90s``, ``30m``, ``1h``, ``1.5h`` (a bare number could
-    mean seconds or minutes, so it is refused)."""
-    match = _DURATION.fullmatch(text.strip())
-    seconds = float(match[1]) * _UNIT_S[match[2]] if match else 0.0
-    if not match or not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give a number above 0 with its unit, "
-                                         "like 90s, 30m or 1h")
-    return seconds

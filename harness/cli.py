@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.adapter import ALIASES, AdapterLoadError, alias_help, load_adapter, unavailable
-from harness.argtypes import positive_finite_float, positive_int, seed, writable_dir
+from harness.argtypes import duration, positive_finite_float, positive_int, seed, writable_dir
 from harness.bench.config import DEFAULTS as BENCH
 from harness.explore.cli import add_options as add_explore_options
 from harness.exits import ERROR, EXIT_CODES, FINDINGS, INTERRUPTED, OK, USAGE
@@ -163,6 +163,11 @@ def cmd_explore(ns: argparse.Namespace) -> int:
 
     return explore_main(ns)
 
+def cmd_soak(ns: argparse.Namespace) -> int:
+    from harness.soak import run  # noqa: PLC0415
+
+    return run(ns)
+
 
 def cmd_size(ns: argparse.Namespace) -> int:
     from harness.sizing import main as sizing_main  # noqa: PLC0415
@@ -235,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --checkers: a history size in events, repeatable (default: 1,000,000 and"
                             " 10,000,000)")
     bench.set_defaults(func=cmd_bench, servers=("postgresql",))
+
+    soak = sub.add_parser("soak", help="one implementation under steady load for a long time, faults repeating; "
+                                       "judged at the end (README, 'Soak')")
+    soak.add_argument("--impl", action="append", help=f"an alias ({alias_help()}) or package.module:attribute "
+                                                      "(default: reference)")
+    soak.add_argument("--duration", type=duration, required=True, help="how long to publish: 90s, 10m, 1h")
+    soak.add_argument("--rate", type=positive_finite_float, required=True, help="messages per second")
+    soak.add_argument("--faults", choices=("mixed", "none"), default="mixed",
+                      help="the mixed scenario's faults in repeating rounds, or none (default: %(default)s)")
+    soak.add_argument("--seed", type=seed, help="replay a run: the seed it printed")
+    soak.add_argument("--reports-dir", type=writable_dir, default="reports", help="(default: %(default)s)")
+    soak.set_defaults(func=cmd_soak, servers=("postgresql", "toxiproxy"))
 
     size = sub.add_parser("size", help="locust step-load sizing over a configuration grid")
     add_run_options(size)  # the options of python -m harness.sizing run, from one function

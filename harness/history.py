@@ -26,6 +26,7 @@ Event vocabulary (``f`` / ``type`` / notable ``value`` keys):
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import time
@@ -102,6 +103,17 @@ def read_events(path: Path, *, f: str | None = None, type_: EventType | None = N
     """
     with open(path, encoding="utf-8") as fh:
         yield from _parse(fh, f, type_)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A saved history's events, read from its file again on each pass: for a reader that makes a few passes over
+    a long run's history (the report's counts and plots) without holding it in memory."""
+
+    path: Path
+
+    def __iter__(self) -> Iterator[Event]:
+        return read_events(self.path)
 
 
 class Tail:
@@ -187,11 +199,53 @@ def _decode(lines: list[str]) -> list[Any]:
     return values
 
 
-def merge(paths: Iterable[Path]) -> list[Event]:
-    """One history ordered by the shared monotonic clock."""
-    events = [e for p in paths if Path(p).exists() for e in read_events(Path(p))]
-    events.sort(key=lambda e: e.t)
-    return events
+#: How far back in time a line may be written after a later one in the same file: threads of one process take
+#: their timestamp before they write, microseconds apart.
+REORDER_WINDOW_S = 1.0
+
+
+def merge(paths: Iterable[Path]) -> Iterator[Event]:
+    """One history ordered by the shared monotonic clock, streamed. A file is opened only once the merge reaches its
+    first event, so a long run's many short-lived worker incarnations are not all read at once: about a chunk of
+    events is held per process alive at that moment (within a file, lines written by its threads may be out of
+    order by up to :data:`REORDER_WINDOW_S`). Equal times keep the order of ``paths``."""
+    waiting = sorted((t, i, Path(p)) for i, p in enumerate(paths) if (t := _first_t(Path(p))) is not None)
+    waiting.reverse()  # the earliest last, to pop
+    front: list[tuple[float, int, int, Event, Iterator[Event]]] = []  # (t, file, line, event, rest of its file)
+    line = 0
+    while waiting or front:
+        while waiting and (not front or waiting[-1][0] <= front[0][0] + REORDER_WINDOW_S):
+            _, i, path = waiting.pop()
+            rest = _in_order(read_events(path))
+            if (first := next(rest, None)) is not None:
+                heapq.heappush(front, (first.t, i, line := line + 1, first, rest))
+        if not front:
+            continue
+        _, i, _, event, rest = heapq.heappop(front)
+        yield event
+        if (following := next(rest, None)) is not None:
+            heapq.heappush(front, (following.t, i, line := line + 1, following, rest))
+
+
+def _first_t(path: Path) -> float | None:
+    """The time of a history file's first whole event (None: no file, or none yet)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((raw for raw in _objects(islice(fh, 16), "") if isinstance(raw, dict) and "t" in raw), None)
+    except OSError:
+        return None
+    return None if first is None else float(first["t"])
+
+
+def _in_order(events: Iterable[Event]) -> Iterator[Event]:
+    """``events`` sorted, for a stream whose disorder stays within :data:`REORDER_WINDOW_S`."""
+    held: list[tuple[float, int, Event]] = []
+    for n, e in enumerate(events):
+        heapq.heappush(held, (e.t, n, e))
+        while held[0][0] < e.t - REORDER_WINDOW_S:
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
 
 
 def write_history(events: Iterable[Event], path: Path) -> None:

@@ -10,14 +10,16 @@
 3. publishes (:mod:`harness.generator`) while the fault schedule (:mod:`harness.schedule`) breaks things;
 4. publishes a healthy tail after the last heal, and idle wake-up probes if asked, then drains with healthy
    workers until the outbox is empty or a deadline passes (a ``drain`` event);
-5. stops the workers by pid, reads the tables one last time (a ``read`` event), merges the histories and
-   judges them (:func:`harness.analysis.judge`), exactly as ``outbox-harness check`` would later.
+5. stops the workers by pid, reads the tables one last time (a ``read`` event), merges the histories into one
+   file as streams and judges it in one pass (:func:`harness.analysis.judge`), exactly as ``outbox-harness check``
+   would later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,10 +30,10 @@ import asyncpg
 from harness import business, seeds
 from harness.adapter import Adapter, Timings, declared_timings
 from harness.analysis import judge
-from harness.checkers import CheckContext
+from harness.checkers import CheckContext, History
 from harness.checkers.recovery import silent_since_heal
 from harness.generator import Publisher
-from harness.history import HistoryWriter, merge, read_events, write_history
+from harness.history import HistoryWriter, Tail, merge, write_history
 from harness.names import WORKER_APP_LIKE, scenario_database
 from harness.nemesis.base import Env
 from harness.payload import decode
@@ -93,7 +95,7 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
     supervisor = Supervisor(impl=impl_spec, dsn=admin_dsn, workdir=workdir, config=scenario.config.to_dict(),
                             handler=scenario.handler, history=history, seed=seed)
     env = Env(server, admin_dsn, supervisor, adapter, proxies, history,
-              in_flight=lambda process: _in_flight(supervisor, process), progress=say,
+              in_flight=InFlight(supervisor), progress=say,
               rng=seeds.stream(seed, "nemesis"))
     sampler: asyncio.Task[None] | None = None
     try:
@@ -163,11 +165,11 @@ def _cannot_run(scenario: Scenario, adapter: Adapter, ctx: CheckContext, server:
 
 
 def _result(scenario: Scenario, adapter: Adapter, workdir: Path, paths: list[Path], t0: float) -> ScenarioResult:
-    """Merges the histories into one record and judges it."""
-    events = merge(paths)
+    """Merges the histories into one record and judges it, streamed from the file as ``outbox-harness check``
+    would: a long run is never held in memory."""
     history_path = workdir / HISTORY
-    write_history(events, history_path)
-    verdicts, notes = judge(events)
+    write_history(merge(paths), history_path)
+    verdicts, notes = judge(History.read(history_path))
     return ScenarioResult(scenario.name, adapter.name, verdicts, time.monotonic() - t0,
                           history_path=str(history_path), notes=notes)
 
@@ -208,16 +210,26 @@ async def _probe(publisher: Publisher, env: Env, w: Workload) -> None:
         await apply(w.probe_fault, env, during=lambda: publisher.probe(w.probes - half, w.probe_interval))
 
 
-def _in_flight(supervisor: Supervisor, process: str) -> int:
-    """Deliveries invoked but not finished by ``process``, read from its history file."""
-    path = supervisor.history_path(process)
-    if not path.exists():
-        return 0
-    open_: dict[str, int] = {}
-    for e in read_events(path):
-        if e.f == "deliver" and e.mid:
-            open_[e.mid] = open_.get(e.mid, 0) + (1 if e.type == "invoke" else -1)
-    return sum(1 for v in open_.values() if v > 0)
+class InFlight:
+    """Deliveries invoked but not finished by a worker incarnation, followed in its history file as it grows: a
+    kill late in a long run reads only what was written since the last one and keeps only the open calls."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._seen: dict[str, tuple[Tail, dict[str, int]]] = {}
+        self._lock = threading.Lock()  # nemeses ask from their own threads
+
+    def __call__(self, process: str) -> int:
+        with self._lock:
+            tail, open_ = self._seen.setdefault(process, (Tail(self.supervisor.history_path(process), f="deliver"), {}))
+            for e in tail.read():
+                if e.mid:
+                    n = open_.get(e.mid, 0) + (1 if e.type == "invoke" else -1)
+                    if n > 0:
+                        open_[e.mid] = n
+                    else:
+                        open_.pop(e.mid, None)
+            return len(open_)
 
 
 async def _drain(dsn: str, adapter: Adapter, deadline_s: float, history: HistoryWriter) -> bool:

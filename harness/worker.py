@@ -102,11 +102,12 @@ def cpu_seconds() -> float:
     return round(usage.ru_utime + usage.ru_stime, 4)
 
 
-def memory_mb() -> dict[str, float]:
-    """Resident set now and its peak (``VmRSS`` / ``VmHWM``), in MiB; ``ru_maxrss`` if /proc is absent."""
+def memory_mb(pid: int | None = None) -> dict[str, float]:
+    """Resident set now and its peak (``VmRSS`` / ``VmHWM``), in MiB, of this process or of ``pid``; for this
+    process ``ru_maxrss`` if /proc is absent, for another {} when it cannot be read (it has exited)."""
     out: dict[str, float] = {}
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid or 'self'}/status") as fh:
             for line in fh:
                 key, _, rest = line.partition(":")
                 if key in ("VmRSS", "VmHWM"):
@@ -114,6 +115,8 @@ def memory_mb() -> dict[str, float]:
     except OSError:
         pass
     if "VmHWM" not in out:
+        if pid is not None:
+            return {}
         out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return {"rss_mb": round(out.get("VmRSS", out["VmHWM"]), 1), "peak_rss_mb": round(out["VmHWM"], 1)}
 

@@ -9,7 +9,8 @@
 - ``db``: a raw asyncpg connection to the module's database;
 - ``subscribers``: starts subscribers and always stops them at teardown;
 - ``wait_until``: polls an (async) predicate with a deadline, for timing asserts
-  with honest slack.
+  with honest slack;
+- ``workspace``: a TMPDIR of a harness command's own, for tests that run one in a subprocess.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import dataclasses
 import itertools
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -232,3 +236,13 @@ def run_impl(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory, wor
         return result
 
     return run
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """A TMPDIR of a harness run's own, outside pytest's private tmp tree: the embedded server's user must reach
+    it, and what a run leaves behind shows there."""
+    path = Path(tempfile.mkdtemp(prefix="harness-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

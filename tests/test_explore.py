@@ -105,7 +105,7 @@ def test_a_bad_budget_is_one_usage_error(text: str, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["explore", f"--budget={text}"])
     assert info.value.code == exits.USAGE
-    assert "like 90s, 30m or 1h" in capsys.readouterr().err.splitlines()[-1]
+    assert "give a number with its unit" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_explore_finds_a_broken_variant_and_writes_a_reproducer_that_replays(tmp_path: Path) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -22,15 +20,6 @@ import pytest
 from harness import exits
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def workspace() -> Iterator[Path]:
-    """A TMPDIR of the run's own (the embedded server's user must reach it)."""
-    path = Path(tempfile.mkdtemp(prefix="interrupt-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Harness:

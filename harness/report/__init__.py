@@ -31,11 +31,13 @@ __all__ = ["write_report"]
 def write_report(
     results: list[ScenarioResult], *, reports_dir: Path, run_id: str | None = None,
     interrupted: dict[str, Any] | None = None, server_logs: dict[str, Path | None] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Writes the run directory and returns it; an existing run directory is never overwritten.
 
     ``interrupted`` (how the run was cut short, and the scenario it cut short) marks every file of it;
-    ``server_logs`` (``{"postgresql": path, "toxiproxy": path}``) are copied into it."""
+    ``server_logs`` (``{"postgresql": path, "toxiproxy": path}``) are copied into it; ``meta`` adds to what
+    results.json says of the run (a soak's figures)."""
     run_id = run_id or new_run_id()
     reports_dir = Path(reports_dir)
     run_dir = reports_dir / run_id
@@ -48,6 +50,7 @@ def write_report(
         "host": socket.gethostname(),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "server_logs": copy_server_logs(server_logs or {}, run_dir),
+        **(meta or {}),
     }
     entries = place(results, run_dir)
     doc = document(run_id, meta, entries, interrupted)

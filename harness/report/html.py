@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from harness.guarantees import order_key
-from harness.history import Event, read_events
+from harness.history import Event, Saved
 from harness.report.answer import banner, findings
 from harness.report.plots import latency_svg, publish_outcomes, series, throughput_svg
 from harness.report.results import Entry, by_guarantee, guarantee_ids, worst_verdicts
@@ -76,7 +77,8 @@ class Counts:
     dlq: int
 
     @classmethod
-    def of(cls, events: list[Event]) -> Counts:
+    def of(cls, events: Iterable[Event]) -> Counts:
+        """From events read in three passes (a list, or a :class:`~harness.history.Saved` history)."""
         published: Counter[str] = Counter()
         for e, mids in publish_outcomes(events):
             published[e.type] += len(mids)
@@ -166,8 +168,8 @@ def _section(e: Entry, run_dir: Path) -> str:
     seed = f" · seed {e.run.get('seed')}" if e.run is not None else ""
     parts.append(f'<p class="sub">duration {r.duration_s:.1f} s{seed}{history}</p>')
     parts.append(scenario_rows(e, run_dir))
-    events = sorted(read_events(run_dir / e.history), key=lambda ev: ev.t) if e.history else []
-    if events:
+    events = Saved(run_dir / e.history) if e.history else None  # a long run's history is read, never held
+    if events is not None:
         parts.append(f'<p class="counts">Counts behind the verdicts: {Counts.of(events).html()}</p>')
     if r.notes:
         parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in r.notes) + "</ul>")
@@ -178,7 +180,7 @@ def _section(e: Entry, run_dir: Path) -> str:
             parts.append(f"<tr><td>{escape(gid)}</td><td>{escape(v.checker)}</td><td>{_badge(v.status)}</td>"
                          f'<td>{escape(v.summary)}</td><td class="figs">{_figures(v.figures)}</td></tr>')
     parts.append("</table>")
-    if events:
+    if events is not None:
         s = series(events)
         parts.append(f'<div class="plots">{latency_svg(s)}\n{throughput_svg(s)}</div>')
     parts.append("</section>")

@@ -11,7 +11,7 @@ plotting library and stays self-contained.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html import escape
 
@@ -49,7 +49,7 @@ class Series:
     delivered: list[float]  # x of every deliver ok
 
 
-def publish_outcomes(events: list[Event]) -> Iterator[tuple[Event, list[str]]]:
+def publish_outcomes(events: Iterable[Event]) -> Iterator[tuple[Event, list[str]]]:
     """Each publish completion with its mids; a completion without mids takes its invoke's (one op per process)."""
     pending: dict[str, list[str]] = {}
     for e in events:
@@ -62,7 +62,7 @@ def publish_outcomes(events: list[Event]) -> Iterator[tuple[Event, list[str]]]:
             pending.pop(e.process, None)
 
 
-def _commits(events: list[Event]) -> dict[str, float]:
+def _commits(events: Iterable[Event]) -> dict[str, float]:
     """mid -> t of the publish ok that committed it."""
     committed: dict[str, float] = {}
     for e, mids in publish_outcomes(events):
@@ -72,7 +72,7 @@ def _commits(events: list[Event]) -> dict[str, float]:
     return committed
 
 
-def _windows(events: list[Event], t0: float, end: float) -> list[Window]:
+def _windows(events: Iterable[Event], t0: float, end: float) -> list[Window]:
     open_: list[tuple[str, float]] = []
     done: list[Window] = []
     for e in (e for e in events if e.f == "fault"):
@@ -90,16 +90,19 @@ def _windows(events: list[Event], t0: float, end: float) -> list[Window]:
     return sorted(done, key=lambda w: w.start)
 
 
-def series(events: list[Event]) -> Series:
-    if not events:
+def series(events: Iterable[Event]) -> Series:
+    """The plots' data; ``events`` in time order, read in a few passes (a list, or a :class:`~harness.history.Saved`
+    history re-read from its file, so a long run's is never held in memory)."""
+    t0 = next((e.t for e in events), None)
+    if t0 is None:
         return Series(0.0, [], [], [])
-    t0 = events[0].t
-    duration = events[-1].t - t0
     committed = _commits(events)
     seen: set[str] = set()
     latencies: list[tuple[float, float, bool]] = []
     delivered: list[float] = []
+    end = t0
     for e in events:
+        end = e.t
         if e.f != "deliver":
             continue
         if e.type == "ok":
@@ -111,6 +114,7 @@ def series(events: list[Event]) -> Series:
         seen.add(mid)
         if mid in committed:
             latencies.append((e.t - t0, e.t - committed[mid], again))
+    duration = end - t0
     return Series(duration, _windows(events, t0, duration), latencies, delivered)
 
 
