@@ -204,11 +204,18 @@ def _decode(lines: list[str]) -> list[Any]:
 REORDER_WINDOW_S = 1.0
 
 
+class OutOfOrder(RuntimeError):
+    """A history file was further out of order than :data:`REORDER_WINDOW_S`: the streamed merge cannot order it."""
+
+
 def merge(paths: Iterable[Path]) -> Iterator[Event]:
     """One history ordered by the shared monotonic clock, streamed. A file is opened only once the merge reaches its
     first event, so a long run's many short-lived worker incarnations are not all read at once: about a chunk of
     events is held per process alive at that moment (within a file, lines written by its threads may be out of
-    order by up to :data:`REORDER_WINDOW_S`). Equal times keep the order of ``paths``."""
+    order by up to :data:`REORDER_WINDOW_S`; further, :class:`OutOfOrder` is raised rather than an event yielded
+    out of order). Equal times keep the order of ``paths``."""
+    paths = list(paths)
+    last = float("-inf")
     waiting = sorted((t, i, Path(p)) for i, p in enumerate(paths) if (t := _first_t(Path(p))) is not None)
     waiting.reverse()  # the earliest last, to pop
     front: list[tuple[float, int, int, Event, Iterator[Event]]] = []  # (t, file, line, event, rest of its file)
@@ -222,9 +229,30 @@ def merge(paths: Iterable[Path]) -> Iterator[Event]:
         if not front:
             continue
         _, i, _, event, rest = heapq.heappop(front)
+        if event.t < last:
+            raise OutOfOrder(f"an event of {paths[i]} at {event.t} came after one at {last}")
+        last = event.t
         yield event
         if (following := next(rest, None)) is not None:
             heapq.heappush(front, (following.t, i, line := line + 1, following, rest))
+
+
+def write_merged(paths: Iterable[Path], path: Path) -> None:
+    """The merged history of ``paths`` into ``path``: streamed, or, should a file be out of order beyond what the
+    stream can mend (a thread stalled for over a second between its timestamp and its write), fully sorted in
+    memory, so the record is in time order whatever happened."""
+    paths = list(paths)
+    try:
+        write_history(merge(paths), path)
+    except OutOfOrder:
+        write_history(merge_in_memory(paths), path)
+
+
+def merge_in_memory(paths: Iterable[Path]) -> list[Event]:
+    """Every event of ``paths`` sorted by time, held at once: the fallback when :func:`merge` meets disorder."""
+    events = [e for p in paths if Path(p).exists() for e in read_events(Path(p))]
+    events.sort(key=lambda e: e.t)
+    return events
 
 
 def _first_t(path: Path) -> float | None:

@@ -33,7 +33,7 @@ from harness.analysis import judge
 from harness.checkers import CheckContext, History
 from harness.checkers.recovery import silent_since_heal
 from harness.generator import Publisher
-from harness.history import HistoryWriter, Tail, merge, write_history
+from harness.history import HistoryWriter, OutOfOrder, Tail, merge, merge_in_memory, write_merged
 from harness.names import WORKER_APP_LIKE, scenario_database
 from harness.nemesis.base import Env
 from harness.payload import decode
@@ -168,7 +168,7 @@ def _result(scenario: Scenario, adapter: Adapter, workdir: Path, paths: list[Pat
     """Merges the histories into one record and judges it, streamed from the file as ``outbox-harness check``
     would: a long run is never held in memory."""
     history_path = workdir / HISTORY
-    write_history(merge(paths), history_path)
+    write_merged(paths, history_path)
     verdicts, notes = judge(History.read(history_path))
     return ScenarioResult(scenario.name, adapter.name, verdicts, time.monotonic() - t0,
                           history_path=str(history_path), notes=notes)
@@ -181,7 +181,10 @@ async def _watch_cut_off(publisher: Publisher, ctx: CheckContext, paths: Callabl
     passed, so the verdict is decided by the worker, not by how fast the others drained. True if it published."""
     published = False
     while True:
-        silent, until = silent_since_heal(merge(paths()), ctx)
+        try:
+            silent, until = silent_since_heal(merge(paths()), ctx)
+        except OutOfOrder:
+            silent, until = silent_since_heal(merge_in_memory(paths()), ctx)
         if not silent or time.monotonic() >= until:
             return published
         if not published:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import exits
-from harness.history import HistoryWriter, merge, read_events
+from harness.history import HistoryWriter, OutOfOrder, merge, read_events, write_merged
 from harness.runner import RUNNER_HISTORY
 from harness.scenarios.mixed import MIXED_NEMESIS
 from harness.soak import CYCLE_S, FAULT_FREE, Tally, soak_scenario
@@ -171,3 +171,18 @@ def test_histories_are_merged_in_time_order_as_streams(tmp_path: Path) -> None:
     assert not isinstance(merged, list), "the merge holds the whole history"
     assert [e.f for e in merged] == ["thread", "x", "z", "y", "w"]
 
+
+
+def test_a_file_out_of_order_beyond_the_window_is_still_merged_in_time_order(tmp_path: Path) -> None:
+    """A thread that stalled for seconds between taking its timestamp and writing its line: the stream cannot mend
+    that, says so, and the record is sorted in memory instead of being written out of order."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    lines = {a: [(1.0, "x"), (5.0, "y"), (6.5, "z"), (2.0, "stalled")], b: [(3.0, "w")]}
+    for path, events in lines.items():
+        path.write_text("".join(json.dumps({"t": t, "wall": t, "process": path.stem, "type": "info", "f": f,
+                                            "value": {}}) + "\n" for t, f in events))
+    with pytest.raises(OutOfOrder):
+        list(merge([a, b]))
+    out = tmp_path / "history.jsonl"
+    write_merged([a, b], out)
+    assert [e.f for e in read_events(out)] == ["x", "stalled", "w", "y", "z"]
