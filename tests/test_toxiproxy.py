@@ -81,8 +81,16 @@ async def test_select_one_through_proxy(proxy: Proxy, postgres_server: PostgresS
         assert await conn.fetchval("SELECT inet_server_port()") == postgres_server.port
     finally:
         await conn.close()
-    stats = proxy.stats()
-    assert stats["upstream"]["received"] > 0 and stats["downstream"]["sent"] > 0
+    # Toxiproxy counts bytes as its link goroutines get to it: poll a moment rather than read once (a single read
+    # right after the close found no counter yet, once in CI).
+    deadline = time.monotonic() + 5.0
+    while not (counted := _counted(proxy.stats())) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert counted, proxy.stats()
+
+
+def _counted(stats: dict[str, dict[str, int]]) -> bool:
+    return stats.get("upstream", {}).get("received", 0) > 0 and stats.get("downstream", {}).get("sent", 0) > 0
 
 
 def test_proxy_of_same_name_replaces_the_old_one(toxiproxy_server: ToxiproxyServer,
