@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.adapter import Timings
 from harness.checkers import check_recovery, check_total_queue
 from harness.verdict import Verdict
 from tests.checker_histories import H, ctx
@@ -23,7 +24,7 @@ def network_history(*, survivor_delivers: bool = True, tail: bool = True) -> H:
     h = H().publish(0.0, "m1", "m2", "m3")
     h.deliver(0.5, "m1", "w1#1").deliver(0.6, "m2", "w2#1")
     h.window(1.0, 3.0, "partition")
-    h.worker(1.5, "w2#1", "died").worker(1.6, "w2#2", "started")
+    h.kill(1.5, "w2#1").worker(1.51, "w2#1", "died", code=-9).worker(1.6, "w2#2", "started")
     if tail:
         h.deliver(4.0, "m3", "w1#1" if survivor_delivers else "w2#2")
     return h
@@ -129,3 +130,44 @@ def test_a_worker_cut_off_alone_must_come_back_itself() -> None:
         busy_elsewhere.sample(float(t), **{"w1#1": 1, "w2#1": 2})
     assert verdicts(busy_elsewhere)["L4"].status == "pass"
     assert verdicts(cut_w1(False))["L4"].status == "unknown"  # no samples: watched 0 s
+
+
+# --- a worker that exits by itself on a network fault: it did not reconnect, whatever else happened ------------
+
+def test_a_worker_that_exits_by_itself_during_a_network_fault_fails_l4() -> None:
+    h = network_history().worker(2.0, "w1#1", "died", code=1).worker(2.1, "w1#2", "started")
+    v = verdicts(h)["L4"]
+    assert v.status == "fail" and v.figures["died_by_themselves"] == ["w1#1 (exit 1)"], v.summary
+
+
+def test_killed_and_refusing_workers_are_not_deaths_of_their_own() -> None:
+    """A SIGKILL by the harness and a refusal to start (a pool below the budget: exit by design) are not a
+    consumer giving up on the network."""
+    h = network_history().worker(1.7, "w2#2", "refused", message="pool below budget")
+    h.worker(1.8, "w2#2", "died", code=3)
+    assert verdicts(h)["L4"].status == "pass"
+
+
+# --- a message held by a dead worker, where the implementation declares no reclaim -------------------------------
+
+def held_by_a_dead_worker(*, reclaim: bool) -> list[Verdict]:
+    """w1#1 dies with m2 in hand during a partition; nothing delivers m2 again before the drain gives up, long past
+    the liveness bound."""
+    h = H().publish(0.0, "m1", "m2").deliver(0.5, "m1", "w2#1").deliver(0.6, "m2", "w1#1", took=None)
+    h.window(1.0, 3.0, "partition").kill(1.5, "w1#1").fault(1.505, "sigkill", "info")
+    h.worker(1.51, "w1#1", "died", code=-9)
+    h.final(pending=["m2"], drained=False, at=3.0 + BOUND + 5)
+    c = ctx() if reclaim else ctx(caps={"lease_ttl": False}, timings=Timings(reconnect_seconds=5.0))
+    return [{v.guarantee: v for v in check_total_queue(h.build(), c)}["D1"],
+            {v.guarantee: v for v in check_recovery(h.build(), c)}["L4"]]
+
+
+def test_a_message_held_by_a_dead_worker_is_lost_where_a_reclaim_is_declared() -> None:
+    d1, l4 = held_by_a_dead_worker(reclaim=True)
+    assert d1.status == "fail" and l4.status == "fail", (d1.summary, l4.summary)
+
+
+def test_without_a_declared_reclaim_a_dead_holder_leaves_d1_undecided() -> None:
+    d1, l4 = held_by_a_dead_worker(reclaim=False)
+    assert d1.status == "unknown" and "held by workers that died" in d1.summary and "m2 in w1#1" in d1.summary
+    assert l4.status == "unknown"

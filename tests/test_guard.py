@@ -17,6 +17,7 @@ import pytest
 
 from harness.provision import guard
 from harness.provision.toxiproxy import ToxiproxyUnavailable, find_binary
+from tests.controls import processes_in
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,19 +30,6 @@ def workspace() -> Iterator[Path]:
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
-
-def processes_in(path: Path) -> list[int]:
-    """Pids whose working directory is ``path`` or below (workers, Toxiproxy, postmaster, backends)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == str(path) or cwd.startswith(f"{path}/"):
-                found.append(int(entry.name))
-    return found
 
 
 def leftovers(path: Path) -> list[str]:

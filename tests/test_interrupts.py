@@ -15,8 +15,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from harness import exits
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -228,6 +228,15 @@ def test_an_unlogged_outbox_table_loses_the_backlog_in_a_crash_restart(run_broke
     assert verdict(result, "P2").figures["lost"] > 0
 
 
+def test_a_consumer_that_exits_on_a_broken_connection_fails_l4(run_broken: Run) -> None:
+    """L4, by black-box evidence alone: the workers die by themselves in the resets (no fault killed them), while
+    their leases bring every row back, so D1 holds and only the deaths tell."""
+    result = run_broken("exit_on_connection_error", by_name("latency_resets"))
+    assert_caught(result, "L4")
+    assert "exited by themselves" in verdict(result, "L4").summary, describe(result)
+    assert verdict(result, "D1").status == "pass", describe(result)
+
+
 def test_a_zombie_write_behind_a_long_heartbeat_is_caught_only_by_a_stretched_scenario(run_broken: Run) -> None:
     """A heartbeat timeout of 6 s against the zombie scenario's 3 s lease: run at the scenario's own pace, the cut
     (3.5 s) ends before the zombie's rows could be taken over, so nothing shows; stretched to the timings the

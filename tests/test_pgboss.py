@@ -20,10 +20,10 @@ import pytest
 from harness.adapter import load_adapter, unavailable
 from harness.adapters import pgboss_adapter
 from harness.deliveries import DeliveryCounter
-from harness.history import read_events
 from harness.runner import run_scenario
 from harness.scenarios import by_name
 from harness.supervisor import Supervisor
+from tests.controls import assert_kills_landed_on_the_consumers
 
 WHY = unavailable(pgboss_adapter.adapter)
 needs_program = pytest.mark.skipif(WHY is not None, reason=WHY or "")
@@ -65,12 +65,4 @@ def test_sigkill_storm_kills_the_node_process(postgres_server: Any, tmp_path: Pa
     summary = "\n".join(f"{v.guarantee} {v.status}: {v.summary}" for v in result.verdicts)
     assert {v.status for v in result.verdicts} == {"pass"}, summary
 
-    events = list(read_events(Path(result.history_path)))
-    spawned = {e.value["process"]: e.value["pid"] for e in events
-               if e.f == "worker" and e.value.get("event") == "spawned"}
-    started = {e.process: e.value["pid"] for e in events if e.f == "worker" and e.value.get("event") == "started"}
-    assert started == spawned, "a worker's own pid differs from the one the supervisor spawned"
-    kills = [e.value for e in events if e.f == "fault" and e.type == "ok" and e.value.get("kind") == "sigkill"]
-    assert kills, "no SIGKILL took effect"
-    for kill in kills:
-        assert spawned[kill["process"]] == kill["pid"] and kill["exit"] == -9, json.dumps(kill)
+    assert_kills_landed_on_the_consumers(result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,10 +19,10 @@ import pytest
 
 from harness.adapter import load_adapter
 from harness.adapters.river_adapter import BINARY_ENV
-from harness.history import read_events
 from harness.runner import run_scenario
 from harness.scenarios import by_name
 from harness.supervisor import Supervisor
+from tests.controls import assert_kills_landed_on_the_consumers
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None and not os.environ.get(BINARY_ENV),
                                 reason=f"River's adapter program is Go: install Go to build it (or set {BINARY_ENV})")
@@ -47,12 +46,4 @@ def test_sigkill_storm_kills_the_go_process(postgres_server: Any, tmp_path: Path
     summary = "\n".join(f"{v.guarantee} {v.status}: {v.summary}" for v in result.verdicts)
     assert {v.status for v in result.verdicts} == {"pass"}, summary
 
-    events = list(read_events(Path(result.history_path)))
-    spawned = {e.value["process"]: e.value["pid"] for e in events
-               if e.f == "worker" and e.value.get("event") == "spawned"}
-    started = {e.process: e.value["pid"] for e in events if e.f == "worker" and e.value.get("event") == "started"}
-    assert started == spawned, "a worker's own pid differs from the one the supervisor spawned"
-    kills = [e.value for e in events if e.f == "fault" and e.type == "ok" and e.value.get("kind") == "sigkill"]
-    assert kills, "no SIGKILL took effect"
-    for kill in kills:
-        assert spawned[kill["process"]] == kill["pid"] and kill["exit"] == -9, json.dumps(kill)
+    assert_kills_landed_on_the_consumers(result)

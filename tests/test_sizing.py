@@ -43,6 +43,7 @@ from harness.sizing import (
     step_figures,
 )
 from harness.stats import percentile
+from tests.controls import processes_in
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -415,19 +416,6 @@ def test_locustfile_publish_sql_is_derived_from_statements() -> None:
 
 
 # -- one real point, distributed ----------------------------------------------------------
-
-def processes_in(path: Path) -> list[int]:
-    """Pids working in ``path`` or below: every process the run started inherits its directory."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == str(path) or cwd.startswith(f"{path}/"):
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture

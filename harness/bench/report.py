@@ -50,9 +50,9 @@ def print_bench(result: dict[str, Any], file: Any = None) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in table]
     cfg = result["config"]
-    lines += ["", f"medians over the rounds; range: lowest and highest round's ratio; each round's floor is the mean "
-              f"of the floor drains just before and after it; * stopped at the drain cap (the rate reached); CPU us/msg: "
-              f"the consumer process's own CPU time per message, which other load moves far less than a rate",
+    lines += ["", "medians over the rounds; range: lowest and highest round's ratio; each round's floor is the mean "
+              "of the floor drains just before and after it; * stopped at the drain cap (the rate reached); CPU us/msg: "
+              "the consumer process's own CPU time per message, which other load moves far less than a rate",
               f"{result['messages']:,} messages per drain; {result['seconds']:.0f} s in all"
               + (f"; floor not measured: {result['floor_error']}" if result.get("floor_error") else ""),
               _machine(result["machine"]),

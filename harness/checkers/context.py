@@ -44,6 +44,13 @@ class CheckContext:
                    float(raw.get("slack_seconds", 1.5)))
 
     @property
+    def reclaim_after(self) -> float | None:
+        """How long a claim holds its row: the lease TTL, or the reclaim time the implementation declares (a
+        heartbeat timeout, less one heartbeat interval); None when it declares neither (a row held by a dead worker
+        is then not known to come back within any run)."""
+        return self.config.lease_ttl_seconds if self.capabilities.lease_ttl else self.timings.reclaim_seconds
+
+    @property
     def liveness_bound(self) -> float:
         """Seconds after which a healthy consumer must have delivered again: twice everything it may wait on (a
         dead holder's rows to be reclaimable, a hung statement to time out, its reconnect back-off, a fetch

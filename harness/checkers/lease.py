@@ -49,7 +49,7 @@ def check_lease(h: History, ctx: CheckContext) -> list[Verdict]:
             found = _steal(a, b, ctx, db_clock, ends)
             if found is not None:
                 (definite if found[0] else suspect).append(found[1])
-    mode = (clock_note(db_clock, h.claimed_calls > 0) if _reclaim_after(ctx) is not None
+    mode = (clock_note(db_clock, h.claimed_calls > 0) if ctx.reclaim_after is not None
             else " (no leases: calls of one row must not overlap)")
     return [_d3(definite, suspect, len(h.calls), h.redeliveries, mode), _d4(definite, suspect, h, ctx, mode)]
 
@@ -60,7 +60,7 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
     def steal(gap_s: float, evidence: str) -> Steal:
         return Steal(str(a.mid), a.process, b.process, gap_s, evidence)
 
-    if _reclaim_after(ctx) is None:  # no lease nor declared reclaim: a row is held while handled, no overlaps
+    if ctx.reclaim_after is None:  # no lease nor declared reclaim: a row is held while handled, no overlaps
         held_until = a.finished_at
         if held_until is not None and b.t >= held_until - EPS:
             return None
@@ -79,15 +79,9 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
     return within
 
 
-def _reclaim_after(ctx: CheckContext) -> float | None:
-    """How long a claim holds its row: the lease TTL, or the reclaim time the implementation declares (a heartbeat
-    timeout, less one heartbeat interval); None when it declares neither."""
-    return ctx.config.lease_ttl_seconds if ctx.capabilities.lease_ttl else ctx.timings.reclaim_seconds
-
-
 def _within_lease(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -> tuple[bool, Steal] | None:
     """(definite, steal) when B's claim came within A's lease (or declared reclaim time) by the evidence at hand."""
-    ttl = _reclaim_after(ctx)
+    ttl = ctx.reclaim_after
     assert ttl is not None
     if db_clock:
         g = gap(a, b, True)

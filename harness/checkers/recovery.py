@@ -85,6 +85,13 @@ def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: Che
         return Verdict("L4", NAME, "unknown", "no network fault took effect", {**loss, "network_faults": 0})
     figures = {**loss, "network_faults": len(windows), "kinds": sorted({w.invoke.value.get("kind") for w in windows}),
                "workers_through_faults": sorted(survivors), "delivered_again_after_heal": resumed}
+    gave_up = died_by_themselves(h, min(w.applied_at for w in windows if w.applied_at is not None))
+    if gave_up:
+        first = gave_up[0]
+        figures.update(died_by_themselves=[f"{target(e)} (exit {e.value.get('code')})" for e in gave_up])
+        return Verdict("L4", NAME, "fail", f"{len(gave_up)} workers exited by themselves once the network faults"
+                       f" began instead of reconnecting ({target(first)}: exit {first.value.get('code')} at"
+                       f" +{first.t - h.min_t:.1f} s)", figures)
     if last_heal is not None and late.mids:
         figures.update(overdue=len(late.mids), overdue_examples=examples(sorted(late.mids)),
                        liveness_bound_s=round(late.bound_s, 1))
@@ -120,6 +127,15 @@ def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: Che
                        f" heal, but the run watched only {watched:.0f} s, within the liveness bound", figures)
     return Verdict("L4", NAME, "pass", f"{len(resumed)} workers reconnected on their own after "
                    f"{len(windows)} network faults; nothing lost", figures)
+
+
+def died_by_themselves(h: History, since: float) -> list[Event]:
+    """Worker deaths after ``since`` that no fault caused and that were no refusal to start (a consumer that
+    refuses a pool below its budget exits by design): a consumer that gave up on a transient fault."""
+    ended = h.process_ends()
+    refused = {target(e) for e in h.events("worker") if e.value.get("event") == "refused"}
+    return [e for e in h.events("worker") if e.value.get("event") == "died" and e.t >= since
+            and target(e) not in ended and target(e) not in refused]
 
 
 STALE_BACKEND_S = 1.0  # a backend whose client was cut may linger this long in pg_stat_activity

@@ -83,7 +83,9 @@ def _tally(h: History, has_dlq: bool) -> QueueTally:
 class Overdue:
     """Committed messages a consumer left behind after a proven heal: still pending when the drain gave up, later
     than the liveness bound after both the last heal and their commit, with no delivery at all in the bound's
-    last stretch. A healthy consumer cannot leave such a message; "still draining" cannot explain it."""
+    last stretch. A healthy consumer cannot leave such a message; "still draining" cannot explain it. One held by a
+    worker that died with it in hand counts only where the implementation declares a reclaim: without one (a lock
+    freed hours later), the run cannot tell "late" from "never"."""
 
     mids: set[str]
     bound_s: float
@@ -108,7 +110,20 @@ def overdue(h: History, q: QueueTally, ctx: CheckContext) -> Overdue:
     if any(end - bound < t <= end for t in h.calls.t):
         return Overdue(set(), bound, "deliveries were still being made when the drain ended")
     late = {m for m in stuck if end - max(since, h.committed_at(m, end)) >= bound}
-    return Overdue(late, bound, None if late else "the messages left were committed within the bound")
+    held = held_by_the_dead(h, late) if ctx.reclaim_after is None else set()
+    if late - held:
+        return Overdue(late - held, bound, None)
+    if held:
+        first = min(held)
+        return Overdue(set(), bound, f"{len(held)} of them are held by workers that died with them in hand (e.g."
+                       f" {first} in {h.group(first)[-1].process}), and the implementation declares no reclaim, so"
+                       " they may come back only after the run")
+    return Overdue(set(), bound, "the messages left were committed within the bound")
+
+
+def held_by_the_dead(h: History, mids: set[str]) -> set[str]:
+    """Messages whose latest call was cut by its process's death: still claimed by a holder that is gone."""
+    return {m for m in mids if (calls := h.group(m)) and calls[-1].end is None and calls[-1].cut_at is not None}
 
 
 @checker(NAME, decides=("D1", "D2", "P1"))

@@ -31,15 +31,19 @@ fetch_through_drain        on SIGTERM, fetching goes on until the workers     gr
                            are idle or graceful_timeout passes
 unlogged_table             the outbox table made UNLOGGED by a migration      pg_crash_restart with the
                                                                               workers paused (P2, D1)
+exit_on_connection_error   the process exits on a broken connection instead   latency_resets (L4)
+                           of reconnecting (its leases bring the rows back)
 =========================  =================================================  ====================
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import asyncpg
@@ -446,10 +450,27 @@ connection_per_worker = _adapter("connection_per_worker", _outbox("ConnectionPer
                                                                   subscriber=ConnectionPerWorkerSubscriber))
 fetch_through_drain = _adapter("fetch_through_drain", _outbox("FetchThroughDrainOutbox",
                                                               subscriber=FetchThroughDrainSubscriber))
+class ExitOnConnectionErrorSubscriber(Subscriber):
+    """Gives up on the first broken connection: the process exits with status 1 instead of reconnecting, as a
+    consumer does whose failed write escapes as an unhandled error. Its leases bring its rows back and the
+    supervisor starts it again, so nothing is lost: only L4 can tell."""
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with super()._connection() as conn:
+                yield conn
+        except TRANSIENT as exc:
+            log.critical("connection lost (%s: %s); exiting", type(exc).__name__, exc)
+            os._exit(1)
+
+
 unlogged_table = UnloggedTableAdapter()
 unlogged_table.name = "broken:unlogged_table"  # instance attribute, as _adapter does
+exit_on_connection_error = _adapter("exit_on_connection_error", _outbox("ExitOnConnectionErrorOutbox",
+                                                                        subscriber=ExitOnConnectionErrorSubscriber))
 
 VARIANTS = ("ack_before_handler", "worker_clock_lease", "non_atomic_dead_letter", "tokenless_ack",
             "no_skip_locked", "publish_outside_tx", "grace_on_reclaim", "swapped_notify", "trusted_listen",
             "noisy_poll", "millisecond_retry", "attempts_cap", "quiet_terminal", "connection_per_worker",
-            "fetch_through_drain", "unlogged_table")
+            "fetch_through_drain", "unlogged_table", "exit_on_connection_error")
