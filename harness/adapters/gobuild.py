@@ -67,3 +67,14 @@ def go_program(source: Path, name: str, *replaced: Path) -> Path:
             raise GoUnavailable(f"`go build` of {source} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
         partial.replace(binary)
     return binary
+
+
+def required_version(go_mod: Path, module: str) -> str:
+    """The version of ``module`` that ``go_mod`` requires (what the program is built with), e.g. ``v0.51.2``."""
+    for line in go_mod.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["require"]:
+            words = words[1:]
+        if len(words) >= 2 and words[0] == module:
+            return words[1]
+    raise ValueError(f"{go_mod} does not require {module}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.adapter import Capabilities, ConsumerConfig
-from harness.adapters.nodeprogram import node_program
+from harness.adapters.nodeprogram import node_library_version, node_program
 from harness.adapters.process import ProcessAdapter
 
 SOURCE = Path(__file__).resolve().parents[2] / "adapters" / "graphile-worker"
@@ -60,4 +60,5 @@ def pool_size(config: ConsumerConfig) -> int:
     return config.pool_size if config.pool_size is not None else config.max_workers + 2
 
 
-adapter = ProcessAdapter("graphile-worker", CAPABILITIES, program, budget=pool_size)
+adapter = ProcessAdapter("graphile-worker", CAPABILITIES, program, budget=pool_size,
+                         version=lambda: node_library_version(SOURCE, "graphile-worker"))

@@ -7,9 +7,11 @@ its fix, never a stack trace from inside a scenario.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from harness.adapters.process import ProgramUnavailable
@@ -33,3 +35,13 @@ def node_program(source: Path, library: str) -> list[str]:
         raise ProgramUnavailable(f"{library} {want} is not installed for its adapter program ({found} in {source}): "
                                  f"run bin/setup, or `npm ci` in {source}")
     return [node, str(source / "main.mjs")]
+
+
+@functools.cache
+def node_library_version(source: Path, library: str) -> str:
+    """``pg-boss 12.38.0 (Node v20.20.0)``: the installed version of ``library`` for the program at ``source`` and
+    the node that runs it."""
+    node = node_program(source, library)[0]
+    installed = json.loads((source / "node_modules" / library / "package.json").read_text())["version"]
+    runtime = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    return f"{library} {installed} (Node {runtime.strip()})"

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from harness.adapter import Capabilities, ConsumerConfig, Timings
-from harness.adapters.nodeprogram import node_program
+from harness.adapters.nodeprogram import node_library_version, node_program
 from harness.adapters.process import ProcessAdapter
 
 SOURCE = Path(__file__).resolve().parents[2] / "adapters" / "pgboss"
@@ -73,7 +73,8 @@ def pool_size(config: ConsumerConfig) -> int:
 
 class PgBossAdapter(ProcessAdapter):
     def __init__(self) -> None:
-        super().__init__("pg-boss", CAPABILITIES, program, budget=lambda config: pool_size(config) + 1)
+        super().__init__("pg-boss", CAPABILITIES, program, budget=lambda config: pool_size(config) + 1,
+                         version=lambda: node_library_version(SOURCE, "pg-boss"))
 
     def timings(self, config: ConsumerConfig) -> Timings:
         """A dead worker's job expires expireInSeconds after its start; a supervisor pass fails it within a

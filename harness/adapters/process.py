@@ -184,12 +184,26 @@ class ProcessAdapter:
 
     def __init__(self, name: str, capabilities: Capabilities, program: Callable[[], Sequence[str]], *,
                  dlq_table: str | None = None,
-                 budget: Callable[[ConsumerConfig], int | None] | None = None) -> None:
+                 budget: Callable[[ConsumerConfig], int | None] | None = None,
+                 version: Callable[[], str] | None = None) -> None:
         self.name = name
         self.capabilities = capabilities
         self.dlq_table = dlq_table
         self._program = program
         self._budget = budget
+        self._version = version
+
+    @property
+    def version(self) -> str | None:
+        """The library version under test (a verdict is about one version), as the concrete adapter reads it from
+        what its program runs with: the lock file's installed package, the go.mod requirement. None if undeclared
+        or unreadable here; the report then says it is unknown."""
+        if self._version is None:
+            return None
+        try:
+            return self._version()
+        except (OSError, ValueError, KeyError, ProgramUnavailable):
+            return None
 
     def program(self) -> list[str]:
         return list(self._program())

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from harness.adapter import Capabilities, ConsumerConfig, Timings
-from harness.adapters.gobuild import go_program
+from harness.adapters.gobuild import go_program, required_version
 from harness.adapters.process import ProcessAdapter
 
 SOURCE = Path(__file__).resolve().parents[2] / "adapters" / "river"
@@ -69,9 +69,16 @@ def program() -> list[str]:
     return [os.environ.get(BINARY_ENV) or str(go_program(SOURCE, "river-adapter"))]
 
 
+def version() -> str:
+    """River and its pgx v5 driver, as adapters/river/go.mod pins them (what the program is built with)."""
+    mod = SOURCE / "go.mod"
+    return (f"river {required_version(mod, 'github.com/riverqueue/river')} (riverpgxv5 "
+            f"{required_version(mod, 'github.com/riverqueue/river/riverdriver/riverpgxv5')})")
+
+
 class RiverAdapter(ProcessAdapter):
     def __init__(self) -> None:
-        super().__init__("river", CAPABILITIES, program)
+        super().__init__("river", CAPABILITIES, program, version=version)
 
     def timings(self, config: ConsumerConfig) -> Timings:
         """A dead worker's job is stuck after RescueStuckJobsAfter; then up to a rescuer period (plus a new
