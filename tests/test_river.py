@@ -1,7 +1,7 @@
 """River (Go) through the process contract: the supervisor runs River's own program, and a SIGKILL lands on it.
 
-sigkill_storm runs as the catalogue has it (stretched to River's rescuer, about 3 minutes): every verdict must be
-"pass" (a fail is a finding to look at, an unknown a storm that killed nothing in flight), and the history must
+sigkill_storm runs shortened to its first kill, stretched to River's rescuer (about 85 s): every verdict must be
+"pass" (a fail is a finding to look at, an unknown a kill that caught nothing in flight), and the history must
 show that each killed pid is the one the supervisor spawned and the one the Go program reported as its own.
 Skipped, with the reason, where Go is not installed to build the program.
 """
