@@ -39,7 +39,7 @@ from harness.nemesis.base import Env
 from harness.payload import decode
 from harness.provenance import implementation_version
 from harness.provision.postgres import PostgresServer, server_settings
-from harness.sampler import sample_connections
+from harness.sampler import ListenerWatch, sample_connections
 from harness.scenario import RECLAIM, Scenario, Workload
 from harness.schedule import apply, run_schedule
 from harness.supervisor import Supervisor
@@ -96,13 +96,14 @@ async def run_scenario(scenario: Scenario, *, adapter: Adapter, impl_spec: str, 
                             handler=scenario.handler, history=history, seed=seed)
     env = Env(server, admin_dsn, supervisor, adapter, proxies, history,
               in_flight=InFlight(supervisor), progress=say,
-              rng=seeds.stream(seed, "nemesis"))
+              rng=seeds.stream(seed, "nemesis"), listeners=ListenerWatch())
     sampler: asyncio.Task[None] | None = None
     try:
         for slot in slots:
             supervisor.add(slot, dsn=dsn(slot), handler=scenario.worker_handlers.get(slot))
         supervisor.start_monitor()
-        sampler = asyncio.create_task(sample_connections(admin_dsn, history, like=WORKER_APP_LIKE))
+        sampler = asyncio.create_task(sample_connections(admin_dsn, history, like=WORKER_APP_LIKE,
+                                                         listeners=env.listeners))
         await supervisor.wait_started(timeout=20)
         say(f"{scenario.workers} workers up; publishing {scenario.workload.messages} messages")
         publisher = Publisher(adapter, dsn(PUBLISHER), scenario, history, seeds.stream(seed, "publisher"))

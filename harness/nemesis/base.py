@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from harness.sampler import ListenerWatch
+
 if TYPE_CHECKING:
     from harness.adapter import Adapter
     from harness.history import HistoryWriter
@@ -70,6 +72,7 @@ class Env:
     in_flight: Callable[[str], int]  # deliveries in flight on one worker incarnation
     progress: Callable[[str], None] = lambda line: None  # live progress for the terminal
     rng: random.Random = field(default_factory=random.Random)  # seeded by the run: targets replay
+    listeners: ListenerWatch = field(default_factory=ListenerWatch)  # backends the sampler saw issue LISTEN
 
 
 class Nemesis(Protocol):

@@ -8,6 +8,7 @@ from typing import Any
 from harness.history import read_events
 from harness.names import WORKER_APP_LIKE, slot_app_like
 from harness.nemesis.base import CAPACITY, CLOCK, WAKEUP, Env, Fault, FaultNotApplied
+from harness.sampler import ListenerWatch
 from harness.supervisor import Supervisor
 
 
@@ -89,7 +90,10 @@ class PoolBelowBudget(Fault):
 
 
 class ListenLoss(Fault):
-    """Terminates the workers' LISTEN backends (D8): delivery must go on by polling."""
+    """Terminates the workers' LISTEN backends (D8): delivery must go on by polling.
+
+    A LISTEN backend is one whose latest statement is LISTEN, or one the sampler saw issue LISTEN earlier and that
+    still runs (same pid, same start): a listener that pings its connection no longer shows its LISTEN."""
 
     kind = "listen_loss"
     category = WAKEUP
@@ -97,24 +101,28 @@ class ListenLoss(Fault):
     @classmethod
     def build(cls, env: Env, target: str = "all") -> ListenLoss:
         """Every worker's LISTEN backend, or one worker's (``target``: ``w1``)."""
-        return cls(env.admin_dsn, WORKER_APP_LIKE if target == "all" else slot_app_like(target))
+        return cls(env.admin_dsn, WORKER_APP_LIKE if target == "all" else slot_app_like(target), env.listeners)
 
-    def __init__(self, admin_dsn: str, like: str = WORKER_APP_LIKE) -> None:
+    def __init__(self, admin_dsn: str, like: str = WORKER_APP_LIKE, listeners: ListenerWatch | None = None) -> None:
         self.admin_dsn = admin_dsn
         self.like = like
+        self.listeners = listeners or ListenerWatch()
 
     def start(self) -> dict[str, Any]:
         import asyncio  # noqa: PLC0415
 
         import asyncpg  # noqa: PLC0415
 
+        pids, starts = self.listeners.backends()
+
         async def go() -> int:
             conn = await asyncpg.connect(self.admin_dsn)
             try:
                 rows = await conn.fetch(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE $1 AND query ~* '^\\s*LISTEN\\M' AND pid <> pg_backend_pid()",
-                    self.like)
+                    "WHERE application_name LIKE $1 AND pid <> pg_backend_pid() AND (query ~* '^\\s*LISTEN\\M'"
+                    " OR (pid, backend_start) IN (SELECT * FROM unnest($2::int[], $3::timestamptz[])))",
+                    self.like, pids, starts)
                 return len(rows)
             finally:
                 await conn.close()
