@@ -140,12 +140,25 @@ def test_a_worker_that_exits_by_itself_during_a_network_fault_fails_l4() -> None
     assert v.status == "fail" and v.figures["died_by_themselves"] == ["w1#1 (exit 1)"], v.summary
 
 
-def test_killed_and_refusing_workers_are_not_deaths_of_their_own() -> None:
-    """A SIGKILL by the harness and a refusal to start (a pool below the budget: exit by design) are not a
-    consumer giving up on the network."""
-    h = network_history().worker(1.7, "w2#2", "refused", message="pool below budget")
-    h.worker(1.8, "w2#2", "died", code=3)
-    assert verdicts(h)["L4"].status == "pass"
+def test_killed_workers_and_refusals_under_a_capacity_fault_are_not_deaths_of_their_own() -> None:
+    """A SIGKILL by the harness, and a refusal to start while the pool is below its budget (an exit by design,
+    judged by L3), are not a consumer giving up on the network."""
+    h = network_history().window(1.65, 2.5, "pool_exhaustion")
+    h.worker(1.7, "w2#2", "refused", message="pool below budget").worker(1.8, "w2#2", "died", code=3)
+    assert verdict_l4(h).status == "pass"
+
+
+def test_a_consumer_that_stops_on_a_connection_error_exited_by_itself() -> None:
+    """An in-process adapter records the library's error as ``refused`` and exits 3; outside a capacity fault
+    that is a consumer giving up, whatever it is called."""
+    h = network_history().worker(2.0, "w1#1", "refused", message="ConnectorException: Database error.")
+    h.worker(2.05, "w1#1", "died", code=3)
+    v = verdict_l4(h)
+    assert v.status == "fail" and v.figures["died_by_themselves"] == ["w1#1 (exit 3)"], v.summary
+
+
+def verdict_l4(h: H) -> Verdict:
+    return verdicts(h)["L4"]
 
 
 # --- a message held by a dead worker, where the implementation declares no reclaim -------------------------------

@@ -16,7 +16,7 @@ from harness.checkers.context import CheckContext, checker
 from harness.checkers.total_queue import Overdue, QueueTally, overdue, tally
 from harness.history import Event
 from harness.names import APP_PREFIX
-from harness.nemesis.base import CRASH, NETWORK
+from harness.nemesis.base import CAPACITY, CRASH, NETWORK
 from harness.verdict import Verdict
 
 NAME = "recovery"
@@ -130,12 +130,14 @@ def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: Che
 
 
 def died_by_themselves(h: History, since: float) -> list[Event]:
-    """Worker deaths after ``since`` that no fault caused and that were no refusal to start (a consumer that
-    refuses a pool below its budget exits by design): a consumer that gave up on a transient fault."""
+    """Worker deaths after ``since`` that no fault caused: a consumer that gave up on a transient fault. A death
+    while connections are scarce (a capacity fault, from its invoke to a second after its heal) is excused: a
+    consumer that refuses a pool below its budget exits by design, and L3 judges that."""
     ended = h.process_ends()
-    refused = {target(e) for e in h.events("worker") if e.value.get("event") == "refused"}
+    scarce = [(w.invoked, w.healed if w.healed is not None else float("inf"))
+              for w in h.windows_of(CAPACITY) if w.applied is not None]
     return [e for e in h.events("worker") if e.value.get("event") == "died" and e.t >= since
-            and target(e) not in ended and target(e) not in refused]
+            and target(e) not in ended and not any(start <= e.t <= end + 1.0 for start, end in scarce)]
 
 
 STALE_BACKEND_S = 1.0  # a backend whose client was cut may linger this long in pg_stat_activity
