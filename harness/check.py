@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.analysis import NotAHistory, recheck
+from harness.report.html import write_html
 from harness.report.results import document, entries_in_place, write_results
 from harness.summary import interrupted_line, verdict_table
 from harness.verdict import ScenarioResult
@@ -67,9 +68,10 @@ def differences(stored: dict[str, Any] | None, now: ScenarioResult) -> list[Diff
             for g in dict.fromkeys([*before, *after]) if before.get(g) != after.get(g)]
 
 
-def check_run(run_dir: Path, *, json_out: Path | None = None, out: TextIO = sys.stdout) -> tuple[list[ScenarioResult],
-                                                                                                 list[Difference]]:
-    """Judges every history of ``run_dir`` again; prints the verdict table and what changed."""
+def check_run(run_dir: Path, *, json_out: Path | None = None, html_out: Path | None = None,
+              out: TextIO = sys.stdout) -> tuple[list[ScenarioResult], list[Difference]]:
+    """Judges every history of ``run_dir`` again; prints the verdict table and what changed; writes the new
+    verdicts in results.json's format (``json_out``) and as a report (``html_out``) if asked."""
     if not run_dir.is_dir():
         raise NotARunDirectory(f"{run_dir} is not a directory; pass a report directory such as reports/latest")
     results: list[ScenarioResult] = []
@@ -91,9 +93,13 @@ def check_run(run_dir: Path, *, json_out: Path | None = None, out: TextIO = sys.
             print(f"  {d.impl}/{d.scenario} {d.guarantee}: {d.stored} -> {d.now}", file=out)
     else:
         print(f"re-checked {len(results)} scenarios: verdicts as stored", file=out)
-    if json_out is not None:
+    if json_out is not None or html_out is not None:
         stored_doc = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
         meta = {**stored_doc.get("meta", {}), "rechecked_from": str(run_dir)}
-        write_results(json_out, document(stored_doc.get("run_id", run_dir.name), meta,
-                                         entries_in_place(results, run_dir), interrupted))
+        entries = entries_in_place(results, run_dir)
+        doc = document(stored_doc.get("run_id", run_dir.name), meta, entries, interrupted)
+        if json_out is not None:
+            write_results(json_out, doc)
+        if html_out is not None:
+            write_html(html_out, doc, entries)
     return results, changed

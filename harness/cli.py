@@ -127,7 +127,8 @@ def cmd_check(ns: argparse.Namespace) -> int:
     from harness.check import NotARunDirectory, check_run, stored_interruption  # noqa: PLC0415
 
     try:
-        results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None)
+        results, _ = check_run(Path(ns.run_dir), json_out=Path(ns.json) if ns.json else None,
+                               html_out=Path(ns.html) if ns.html else None)
     except NotARunDirectory as exc:
         print(f"outbox-harness check: {exc}", file=sys.stderr)
         return USAGE
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="judge a saved run again, offline, from its histories")
     check.add_argument("run_dir", metavar="RUN_DIR", help="a report directory, e.g. reports/latest")
     check.add_argument("--json", metavar="OUT", help="also write the verdicts in results.json's format to OUT")
+    check.add_argument("--html", metavar="OUT", help="also write a report of the new verdicts to OUT (report.html's "
+                       "format; its evidence links point into RUN_DIR)")
     check.add_argument("--allow-unknown", action="store_true", help="exit 0 when verdicts are only undecided")
     check.set_defaults(func=cmd_check)
 

@@ -64,9 +64,12 @@ def test_check_reports_verdicts_that_changed(tmp_path: Path) -> None:
         def write(self, s: str) -> None:
             lines.append(s)
 
-    results, changed = check_run(run_dir, out=Out())  # type: ignore[arg-type]
+    html = run_dir / "report-rechecked.html"
+    results, changed = check_run(run_dir, html_out=html, out=Out())  # type: ignore[arg-type]
     assert [(d.guarantee, d.stored, d.now) for d in changed] == [("D1", "fail", "pass")]
     assert "1 verdicts differ" in "".join(lines)
+    page = html.read_text()  # the report of the new verdicts: D1 passes there, with its evidence link into the run
+    assert "all 2 committed messages were handled" in page and 'href="histories/' in page
 
 
 def test_check_refuses_a_directory_without_histories(tmp_path: Path) -> None:
