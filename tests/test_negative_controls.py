@@ -101,7 +101,7 @@ def test_publish_outside_tx_leaks_rolled_back_messages(run_broken: Run) -> None:
     assert verdict(result, "P1").figures["delivered_after_rollback"] > 0
 
 
-def test_tokenless_ack_is_caught_by_a_zombie_worker(run_broken: Run) -> None:
+def test_tokenless_ack_is_caught_by_a_paused_worker(run_broken: Run) -> None:
     """The paused-worker scenario is a detector too: a frozen worker that resumes and acks by id alone removes
     rows that another worker holds."""
     result = run_broken("tokenless_ack", by_name("paused_worker"))
