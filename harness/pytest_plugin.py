@@ -15,7 +15,6 @@ scenario that cannot run here fails. Reports are masked: no DSN password in a tr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -27,13 +26,13 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from harness import interrupt
 from harness.adapter import AdapterLoadError, alias_help, load_adapter, unavailable
 from harness.argtypes import positive_finite_float, seed
 from harness.messages import mask_all
 from harness.provision.postgres import PostgresServer, ProvisioningError, provision
 from harness.session import Running, SessionOutcome
 from harness.verdict import ScenarioResult
-
 
 OUTCOME = pytest.StashKey[SessionOutcome]()
 #: ``OUTBOX_HARNESS_ALLOW_SKIP=1``: a skipped scenario is expected here, even under ``--fail-on-skip``.
@@ -166,7 +165,7 @@ def run_scenario(request: pytest.FixtureRequest, postgres_server: PostgresServer
         outcome = request.config.stash[OUTCOME]
         outcome.running = Running(adapter.name, scenario.name, request.node.nodeid)
         try:
-            result = asyncio.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
+            result = interrupt.run(run(scenario, adapter=adapter, impl_spec=impl_spec, server=postgres_server,
                                      workdir=workdir, toxiproxy=proxy.server, toxiproxy_error=proxy.error,
                                      progress=_live_printer(request.config), seed=request.config.getoption("seed"),
                                      time_scale=request.config.getoption("time_scale")))

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness import interrupt
 from harness.adapter import load_adapter
 from harness.analysis import judge
 from harness.checkers import History
@@ -205,7 +206,7 @@ def run(ns: argparse.Namespace) -> int:
         logs = {"postgresql": server.log_path, "toxiproxy": toxiproxy.log_path if toxiproxy else None}
         t0 = time.monotonic()
         try:
-            result = asyncio.run(_soak(scenario, tally, impl=impl, server=server, toxiproxy=toxiproxy, seed=ns.seed))
+            result = interrupt.run(_soak(scenario, tally, impl=impl, server=server, toxiproxy=toxiproxy, seed=ns.seed))
         except KeyboardInterrupt as exc:
             signal = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
             figures.update(_record(tally, time.monotonic() - t0))

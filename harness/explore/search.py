@@ -9,7 +9,6 @@ persist in a Hypothesis example database under the reports directory, so the nex
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 import shutil
@@ -24,6 +23,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky
 
+from harness import interrupt
 from harness.adapter import load_adapter
 from harness.explore.strategy import scenarios
 from harness.provision.postgres import PostgresServer
@@ -88,7 +88,7 @@ class Explorer:
         self.cases += 1
         scenario = dataclasses.replace(scenario, name=f"explore_{self.cases}")
         workdir = self.out_dir / "runs" / scenario.name
-        result = asyncio.run(run_scenario(scenario, adapter=self.adapter, impl_spec=self.impl, server=self.server,
+        result = interrupt.run(run_scenario(scenario, adapter=self.adapter, impl_spec=self.impl, server=self.server,
                                           workdir=workdir, toxiproxy=self.toxiproxy, seed=self.seed,
                                           toxiproxy_error=None if self.toxiproxy else "no Toxiproxy here"))
         if not failed(result):
