@@ -772,3 +772,14 @@ def test_a_declared_reclaim_time_stands_in_for_a_lease() -> None:
     sweep = ctx(caps={"lease_ttl": False, "lease_times": False}, timings=Timings(reclaim_seconds=55))
     assert status(check_lease(reclaimed(60).build(), sweep), "D3") == "pass"
     assert status(check_lease(reclaimed(10).build(), sweep), "D3") == "fail"
+
+
+def test_a_declared_reclaim_time_is_not_held_against_a_holder_whose_heartbeats_a_fault_may_have_cut() -> None:
+    """The declared time counts from the holder's last heartbeat, taken to be at most one before its claim; a reset
+    just before the claim may have stopped the heartbeats earlier (the fetch going on over another connection), so
+    an early reclaim after it is undecided, not a steal. A lease TTL counts from the claim whatever the network does."""
+    sweep = ctx(caps={"lease_ttl": False}, timings=Timings(reclaim_seconds=3))
+    h = H().publish(0, "m1").window(0.4, 0.9, "reset_peer").deliver(1, "m1", "w2", took=0.02)
+    h.deliver(1.4, "m1", "w2")  # the same worker fetches it again 0.4 s later: its heartbeat had lapsed
+    assert status(check_lease(h.build(), sweep), "D3") == "unknown"
+    assert status(check_lease(h.build(), ctx(cfg={"lease_ttl_seconds": 3.0})), "D3") == "fail"

@@ -8,6 +8,8 @@ from itertools import pairwise
 from harness.checkers._index import EPS, Delivery, History, examples
 from harness.checkers._leases import clock_note, gap, lease_start
 from harness.checkers.context import CheckContext, checker
+from harness.nemesis.base import NETWORK
+from harness.nemesis.database import CrashRestart
 from harness.verdict import Verdict
 
 NAME = "lease"
@@ -42,11 +44,14 @@ def check_lease(h: History, ctx: CheckContext) -> list[Verdict]:
     have waited in a prefetch buffer; a lock may have died with its backend in a network fault) is "unknown"."""
     db_clock = ctx.capabilities.lease_times and h.all_lease_times
     ends = h.backend_ends()
+    # Faults that cut a live worker's connections (its heartbeats with them): network faults, a server restart.
+    cuts = [(w.invoked, w.healed if w.healed is not None else float("inf"))
+            for w in [*h.windows_of(NETWORK), *h.windows(CrashRestart.kind)]]
     definite: list[Steal] = []
     suspect: list[Steal] = []
     for ds in h.redelivered():
         for a, b in pairwise(ds):
-            found = _steal(a, b, ctx, db_clock, ends)
+            found = _steal(a, b, ctx, db_clock, ends, cuts)
             if found is not None:
                 (definite if found[0] else suspect).append(found[1])
     mode = (clock_note(db_clock, h.claimed_calls > 0) if ctx.reclaim_after is not None
@@ -54,8 +59,8 @@ def check_lease(h: History, ctx: CheckContext) -> list[Verdict]:
     return [_d3(definite, suspect, len(h.calls), h.redeliveries, mode), _d4(definite, suspect, h, ctx, mode)]
 
 
-def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
-           ends: list[tuple[float, float]]) -> tuple[bool, Steal] | None:
+def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool, ends: list[tuple[float, float]],
+           cuts: list[tuple[float, float]]) -> tuple[bool, Steal] | None:
     """(definite, steal) when B's claim may have come while A's lease was live; None when it clearly did not."""
     def steal(gap_s: float, evidence: str) -> Steal:
         return Steal(str(a.mid), a.process, b.process, gap_s, evidence)
@@ -70,6 +75,9 @@ def _steal(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool,
     within = _within_lease(a, b, ctx, db_clock)
     if within is None:
         return None
+    if not ctx.capabilities.lease_ttl and within[0] and _heartbeats_may_have_lapsed(a, b, ctx, cuts):
+        return False, steal(within[1].gap_s, f"{within[1].evidence}, across a fault that may have stopped the"
+                            " holder's heartbeats before its claim")
     if a.failed or a.outcome in _RELEASES:  # A gave the row back early: a claim after it did is no steal
         given_back = a.end.t if a.end is not None else None
         claimed = b.claim_t if b.claim_t is not None else b.t
@@ -96,11 +104,22 @@ def _within_lease(a: Delivery, b: Delivery, ctx: CheckContext, db_clock: bool) -
     return None
 
 
+def _heartbeats_may_have_lapsed(a: Delivery, b: Delivery, ctx: CheckContext, cuts: list[tuple[float, float]]) -> bool:
+    """A declared reclaim time (no lease TTL) counts from the holder's last heartbeat, taken to be at most one
+    heartbeat before its claim; a fault that cuts connections between a reclaim time before A's claim and B's claim
+    may have stopped A's heartbeats earlier than that (A still claiming on another connection), and a reclaim
+    measured from the last heartbeat is then on time."""
+    since = (a.claim_t if a.claim_t is not None else a.t) - (ctx.reclaim_after or 0.0)
+    until = b.claim_t if b.claim_t is not None else b.t
+    return any(start <= until and end >= since for start, end in cuts)
+
+
 def _undecided(suspect: list[Steal]) -> str:
     kinds = sorted({s.evidence for s in suspect})
     return (f"{len(suspect)} claims came sooner than the lease by {', '.join(kinds)}, but that evidence cannot"
             " tell whether the earlier lease had ended (rows may wait in a prefetch buffer; a lock ends with its"
-            " backend); report claims (ctx.claimed) or database-clock lease times to decide")
+            " backend; heartbeats may have stopped in a network fault); report claims (ctx.claimed) or"
+            " database-clock lease times to decide")
 
 
 def _d3(definite: list[Steal], suspect: list[Steal], deliveries: int, redelivered: int, mode: str) -> Verdict:

@@ -110,20 +110,47 @@ def overdue(h: History, q: QueueTally, ctx: CheckContext) -> Overdue:
     if any(end - bound < t <= end for t in h.calls.t):
         return Overdue(set(), bound, "deliveries were still being made when the drain ended")
     late = {m for m in stuck if end - max(since, h.committed_at(m, end)) >= bound}
-    held = held_by_the_dead(h, late) if ctx.reclaim_after is None else set()
+    held = held_by_the_dead(h, late, end) if ctx.reclaim_after is None else set()
     if late - held:
         return Overdue(late - held, bound, None)
     if held:
-        first = min(held)
-        return Overdue(set(), bound, f"{len(held)} of them are held by workers that died with them in hand (e.g."
-                       f" {first} in {h.group(first)[-1].process}), and the implementation declares no reclaim, so"
-                       " they may come back only after the run")
+        return Overdue(set(), bound, f"{len(held)} of them may be held by workers that died (e.g. {min(held)}: its"
+                       " handler call was cut, or it was committed before a worker died and never delivered, so a"
+                       " dead worker may have claimed it), and the implementation declares no reclaim, so they may"
+                       " come back only after the run")
     return Overdue(set(), bound, "the messages left were committed within the bound")
 
 
-def held_by_the_dead(h: History, mids: set[str]) -> set[str]:
-    """Messages whose latest call was cut by its process's death: still claimed by a holder that is gone."""
-    return {m for m in mids if (calls := h.group(m)) and calls[-1].end is None and calls[-1].cut_at is not None}
+def held_by_the_dead(h: History, mids: set[str], until: float) -> set[str]:
+    """Messages a worker that is gone may still hold: its handler call never ended and its process did, or it was
+    never delivered and committed before a worker ended, which may have claimed it without calling its handler."""
+    ended = worker_ends(h, until)
+    last_end = max(ended.values(), default=float("-inf"))
+
+    def held(m: str) -> bool:
+        calls = h.group(m)
+        if calls:
+            return calls[-1].end is None and (calls[-1].cut_at is not None or calls[-1].process in ended)
+        return h.committed_at(m, until) <= last_end
+
+    return {m for m in mids if held(m)}
+
+
+def worker_ends(h: History, until: float) -> dict[str, float]:
+    """Worker incarnations that ended before ``until``, and when: a fault ended one, it died or was stopped, or a
+    later incarnation of its slot was spawned (``w1#3`` ends ``w1#1`` and ``w1#2``)."""
+    out = {p: t for p, t in h.process_ends().items() if t < until}
+    for e in h.events("worker"):
+        if e.t >= until:
+            continue
+        event, process = e.value.get("event"), str(e.value.get("process") or e.process)
+        if event in ("died", "stopped"):
+            out.setdefault(process, e.t)
+        elif event == "spawned":
+            slot, _, n = process.partition("#")
+            for k in range(1, int(n) if n.isdigit() else 1):
+                out.setdefault(f"{slot}#{k}", e.t)
+    return out
 
 
 @checker(NAME, decides=("D1", "D2", "P1"))
