@@ -200,3 +200,11 @@ def test_without_a_declared_reclaim_a_message_never_delivered_after_a_death_is_u
     h.publish(4.0, "m3").final(pending=["m2", "m3"], drained=False, at=4.0 + BOUND + 5)
     d1 = {v.guarantee: v for v in check_total_queue(h.build(), c)}["D1"]
     assert d1.status == "fail" and d1.figures["overdue_examples"] == ["m3"], d1.summary
+
+
+def test_a_restart_that_cannot_initialise_during_the_cut_is_not_a_worker_giving_up() -> None:
+    """w2#2, spawned after w2#1 was killed, fails to start while the partition holds and never delivered: a fast
+    start-up failure the supervisor retries, not a consumer that lived through the fault and gave up."""
+    h = network_history().worker(2.5, "w2#2", "refused", message="initialization failed: connection reset")
+    h.worker(2.6, "w2#2", "died", code=3)
+    assert verdict_l4(h).status == "pass"

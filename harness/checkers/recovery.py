@@ -130,14 +130,19 @@ def _network(h: History, counts: QueueTally, loss: dict, late: Overdue, ctx: Che
 
 
 def died_by_themselves(h: History, since: float) -> list[Event]:
-    """Worker deaths after ``since`` that no fault caused: a consumer that gave up on a transient fault. A death
-    while connections are scarce (a capacity fault, from its invoke to a second after its heal) is excused: a
-    consumer that refuses a pool below its budget exits by design, and L3 judges that."""
+    """Deaths after ``since`` that no fault caused, of workers that were consuming (up before the faults began, or
+    delivered at least once): a consumer that gave up on a transient fault. Excused: one that never got going (a
+    restart that cannot initialise while the network is cut may fail fast; the supervisor starts it again), and
+    a death while connections are scarce (a capacity fault, from its invoke to a second after its heal: refusing a
+    pool below the budget is by design, and L3 judges it)."""
     ended = h.process_ends()
+    first = dict(zip(h.procs, h.proc_first_t))
     scarce = [(w.invoked, w.healed if w.healed is not None else float("inf"))
               for w in h.windows_of(CAPACITY) if w.applied is not None]
+    consuming = {p for p in h.procs if first[p] < since or h.calls_of(p)}
     return [e for e in h.events("worker") if e.value.get("event") == "died" and e.t >= since
-            and target(e) not in ended and not any(start <= e.t <= end + 1.0 for start, end in scarce)]
+            and target(e) not in ended and target(e) in consuming
+            and not any(start <= e.t <= end + 1.0 for start, end in scarce)]
 
 
 STALE_BACKEND_S = 1.0  # a backend whose client was cut may linger this long in pg_stat_activity
